@@ -1,0 +1,1 @@
+"""simtrain: shared pieces of the simulated training environment (schema, queue, settings, stubs)."""

@@ -1,0 +1,132 @@
+"""The job spec and job record: the JSON contract shared by gateway, trainer and any other client."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from simtrain.model_presets import MODEL_PRESETS
+
+ModelType = Literal[tuple(MODEL_PRESETS)]  # type: ignore[valid-type]
+
+
+class _Strict(BaseModel):
+    # Unknown fields are errors: a typo in a spec must not silently train the default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetSpec(_Strict):
+    """Either a prepared dataset ``id``, or ``module`` + ``source`` (+ tokenizer options) to prepare."""
+
+    id: str | None = Field(default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.-]+$")
+    module: str | None = Field(default=None, min_length=1, max_length=64)
+    source: str | None = Field(default=None, min_length=1, max_length=1024)
+    tokenizer: str = Field(default="char", min_length=1, max_length=64)
+    packing: str = Field(default="stream", min_length=1, max_length=64)
+    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _id_or_source(self) -> DatasetSpec:
+        if self.id is None and (self.module is None or self.source is None):
+            raise ValueError("give either 'id', or both 'module' and 'source'")
+        if self.id is not None and (self.module is not None or self.source is not None):
+            raise ValueError("give either 'id' or 'module'/'source', not both")
+        return self
+
+
+class ModelSpec(_Strict):
+    """A minGPT ``model_type`` preset, or ``n_layer``/``n_head``/``n_embd`` given explicitly."""
+
+    model_type: ModelType | None = None  # type: ignore[valid-type]
+    n_layer: int | None = Field(default=None, ge=1, le=96)
+    n_head: int | None = Field(default=None, ge=1, le=128)
+    n_embd: int | None = Field(default=None, ge=1, le=12288)
+    embd_pdrop: float = Field(default=0.1, ge=0.0, lt=1.0)
+    resid_pdrop: float = Field(default=0.1, ge=0.0, lt=1.0)
+    attn_pdrop: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+    @model_validator(mode="after")
+    def _preset_xor_sizes(self) -> ModelSpec:
+        sizes = (self.n_layer, self.n_head, self.n_embd)
+        if self.model_type is not None:
+            if any(s is not None for s in sizes):
+                raise ValueError("give either 'model_type' or n_layer/n_head/n_embd, not both")
+        elif any(s is None for s in sizes):
+            raise ValueError("give 'model_type', or all of n_layer, n_head and n_embd")
+        elif self.n_embd % self.n_head:  # type: ignore[operator]
+            raise ValueError("n_embd must be divisible by n_head")
+        return self
+
+    def sizes(self) -> tuple[int, int, int]:
+        """(n_layer, n_head, n_embd), resolving the preset."""
+        if self.model_type is not None:
+            return MODEL_PRESETS[self.model_type]
+        return self.n_layer, self.n_head, self.n_embd  # type: ignore[return-value]
+
+
+class TrainingSpec(_Strict):
+    """minGPT Trainer settings, plus evaluation and logging cadence."""
+
+    max_iters: int = Field(default=300, ge=1, le=10_000_000)
+    batch_size: int = Field(default=32, ge=1, le=4096)
+    block_size: int = Field(default=64, ge=2, le=8192)
+    learning_rate: float = Field(default=5e-4, gt=0.0, le=1.0)
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = Field(default=0.1, ge=0.0, le=1.0)
+    grad_norm_clip: float = Field(default=1.0, ge=0.0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    warmup_iters: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
+    eval_interval: int = Field(default=100, ge=1)
+    eval_iters: int = Field(default=10, ge=1, le=10_000)
+    log_interval: int = Field(default=10, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+class JobSpec(_Strict):
+    """What a client submits: ``POST /v1/jobs`` takes exactly this."""
+
+    dataset: DatasetSpec
+    data_service: str | None = Field(
+        default=None, min_length=1, max_length=256, pattern=r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$"
+    )
+    model: ModelSpec = Field(default_factory=lambda: ModelSpec(model_type="gpt-nano"))
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    checks: dict[str, Any] = Field(default_factory=dict)
+
+
+class JobStatus(StrEnum):
+    queued = "queued"
+    running = "running"
+    succeeded = "succeeded"
+    failed = "failed"
+    cancelled = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.succeeded, JobStatus.failed, JobStatus.cancelled)
+
+
+class Progress(BaseModel):
+    step: int = 0
+    max_iters: int
+
+
+class JobRecord(BaseModel):
+    """A job's state as stored in Redis and served by ``GET /v1/jobs/{id}``."""
+
+    id: str
+    status: JobStatus
+    spec: JobSpec
+    progress: Progress
+    metrics: dict[str, float] = Field(default_factory=dict)
+    error: str | None = None
+    attempts: int = 0
+    worker: str | None = None
+    dataset_id: str | None = None
+    created_at: float = Field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
