@@ -96,6 +96,18 @@ class JobQueue:
         """Reset the message's idle time: the worker's lease on the job."""
         self.r.xclaim(self.stream, GROUP, consumer, min_idle_time=0, message_ids=[msg_id], justid=True)
 
+    def release(self, msg_id: str, consumer: str) -> None:
+        """Give a job back unfinished: mark its lease expired so the next claim takes it at once."""
+        self.r.xclaim(
+            self.stream,
+            GROUP,
+            consumer,
+            min_idle_time=0,
+            message_ids=[msg_id],
+            idle=self.lease_ms,
+            justid=True,
+        )
+
     def ack(self, msg_id: str) -> None:
         self.r.xack(self.stream, GROUP, msg_id)
 
@@ -105,10 +117,12 @@ class JobQueue:
     def incr_attempts(self, job_id: str) -> int:
         return int(self.r.hincrby(self._job_key(job_id), "attempts", 1))
 
-    def add_metrics(self, job_id: str, row: dict[str, float]) -> None:
+    def add_metrics(self, job_id: str, row: dict[str, float], latest: dict[str, float] | None = None) -> None:
+        """Append one metrics row; the job record keeps ``latest`` (default: the row) for quick reads."""
         pipe = self.r.pipeline()
         pipe.xadd(f"{self._job_key(job_id)}:metrics", {k: repr(float(v)) for k, v in row.items()})
-        pipe.hset(self._job_key(job_id), mapping={"metrics": json.dumps(row), "step": int(row["step"])})
+        mapping = {"metrics": json.dumps(latest or row), "step": int(row["step"])}
+        pipe.hset(self._job_key(job_id), mapping=mapping)
         pipe.execute()
 
     def set_report(self, job_id: str, report: dict[str, Any]) -> None:

@@ -1,0 +1,75 @@
+"""The job spec contract: what validates, what is refused, and with which field named."""
+
+import pytest
+from pydantic import ValidationError
+
+from simtrain.jobs import JobSpec
+
+MINIMAL = {"dataset": {"module": "text", "source": "tiny.txt"}}
+
+
+def error_fields(spec: dict) -> set[str]:
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate(spec)
+    return {".".join(str(p) for p in e["loc"]) for e in info.value.errors()}
+
+
+def test_minimal_spec_gets_minGPT_like_defaults():
+    spec = JobSpec.model_validate(MINIMAL)
+    assert spec.model.sizes() == (3, 3, 48)
+    assert spec.training.max_iters == 300
+    assert spec.data_service is None
+
+
+def test_design_example_validates():
+    spec = JobSpec.model_validate(
+        {
+            "dataset": {
+                "module": "text",
+                "source": "tiny.txt",
+                "tokenizer": "char",
+                "packing": "stream",
+                "options": {},
+            },
+            "data_service": "127.0.0.1:50051",
+            "model": {"model_type": "gpt-nano"},
+            "training": {
+                "max_iters": 300,
+                "batch_size": 32,
+                "block_size": 64,
+                "learning_rate": 5e-4,
+                "seed": 0,
+                "eval_interval": 100,
+            },
+            "checks": {},
+        }
+    )
+    assert spec.data_service == "127.0.0.1:50051"
+
+
+def test_explicit_sizes():
+    spec = JobSpec.model_validate(MINIMAL | {"model": {"n_layer": 2, "n_head": 2, "n_embd": 32}})
+    assert spec.model.sizes() == (2, 2, 32)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"training": {"max_iters": 0}}, "training.max_iters"),
+        ({"training": {"learning_rate": -1}}, "training.learning_rate"),
+        ({"training": {"max_itres": 5}}, "training.max_itres"),
+        ({"model": {"model_type": "gpt-huge"}}, "model.model_type"),
+        ({"model": {"model_type": "gpt-nano", "n_layer": 2}}, "model"),
+        ({"model": {"n_layer": 2, "n_head": 3, "n_embd": 32}}, "model"),
+        ({"dataset": {"module": "text"}}, "dataset"),
+        ({"dataset": {"id": "abc", "module": "text", "source": "x"}}, "dataset"),
+        ({"data_service": "not an address"}, "data_service"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_invalid_specs_name_the_field(change: dict, field: str):
+    assert field in error_fields(MINIMAL | change)
+
+
+def test_missing_dataset_is_named():
+    assert "dataset" in error_fields({})

@@ -1,0 +1,58 @@
+"""Keep a few batches ready in a background thread, so the trainer rarely waits on the network."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+_DONE = object()
+
+
+class Prefetcher(Generic[T]):
+    """Iterate ``source`` in a thread, ``depth`` items ahead; errors surface in the consumer."""
+
+    def __init__(self, source: Iterator[T], depth: int = 4):
+        self._source = source
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._fill, name="prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: object) -> bool:
+        while not self._closed.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fill(self) -> None:
+        try:
+            for item in self._source:
+                if not self._put(item):
+                    return
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            self._put(e)
+            return
+        self._put(_DONE)
+
+    def __iter__(self) -> Iterator[T]:
+        return self
+
+    def __next__(self) -> T:
+        item = self._queue.get()
+        if item is _DONE:
+            raise StopIteration
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5)
+        if not self._thread.is_alive() and hasattr(self._source, "close"):
+            self._source.close()  # ends an open gRPC stream now rather than at garbage collection
