@@ -122,25 +122,20 @@ class JobRun:
         if state is None:
             return
         self.model.load_state_dict(state["model"])
-        self.trainer.optimizer.load_state_dict(state["optimizer"])
-        self.trainer.iter_num = int(state["iter_num"])
-        torch.set_rng_state(state["rng_cpu"])
-        if torch.cuda.is_available() and "rng_cuda" in state:
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        self.trainer.load_state_dict(state["trainer"])
         self.curve = state["curve"]
+        self.latest = state["latest"]
         log.info("job %s resumes at step %d", self.job.id, self.trainer.iter_num)
 
-    def _checkpoint(self, steps_done: int) -> None:
+    def _checkpoint(self) -> None:
+        """Model, optimizer, step (the data cursor: batches are a function of it), RNG, curves so far."""
         state = {
             "model": self.model.state_dict(),
-            "optimizer": self.trainer.optimizer.state_dict(),
-            "iter_num": steps_done,
-            "rng_cpu": torch.get_rng_state(),
+            "trainer": self.trainer.state_dict(),
             "curve": self.curve,
+            "latest": self.latest,
             "model_config": vars(self.model.config),
         }
-        if torch.cuda.is_available():
-            state["rng_cuda"] = torch.cuda.get_rng_state_all()
         save_checkpoint(self.checkpoint_path, state)
 
     def _on_batch_end(self, trainer: Trainer) -> None:
@@ -164,9 +159,9 @@ class JobRun:
             self._window_start, self._window_tokens, self._window_wait = time.perf_counter(), 0, 0.0
         if is_eval:
             self._evaluate(step)
-            self._checkpoint(step)
+            self._checkpoint()
         if self.should_stop() and step < t.max_iters:
-            self._checkpoint(step)
+            self._checkpoint()
             self.interrupted = True
             trainer.stop()
 

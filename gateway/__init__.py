@@ -1,0 +1,1 @@
+"""The simtrain gateway: the REST face of the job queue (FastAPI)."""

@@ -1,0 +1,43 @@
+"""``python -m gateway``: serve the gateway with uvicorn until SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+from types import FrameType
+
+import uvicorn
+
+from gateway.app import create_app
+from simtrain.settings import get_settings
+
+
+class _Server(uvicorn.Server):
+    """Announces the address actually bound, which is what a caller needs when it asked for port 0."""
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            host, port = self.servers[0].sockets[0].getsockname()[:2]
+            host = f"[{host}]" if ":" in host else host
+            print(f"gateway listening on http://{host}:{port}", flush=True)
+
+
+def _exit_ok(signum: int, frame: FrameType | None) -> None:
+    # uvicorn shuts down gracefully, then re-raises the signal it caught; this makes that a clean exit.
+    raise SystemExit(0)
+
+
+def main() -> None:
+    settings = get_settings()
+    config = uvicorn.Config(create_app(settings), host=settings.gateway_host, port=settings.gateway_port)
+    signal.signal(signal.SIGTERM, _exit_ok)
+    try:
+        _Server(config).run()
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The trainer against minGPT's own ten steps, plus the loop's contract: callbacks, schedule, resume."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer_service.model import GPT, GPTConfig
+from trainer_service.trainer import Trainer, TrainerConfig
+
+FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mingpt_gpt_nano.pt"
+VOCAB, BLOCK = 65, 16
+
+
+@pytest.fixture(scope="module")
+def mingpt() -> dict:
+    if not FIXTURE.exists():
+        pytest.skip(f"minGPT fixture not found at {FIXTURE}")
+    return torch.load(FIXTURE, weights_only=True)
+
+
+def nano(dropout: float = 0.0, block_size: int = BLOCK) -> GPT:
+    config = GPTConfig.from_preset(
+        "gpt-nano", VOCAB, block_size, embd_pdrop=dropout, resid_pdrop=dropout, attn_pdrop=dropout
+    )
+    return GPT(config)
+
+
+def random_batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randint(0, VOCAB, (4, BLOCK), generator=g), torch.randint(0, VOCAB, (4, BLOCK), generator=g))
+        for _ in range(n)
+    ]
+
+
+def test_reproduces_mingpt_training_steps(mingpt: dict) -> None:
+    train = mingpt["train"]
+    model = nano(block_size=mingpt["config"]["block_size"])
+    model.load_state_dict(mingpt["state_dict"], strict=True)
+    config = TrainerConfig(
+        device="cpu",
+        max_iters=10,
+        learning_rate=train["learning_rate"],
+        betas=tuple(train["betas"]),
+        weight_decay=train["weight_decay"],
+        grad_norm_clip=train["grad_norm_clip"],
+    )
+    trainer = Trainer(config, model, zip(train["x"], train["y"], strict=True))
+    losses: list[float] = []
+    trainer.add_callback("on_batch_end", lambda t: losses.append(t.loss.item()))
+    trainer.run()
+
+    assert trainer.iter_num == 10
+    torch.testing.assert_close(torch.tensor(losses), train["losses"], atol=1e-5, rtol=0)
+    after = model.state_dict()
+    assert list(after) == list(train["state_dict_after"])
+    for name, expected in train["state_dict_after"].items():
+        torch.testing.assert_close(after[name], expected, atol=1e-5, rtol=0, msg=name)
+
+
+def test_callbacks_fire_once_per_step_and_can_stop() -> None:
+    seen: list[int] = []
+    trainer = Trainer(TrainerConfig(device="cpu", max_iters=100), nano(), iter(random_batches(5)))
+    trainer.add_callback("on_batch_end", lambda t: seen.append(t.iter_num))
+    trainer.run()
+    assert seen == [0, 1, 2, 3, 4]  # the batches ran out before max_iters
+    assert trainer.iter_num == 5
+
+    seen.clear()
+    trainer = Trainer(TrainerConfig(device="cpu", max_iters=3), nano(), iter(random_batches(5)))
+    trainer.add_callback("on_batch_end", lambda t: seen.append(t.iter_num))
+    trainer.run()
+    assert seen == [0, 1, 2]  # max_iters reached first
+
+    trainer = Trainer(TrainerConfig(device="cpu"), nano(), iter(random_batches(5)))
+    trainer.add_callback("on_batch_end", lambda t: seen.append(-1))
+    trainer.set_callback("on_batch_end", lambda t: t.stop() if t.iter_num == 1 else None)  # replaces
+    seen.clear()
+    trainer.run()
+    assert seen == [] and trainer.iter_num == 2
+
+
+def test_exposes_timing_loss_and_lr_to_callbacks() -> None:
+    def slow(batches: list) -> Iterator:
+        for batch in batches:
+            time.sleep(0.02)
+            yield batch
+
+    records: list[tuple] = []
+    config = TrainerConfig(device="cpu", max_iters=3, learning_rate=1e-3, warmup_iters=2)
+    trainer = Trainer(config, nano(), slow(random_batches(3)))
+    trainer.add_callback(
+        "on_batch_end",
+        lambda t: records.append(
+            (t.data_wait_s, t.iter_dt, t.tokens_per_s, t.loss, t.lr, t.optimizer.param_groups[0]["lr"])
+        ),
+    )
+    trainer.run()
+    for wait, dt, tokens_per_s, loss, lr, group_lr in records:
+        assert 0.02 <= wait <= dt
+        assert tokens_per_s == pytest.approx(4 * BLOCK / dt)
+        assert isinstance(loss, torch.Tensor) and loss.ndim == 0
+        assert lr == group_lr
+    assert [r[4] for r in records] == pytest.approx([5e-4, 1e-3, 1e-3])
+
+
+def test_cosine_schedule_warms_up_then_decays() -> None:
+    config = TrainerConfig(
+        device="cpu", max_iters=100, learning_rate=1e-3, lr_schedule="cosine", warmup_iters=10
+    )
+    trainer = Trainer(config, nano(), iter(()))
+    lrs = [trainer.lr_at(it) for it in range(101)]
+    assert lrs[0] == pytest.approx(1e-4)
+    assert all(a < b for a, b in zip(lrs[:10], lrs[1:10], strict=False))  # rising warmup
+    assert lrs[9] == lrs[10] == pytest.approx(1e-3)  # peak
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:], strict=False))  # strictly decaying
+    assert lrs[55] == pytest.approx(0.55e-3)  # halfway down the cosine to the 10% floor
+    assert lrs[100] == pytest.approx(1e-4)
+    assert trainer.lr_at(500) == pytest.approx(1e-4)  # past max_iters it stays at the floor
+
+    with pytest.raises(ValueError, match="max_iters"):
+        Trainer(TrainerConfig(device="cpu", lr_schedule="cosine"), nano(), iter(()))
+
+
+def resume_config() -> TrainerConfig:
+    # Cosine with warmup, so the resumed run must also get iter_num right to match.
+    return TrainerConfig(device="cpu", max_iters=8, learning_rate=1e-3, lr_schedule="cosine", warmup_iters=3)
+
+
+def checkpoint_bytes(state: dict) -> dict:
+    """A real save/load, so nothing the resumed run sees aliases the first run's live tensors."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)
+
+
+@pytest.mark.parametrize("how", ["trainer_state_dict", "by_hand", "without_rng"])
+def test_resume_is_bit_identical(how: str) -> None:
+    k, batches = 3, random_batches(8)
+
+    torch.manual_seed(1)
+    straight = nano(dropout=0.1)
+    Trainer(resume_config(), straight, iter(batches)).run()
+
+    torch.manual_seed(1)
+    first = Trainer(resume_config(), nano(dropout=0.1), iter(batches))
+    saved: dict = {}
+
+    def checkpoint_and_stop(t: Trainer) -> None:
+        if t.iter_num + 1 == k:  # k steps done
+            saved.update(checkpoint_bytes({"model": t.model.state_dict(), "trainer": t.state_dict()}))
+            t.stop()
+
+    first.add_callback("on_batch_end", checkpoint_and_stop)
+    first.run()
+    assert first.iter_num == k and saved["trainer"]["iter_num"] == k
+    torch.manual_seed(99)  # whatever ran in between moved the RNG on
+
+    resumed_model = nano(dropout=0.1)
+    resumed_model.load_state_dict(saved["model"], strict=True)
+    resumed = Trainer(resume_config(), resumed_model, iter(batches[k:]))
+    if how == "trainer_state_dict":
+        resumed.load_state_dict(saved["trainer"])
+    else:
+        resumed.optimizer.load_state_dict(saved["trainer"]["optimizer"])
+        resumed.iter_num = k
+        if how == "by_hand":
+            torch.set_rng_state(saved["trainer"]["rng_state"])
+    resumed.run()
+
+    assert resumed.iter_num == 8
+    same = [torch.equal(a, b) for a, b in zip(resumed_model.parameters(), straight.parameters(), strict=True)]
+    if how == "without_rng":
+        assert not all(same), "dropout masks should differ without the RNG state; the check is blind"
+    else:
+        assert all(same)
