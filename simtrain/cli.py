@@ -17,7 +17,7 @@ from simtrain.settings import Settings
 from simtrain.stack import LocalStack, StackError
 
 app = typer.Typer(help="simtrain: is this dataset fit for GPT-style training?", no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)
 
 DEMO_CORPUS = Path(__file__).resolve().parent.parent / "data_service" / "demo" / "tiny.txt"
 GatewayOpt = Annotated[

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from simtrain.client import GatewayClient
 from simtrain.cli import DEMO_CORPUS
+from simtrain.client import GatewayClient
 from simtrain.redis_server import free_port
 from simtrain.settings import Settings
 from simtrain.stack import LocalStack
@@ -33,7 +33,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
     }
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
-    settings = Settings(key_prefix=f"simtrain-e2e:{os.getpid()}:", data_root=data_root, state_dir=root / "var")
+    settings = Settings(
+        key_prefix=f"simtrain-e2e:{os.getpid()}:", data_root=data_root, state_dir=root / "var"
+    )
     stack = LocalStack(settings, gateway_port=0).start()
     try:
         yield stack

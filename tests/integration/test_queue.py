@@ -29,7 +29,12 @@ def test_claim_update_ack(job_queue: JobQueue):
     job_queue.finish(job_id, JobStatus.failed, "boom")
     job_queue.ack(msg_id)
     record = job_queue.get(job_id)
-    assert (record.status, record.error, record.worker, record.attempts) == (JobStatus.failed, "boom", "w1", 1)
+    assert (record.status, record.error, record.worker, record.attempts) == (
+        JobStatus.failed,
+        "boom",
+        "w1",
+        1,
+    )
     assert record.finished_at is not None
     assert job_queue.r.xpending(job_queue.stream, "trainers")["pending"] == 0
 

@@ -1,0 +1,1 @@
+"""The gRPC data service: data modules, tokenizers, the prepared-dataset store and batch sampling."""
