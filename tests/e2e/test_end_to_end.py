@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,3 +129,30 @@ def test_worker_survives_bad_jobs(client: GatewayClient, stack: LocalStack):
     final = client.wait(client.submit(spec(max_iters=20, eval_interval=10))["id"], timeout_s=120)
     assert final["status"] == "succeeded", final["error"]
     assert all(child.process.poll() is None for child in stack.children)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    simtrain = Path(sys.executable).parent / "simtrain"
+    return subprocess.run([str(simtrain), *args], capture_output=True, text=True, timeout=180)
+
+
+def test_cli_submit_watch(stack: LocalStack, tmp_path: Path):
+    spec_file = tmp_path / "job.json"
+    spec_file.write_text(json.dumps(spec(max_iters=20, eval_interval=10)))
+    done = run_cli("submit", "--spec", str(spec_file), "--watch", "--gateway", stack.gateway_url)
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = done.stdout.split()[0]
+    assert "succeeded" in done.stdout
+    assert "step 20/20" in done.stdout
+
+    watched = run_cli("watch", job_id, "--gateway", stack.gateway_url)
+    assert watched.returncode == 0
+    assert "succeeded" in watched.stdout
+
+    failing = run_cli("submit", "--source", "missing.txt", "--watch", "--gateway", stack.gateway_url)
+    assert failing.returncode == 1
+    assert "missing.txt" in failing.stdout
+
+    invalid = run_cli("submit", "--max-iters", "0", "--gateway", stack.gateway_url)
+    assert invalid.returncode == 1
+    assert "training.max_iters" in invalid.stdout
