@@ -12,6 +12,8 @@ from pathlib import Path
 
 import redis
 
+from simtrain.process import stop_process
+
 
 def redis_answers(url: str, timeout_s: float = 1.0) -> bool:
     try:
@@ -76,13 +78,8 @@ class PrivateRedis:
         return self
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process:
+            stop_process(self.process, timeout_s=5)
         if self._dir:
             self._dir.cleanup()
             self._dir = None

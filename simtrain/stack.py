@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from simtrain.process import stop_process
 from simtrain.redis_server import PrivateRedis, redis_answers
 from simtrain.settings import Settings
 
@@ -117,13 +117,7 @@ class LocalStack:
     def stop(self, timeout_s: float = 30.0) -> None:
         """SIGTERM each child, newest first; SIGKILL any that outlive ``timeout_s``."""
         for child in reversed(self.children):
-            if child.process.poll() is None:
-                child.process.send_signal(signal.SIGTERM)
-                try:
-                    child.process.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    child.process.kill()
-                    child.process.wait()
+            stop_process(child.process, timeout_s)
         self.children.clear()
         if self.redis:
             self.redis.stop()
