@@ -21,6 +21,24 @@ from simtrain.jobs import JobRecord, JobSpec, JobStatus, Progress
 
 GROUP = "trainers"
 
+# Status changes that race with other clients are single Lua scripts, so Redis applies them atomically.
+_CANCEL = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'cancelled', 'finished_at', ARGV[1])
+  return 'cancelled'
+end
+if status == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
+return status
+"""
+_START = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status ~= 'queued' and status ~= 'running' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2], 'error', '')
+return 1
+"""
+
 
 class JobQueue:
     def __init__(self, client: redis.Redis, prefix: str = "simtrain:", lease_ms: int = 30_000):
@@ -63,6 +81,12 @@ class JobQueue:
         rows = [{k: float(v) for k, v in fields.items()} for _, fields in entries]
         return [row for row in rows if row.get("step", 0) >= since_step]
 
+    def request_cancel(self, job_id: str) -> JobRecord | None:
+        """Cancel a queued job at once; ask a running job's worker to stop at its next step."""
+        if self.r.eval(_CANCEL, 1, self._job_key(job_id), time.time()) is None:
+            return None
+        return self.get(job_id)
+
     def report(self, job_id: str) -> dict[str, Any] | None:
         raw = self.r.get(f"{self._job_key(job_id)}:report")
         return json.loads(raw) if raw else None
@@ -91,6 +115,13 @@ class JobQueue:
             return None
         msg_id, fields = claimed[0]
         return msg_id, fields["id"]
+
+    def start(self, job_id: str, consumer: str) -> bool:
+        """Mark a claimed job running, unless it was cancelled or finished meanwhile."""
+        return bool(self.r.eval(_START, 1, self._job_key(job_id), consumer, time.time()))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        return self.r.hget(self._job_key(job_id), "cancel_requested") == "1"
 
     def renew(self, msg_id: str, consumer: str) -> None:
         """Reset the message's idle time: the worker's lease on the job."""

@@ -32,6 +32,10 @@ class JobInterrupted(Exception):
     """The worker was asked to stop; the job was checkpointed and should run again elsewhere."""
 
 
+class JobCancelled(Exception):
+    """The job's owner cancelled it; the last step was checkpointed."""
+
+
 class JobRun:
     def __init__(self, job: JobRecord, settings: Settings, queue: JobQueue, should_stop: Callable[[], bool]):
         self.job = job
@@ -51,6 +55,7 @@ class JobRun:
         self.curve: dict[str, list[list[float]]] = {"train": [], "val": []}
         self.latest: dict[str, float] = {}
         self.interrupted = False
+        self.cancelled = False
 
     def run(self) -> dict[str, Any]:
         try:
@@ -113,6 +118,8 @@ class JobRun:
             self.trainer.run()
         finally:
             batches.close()
+        if self.cancelled:
+            raise JobCancelled(f"cancelled at step {self.trainer.iter_num}; checkpoint saved")
         if self.interrupted:
             raise JobInterrupted(f"stopped at step {self.trainer.iter_num}; checkpoint saved")
         return self._report(duration_s=time.time() - started)
@@ -160,7 +167,11 @@ class JobRun:
         if is_eval:
             self._evaluate(step)
             self._checkpoint()
-        if self.should_stop() and step < t.max_iters:
+        if step < t.max_iters and self.queue.cancel_requested(self.job.id):
+            self._checkpoint()
+            self.cancelled = True
+            trainer.stop()
+        elif step < t.max_iters and self.should_stop():
             self._checkpoint()
             self.interrupted = True
             trainer.stop()

@@ -12,7 +12,6 @@ import logging
 import os
 import socket
 import threading
-import time
 
 import redis
 
@@ -20,7 +19,7 @@ from simtrain.jobs import JobStatus
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from trainer_service.data_client import DataServiceError
-from trainer_service.job_runner import JobInterrupted, JobRun
+from trainer_service.job_runner import JobCancelled, JobInterrupted, JobRun
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +87,18 @@ class Worker:
             self.queue.ack(msg_id)
             return True
 
-        self.queue.update(
-            job_id, status=JobStatus.running, worker=self.name, started_at=time.time(), error=None
-        )
+        if not self.queue.start(job_id, self.name):
+            self.queue.ack(msg_id)  # cancelled while it waited
+            return True
         lease = LeaseKeeper(self.queue, msg_id, self.name)
         try:
             report = JobRun(job, self.settings, self.queue, self.stopping.is_set).run()
+        except JobCancelled as e:
+            lease.stop()
+            self.queue.finish(job_id, JobStatus.cancelled, None)
+            self.queue.ack(msg_id)
+            log.info("job %s cancelled: %s", job_id, e)
+            return True
         except JobInterrupted as e:
             lease.stop()
             log.info("job %s interrupted: %s", job_id, e)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import pytest
 
 from simtrain.cli import DEMO_CORPUS
 from simtrain.client import GatewayClient
+from simtrain.queue import JobQueue
 from simtrain.redis_server import free_port
 from simtrain.settings import Settings
 from simtrain.stack import LocalStack
@@ -156,3 +158,17 @@ def test_cli_submit_watch(stack: LocalStack, tmp_path: Path):
     invalid = run_cli("submit", "--max-iters", "0", "--gateway", stack.gateway_url)
     assert invalid.returncode == 1
     assert "training.max_iters" in invalid.stdout
+
+
+def test_cancel_a_running_job(client: GatewayClient, stack: LocalStack):
+    queue = JobQueue.from_url(stack.redis_url, prefix=stack.settings.key_prefix)
+    job_id = client.submit(spec(max_iters=100_000))["id"]
+    deadline = time.monotonic() + 60
+    while client.job(job_id)["progress"]["step"] < 10:
+        assert time.monotonic() < deadline, "the job never got going"
+        time.sleep(0.1)
+    queue.request_cancel(job_id)
+    final = client.wait(job_id, timeout_s=30)
+    assert final["status"] == "cancelled"
+    assert final["progress"]["step"] < 100_000
+    assert (stack.settings.jobs_dir / job_id / "checkpoint.pt").exists()

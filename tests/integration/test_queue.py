@@ -77,3 +77,29 @@ def test_prefixes_isolate(redis_url: str, job_queue: JobQueue):
     other = JobQueue.from_url(redis_url, prefix=job_queue.prefix + "other:")
     job = job_queue.submit(SPEC)
     assert other.get(job.id) is None
+
+
+def test_cancel_a_queued_job_at_once(job_queue: JobQueue):
+    job_queue.ensure_group()
+    job = job_queue.submit(SPEC)
+    assert job_queue.request_cancel(job.id).status == JobStatus.cancelled
+    msg_id, job_id = job_queue.claim("w1", block_ms=100)
+    assert not job_queue.start(job_id, "w1")  # a worker that claims it anyway does not run it
+    assert job_queue.get(job_id).status == JobStatus.cancelled
+
+
+def test_cancel_a_running_job_asks_its_worker(job_queue: JobQueue):
+    job_queue.ensure_group()
+    job_queue.submit(SPEC)
+    _, job_id = job_queue.claim("w1", block_ms=100)
+    assert job_queue.start(job_id, "w1")
+    assert not job_queue.cancel_requested(job_id)
+    assert job_queue.request_cancel(job_id).status == JobStatus.running
+    assert job_queue.cancel_requested(job_id)
+
+
+def test_cancel_unknown_or_finished(job_queue: JobQueue):
+    assert job_queue.request_cancel("0" * 32) is None
+    job = job_queue.submit(SPEC)
+    job_queue.finish(job.id, JobStatus.succeeded)
+    assert job_queue.request_cancel(job.id).status == JobStatus.succeeded
