@@ -181,7 +181,7 @@ class DataServiceServicer(pb_grpc.DataServiceServicer):
                 rank=request.rank,
                 world_size=world_size,
             )
-            yield pb.Batch(step=step, x=_tensor(x), y=_tensor(y))
+            yield pb.Batch(step=step, x=_tensor(x), y=_tensor(y), vocab_size=ds.meta["vocab_size"])
             step += 1
 
     @_rpc

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#simtrain/data/v1/data_service.proto\x12\x10simtrain.data.v1\"H\n\x0cModuleOption\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x15\n\rdefault_value\x18\x03 \x01(\t\"`\n\nModuleInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12/\n\x07options\x18\x03 \x03(\x0b\x32\x1e.simtrain.data.v1.ModuleOption\"\x14\n\x12ListModulesRequest\"D\n\x13ListModulesResponse\x12-\n\x07modules\x18\x01 \x03(\x0b\x32\x1c.simtrain.data.v1.ModuleInfo\"\xd2\x01\n\x15PrepareDatasetRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\ttokenizer\x18\x03 \x01(\t\x12\x0f\n\x07packing\x18\x04 \x01(\t\x12\x45\n\x07options\x18\x05 \x03(\x0b\x32\x34.simtrain.data.v1.PrepareDatasetRequest.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"C\n\tSplitInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nnum_tokens\x18\x02 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\"\xcc\x01\n\x0b\x44\x61tasetInfo\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x11\n\ttokenizer\x18\x04 \x01(\t\x12\x0f\n\x07packing\x18\x05 \x01(\t\x12\x12\n\nvocab_size\x18\x06 \x01(\x05\x12+\n\x06splits\x18\x07 \x03(\x0b\x32\x1b.simtrain.data.v1.SplitInfo\x12\x12\n\nstats_json\x18\x08 \x01(\t\x12\x10\n\x08warnings\x18\t \x03(\t\"\xb8\x01\n\x14StreamBatchesRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x12\n\nblock_size\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x12\n\nstart_step\x18\x06 \x01(\x03\x12\x11\n\tnum_steps\x18\x07 \x01(\x03\x12\x0c\n\x04rank\x18\x08 \x01(\x05\x12\x12\n\nworld_size\x18\t \x01(\x05\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"_\n\x05\x42\x61tch\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12#\n\x01x\x18\x02 \x01(\x0b\x32\x18.simtrain.data.v1.Tensor\x12#\n\x01y\x18\x03 \x01(\x0b\x32\x18.simtrain.data.v1.Tensor\"1\n\rEncodeRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\" \n\x0e\x45ncodeResponse\x12\x0e\n\x06tokens\x18\x01 \x03(\x03\"3\n\rDecodeRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\x03\"\x1e\n\x0e\x44\x65\x63odeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t2\x83\x04\n\x0b\x44\x61taService\x12Z\n\x0bListModules\x12$.simtrain.data.v1.ListModulesRequest\x1a%.simtrain.data.v1.ListModulesResponse\x12X\n\x0ePrepareDataset\x12\'.simtrain.data.v1.PrepareDatasetRequest\x1a\x1d.simtrain.data.v1.DatasetInfo\x12P\n\nGetDataset\x12#.simtrain.data.v1.GetDatasetRequest\x1a\x1d.simtrain.data.v1.DatasetInfo\x12R\n\rStreamBatches\x12&.simtrain.data.v1.StreamBatchesRequest\x1a\x17.simtrain.data.v1.Batch0\x01\x12K\n\x06\x45ncode\x12\x1f.simtrain.data.v1.EncodeRequest\x1a .simtrain.data.v1.EncodeResponse\x12K\n\x06\x44\x65\x63ode\x12\x1f.simtrain.data.v1.DecodeRequest\x1a .simtrain.data.v1.DecodeResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#simtrain/data/v1/data_service.proto\x12\x10simtrain.data.v1\"H\n\x0cModuleOption\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x15\n\rdefault_value\x18\x03 \x01(\t\"`\n\nModuleInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12/\n\x07options\x18\x03 \x03(\x0b\x32\x1e.simtrain.data.v1.ModuleOption\"\x14\n\x12ListModulesRequest\"D\n\x13ListModulesResponse\x12-\n\x07modules\x18\x01 \x03(\x0b\x32\x1c.simtrain.data.v1.ModuleInfo\"\xd2\x01\n\x15PrepareDatasetRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x11\n\ttokenizer\x18\x03 \x01(\t\x12\x0f\n\x07packing\x18\x04 \x01(\t\x12\x45\n\x07options\x18\x05 \x03(\x0b\x32\x34.simtrain.data.v1.PrepareDatasetRequest.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x11GetDatasetRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\"\x15\n\x13ListDatasetsRequest\"G\n\x14ListDatasetsResponse\x12/\n\x08\x64\x61tasets\x18\x01 \x03(\x0b\x32\x1d.simtrain.data.v1.DatasetInfo\"-\n\x0bUploadChunk\x12\x10\n\x08\x66ilename\x18\x01 \x01(\t\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\"B\n\x0cUploadResult\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"C\n\tSplitInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nnum_tokens\x18\x02 \x01(\x03\x12\x14\n\x0cnum_examples\x18\x03 \x01(\x03\"\xcc\x01\n\x0b\x44\x61tasetInfo\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0e\n\x06module\x18\x02 \x01(\t\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x11\n\ttokenizer\x18\x04 \x01(\t\x12\x0f\n\x07packing\x18\x05 \x01(\t\x12\x12\n\nvocab_size\x18\x06 \x01(\x05\x12+\n\x06splits\x18\x07 \x03(\x0b\x32\x1b.simtrain.data.v1.SplitInfo\x12\x12\n\nstats_json\x18\x08 \x01(\t\x12\x10\n\x08warnings\x18\t \x03(\t\"\xb8\x01\n\x14StreamBatchesRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\r\n\x05split\x18\x02 \x01(\t\x12\x12\n\nbatch_size\x18\x03 \x01(\x05\x12\x12\n\nblock_size\x18\x04 \x01(\x05\x12\x0c\n\x04seed\x18\x05 \x01(\x03\x12\x12\n\nstart_step\x18\x06 \x01(\x03\x12\x11\n\tnum_steps\x18\x07 \x01(\x03\x12\x0c\n\x04rank\x18\x08 \x01(\x05\x12\x12\n\nworld_size\x18\t \x01(\x05\"4\n\x06Tensor\x12\r\n\x05\x64type\x18\x01 \x01(\t\x12\r\n\x05shape\x18\x02 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"s\n\x05\x42\x61tch\x12\x0c\n\x04step\x18\x01 \x01(\x03\x12#\n\x01x\x18\x02 \x01(\x0b\x32\x18.simtrain.data.v1.Tensor\x12#\n\x01y\x18\x03 \x01(\x0b\x32\x18.simtrain.data.v1.Tensor\x12\x12\n\nvocab_size\x18\x04 \x01(\x05\"1\n\rEncodeRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0c\n\x04text\x18\x02 \x01(\t\" \n\x0e\x45ncodeResponse\x12\x0e\n\x06tokens\x18\x01 \x03(\x03\"3\n\rDecodeRequest\x12\x12\n\ndataset_id\x18\x01 \x01(\t\x12\x0e\n\x06tokens\x18\x02 \x03(\x03\"\x1e\n\x0e\x44\x65\x63odeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t2\xb3\x05\n\x0b\x44\x61taService\x12Z\n\x0bListModules\x12$.simtrain.data.v1.ListModulesRequest\x1a%.simtrain.data.v1.ListModulesResponse\x12X\n\x0ePrepareDataset\x12\'.simtrain.data.v1.PrepareDatasetRequest\x1a\x1d.simtrain.data.v1.DatasetInfo\x12P\n\nGetDataset\x12#.simtrain.data.v1.GetDatasetRequest\x1a\x1d.simtrain.data.v1.DatasetInfo\x12]\n\x0cListDatasets\x12%.simtrain.data.v1.ListDatasetsRequest\x1a&.simtrain.data.v1.ListDatasetsResponse\x12O\n\x0cUploadSource\x12\x1d.simtrain.data.v1.UploadChunk\x1a\x1e.simtrain.data.v1.UploadResult(\x01\x12R\n\rStreamBatches\x12&.simtrain.data.v1.StreamBatchesRequest\x1a\x17.simtrain.data.v1.Batch0\x01\x12K\n\x06\x45ncode\x12\x1f.simtrain.data.v1.EncodeRequest\x1a .simtrain.data.v1.EncodeResponse\x12K\n\x06\x44\x65\x63ode\x12\x1f.simtrain.data.v1.DecodeRequest\x1a .simtrain.data.v1.DecodeResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,24 +47,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PREPAREDATASETREQUEST_OPTIONSENTRY']._serialized_end=532
   _globals['_GETDATASETREQUEST']._serialized_start=534
   _globals['_GETDATASETREQUEST']._serialized_end=573
-  _globals['_SPLITINFO']._serialized_start=575
-  _globals['_SPLITINFO']._serialized_end=642
-  _globals['_DATASETINFO']._serialized_start=645
-  _globals['_DATASETINFO']._serialized_end=849
-  _globals['_STREAMBATCHESREQUEST']._serialized_start=852
-  _globals['_STREAMBATCHESREQUEST']._serialized_end=1036
-  _globals['_TENSOR']._serialized_start=1038
-  _globals['_TENSOR']._serialized_end=1090
-  _globals['_BATCH']._serialized_start=1092
-  _globals['_BATCH']._serialized_end=1187
-  _globals['_ENCODEREQUEST']._serialized_start=1189
-  _globals['_ENCODEREQUEST']._serialized_end=1238
-  _globals['_ENCODERESPONSE']._serialized_start=1240
-  _globals['_ENCODERESPONSE']._serialized_end=1272
-  _globals['_DECODEREQUEST']._serialized_start=1274
-  _globals['_DECODEREQUEST']._serialized_end=1325
-  _globals['_DECODERESPONSE']._serialized_start=1327
-  _globals['_DECODERESPONSE']._serialized_end=1357
-  _globals['_DATASERVICE']._serialized_start=1360
-  _globals['_DATASERVICE']._serialized_end=1875
+  _globals['_LISTDATASETSREQUEST']._serialized_start=575
+  _globals['_LISTDATASETSREQUEST']._serialized_end=596
+  _globals['_LISTDATASETSRESPONSE']._serialized_start=598
+  _globals['_LISTDATASETSRESPONSE']._serialized_end=669
+  _globals['_UPLOADCHUNK']._serialized_start=671
+  _globals['_UPLOADCHUNK']._serialized_end=716
+  _globals['_UPLOADRESULT']._serialized_start=718
+  _globals['_UPLOADRESULT']._serialized_end=784
+  _globals['_SPLITINFO']._serialized_start=786
+  _globals['_SPLITINFO']._serialized_end=853
+  _globals['_DATASETINFO']._serialized_start=856
+  _globals['_DATASETINFO']._serialized_end=1060
+  _globals['_STREAMBATCHESREQUEST']._serialized_start=1063
+  _globals['_STREAMBATCHESREQUEST']._serialized_end=1247
+  _globals['_TENSOR']._serialized_start=1249
+  _globals['_TENSOR']._serialized_end=1301
+  _globals['_BATCH']._serialized_start=1303
+  _globals['_BATCH']._serialized_end=1418
+  _globals['_ENCODEREQUEST']._serialized_start=1420
+  _globals['_ENCODEREQUEST']._serialized_end=1469
+  _globals['_ENCODERESPONSE']._serialized_start=1471
+  _globals['_ENCODERESPONSE']._serialized_end=1503
+  _globals['_DECODEREQUEST']._serialized_start=1505
+  _globals['_DECODEREQUEST']._serialized_end=1556
+  _globals['_DECODERESPONSE']._serialized_start=1558
+  _globals['_DECODERESPONSE']._serialized_end=1588
+  _globals['_DATASERVICE']._serialized_start=1591
+  _globals['_DATASERVICE']._serialized_end=2282
 # @@protoc_insertion_point(module_scope)

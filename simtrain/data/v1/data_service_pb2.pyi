@@ -63,6 +63,34 @@ class GetDatasetRequest(_message.Message):
     dataset_id: str
     def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
 
+class ListDatasetsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListDatasetsResponse(_message.Message):
+    __slots__ = ("datasets",)
+    DATASETS_FIELD_NUMBER: _ClassVar[int]
+    datasets: _containers.RepeatedCompositeFieldContainer[DatasetInfo]
+    def __init__(self, datasets: _Optional[_Iterable[_Union[DatasetInfo, _Mapping]]] = ...) -> None: ...
+
+class UploadChunk(_message.Message):
+    __slots__ = ("filename", "data")
+    FILENAME_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    filename: str
+    data: bytes
+    def __init__(self, filename: _Optional[str] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class UploadResult(_message.Message):
+    __slots__ = ("source", "size_bytes", "sha256")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    size_bytes: int
+    sha256: str
+    def __init__(self, source: _Optional[str] = ..., size_bytes: _Optional[int] = ..., sha256: _Optional[str] = ...) -> None: ...
+
 class SplitInfo(_message.Message):
     __slots__ = ("name", "num_tokens", "num_examples")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -128,14 +156,16 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("step", "x", "y")
+    __slots__ = ("step", "x", "y", "vocab_size")
     STEP_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
+    VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     step: int
     x: Tensor
     y: Tensor
-    def __init__(self, step: _Optional[int] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., y: _Optional[_Union[Tensor, _Mapping]] = ...) -> None: ...
+    vocab_size: int
+    def __init__(self, step: _Optional[int] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., y: _Optional[_Union[Tensor, _Mapping]] = ..., vocab_size: _Optional[int] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("dataset_id", "text")

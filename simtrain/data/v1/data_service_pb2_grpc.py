@@ -49,6 +49,16 @@ class DataServiceStub:
                 request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetDatasetRequest.SerializeToString,
                 response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.DatasetInfo.FromString,
                 _registered_method=True)
+        self.ListDatasets = channel.unary_unary(
+                '/simtrain.data.v1.DataService/ListDatasets',
+                request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.ListDatasetsRequest.SerializeToString,
+                response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.ListDatasetsResponse.FromString,
+                _registered_method=True)
+        self.UploadSource = channel.stream_unary(
+                '/simtrain.data.v1.DataService/UploadSource',
+                request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadChunk.SerializeToString,
+                response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadResult.FromString,
+                _registered_method=True)
         self.StreamBatches = channel.unary_stream(
                 '/simtrain.data.v1.DataService/StreamBatches',
                 request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.StreamBatchesRequest.SerializeToString,
@@ -86,6 +96,21 @@ class DataServiceServicer:
 
     def GetDataset(self, request, context):
         """Describe a prepared dataset.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDatasets(self, request, context):
+        """The datasets prepared on this server.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UploadSource(self, request_iterator, context):
+        """Store a source file under the data root. The first chunk names the file; every chunk carries
+        bytes, so a large file never has to sit whole in memory on either side.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,6 +154,16 @@ def add_DataServiceServicer_to_server(servicer, server):
                     servicer.GetDataset,
                     request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetDatasetRequest.FromString,
                     response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.DatasetInfo.SerializeToString,
+            ),
+            'ListDatasets': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDatasets,
+                    request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.ListDatasetsRequest.FromString,
+                    response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.ListDatasetsResponse.SerializeToString,
+            ),
+            'UploadSource': grpc.stream_unary_rpc_method_handler(
+                    servicer.UploadSource,
+                    request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadChunk.FromString,
+                    response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadResult.SerializeToString,
             ),
             'StreamBatches': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamBatches,
@@ -227,6 +262,60 @@ class DataService:
             '/simtrain.data.v1.DataService/GetDataset',
             simtrain_dot_data_dot_v1_dot_data__service__pb2.GetDatasetRequest.SerializeToString,
             simtrain_dot_data_dot_v1_dot_data__service__pb2.DatasetInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDatasets(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simtrain.data.v1.DataService/ListDatasets',
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.ListDatasetsRequest.SerializeToString,
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.ListDatasetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadSource(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/simtrain.data.v1.DataService/UploadSource',
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadChunk.SerializeToString,
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadResult.FromString,
             options,
             channel_credentials,
             insecure,
