@@ -6,6 +6,7 @@ STAMP := $(VENV)/.installed
 PROTO := proto/simtrain/data/v1/data_service.proto
 
 .PHONY: setup demo run test lint proto bench clean
+.PHONY: up down image-smoke
 
 setup: $(STAMP)
 
@@ -33,6 +34,28 @@ proto: setup  ## regenerate the committed gRPC stubs from proto/
 
 bench: setup
 	$(BIN)/python bench/stream_batches.py
+	$(BIN)/python bench/data_stream.py
+	$(BIN)/python bench/data_prepare.py
+	$(BIN)/python bench/gateway_latency.py
+	$(BIN)/python bench/gateway_claim.py
+	$(BIN)/python bench/data_memory.py
+	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/train_data_wait.py
+
+# Containers (deploy/): the GPU host stack; CPU=1 adds the override for hosts without a GPU,
+# TRAINERS=N runs N trainer containers.
+COMPOSE ?= docker compose
+COMPOSE_FILES := -f deploy/docker-compose.yml $(if $(CPU),-f deploy/docker-compose.cpu.yml)
+TRAINERS ?= 1
+
+up:  ## build the images and start redis, data-service, trainer(s), gateway on :8000
+	$(COMPOSE) $(COMPOSE_FILES) up --build --detach --wait --scale trainer=$(TRAINERS)
+
+down:  ## stop and remove the containers (volumes are kept; add ARGS=--volumes to drop them)
+	$(COMPOSE) $(COMPOSE_FILES) down $(ARGS)
+
+image-smoke:  ## optional, slow, needs root: podman-build the images on a debootstrap base, run them
+	bash deploy/image-smoke.sh
 
 clean:
 	rm -rf var .pytest_cache

@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 
+from data_service.malloc import keep_freed_buffers
 from data_service.server import serve
 from simtrain.settings import Settings
 
@@ -15,6 +16,7 @@ GRACE_S = 5.0
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_freed_buffers()
     settings = Settings()
     server, port = serve(settings)
     stop = threading.Event()

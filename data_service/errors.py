@@ -7,3 +7,7 @@ class DataError(Exception):
 
 class NotFoundError(DataError):
     """The thing named does not exist: a source file, a dataset (NOT_FOUND)."""
+
+
+class PreconditionError(DataError):
+    """The request is well formed, but the dataset cannot serve it as prepared (FAILED_PRECONDITION)."""

@@ -1,8 +1,13 @@
 """Batches as a pure function of (seed, split, step, rank): resumable at any step, sharded across ranks.
 
-Each step draws ``world_size * batch_size`` window starts from a generator seeded by (seed, split, step)
-alone, and rank r takes slice r. So ranks never share a draw, their batches together are the batch one
-rank would get with ``batch_size * world_size``, and step k is the same whether a run starts at 0 or k.
+Stream packing: each step draws ``world_size * batch_size`` window starts from a generator seeded by
+(seed, split, step) alone, and rank r takes slice r. So ranks never share a draw, their batches
+together are the batch one rank would get with ``batch_size * world_size``, and step k is the same
+whether a run starts at 0 or k.
+
+Pairs packing: examples are dealt in epochs, each a permutation seeded by (seed, split, epoch). The
+global row counter ``(step * world_size + rank) * batch_size + i`` picks a place in that deal, so no
+example repeats within an epoch and ranks take disjoint rows.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ def step_rng(seed: int, split: str, step: int) -> np.random.Generator:
     return np.random.default_rng([seed % 2**64, zlib.crc32(split.encode()), step])
 
 
-def get_batch(
+def get_windows(
     tokens: np.ndarray,
     *,
     block_size: int,
@@ -27,12 +32,80 @@ def get_batch(
     step: int,
     rank: int = 0,
     world_size: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y), each int64 [batch_size, block_size], with y the next token after each x position.
+) -> np.ndarray:
+    """Token windows [batch_size, block_size + 1] in the tokens' own dtype: x is each but its last
+    token, y each but its first.
 
     A window needs block_size + 1 tokens, so ``tokens`` must hold more than block_size of them.
     """
     starts = step_rng(seed, split, step).integers(0, len(tokens) - block_size, size=world_size * batch_size)
     mine = starts[rank * batch_size : (rank + 1) * batch_size]
-    windows = tokens[mine[:, None] + np.arange(block_size + 1)].astype(np.int64)
+    # Rows of a sliding-window view: each window is copied whole, not gathered token by token.
+    stride = tokens.strides[0]
+    windows = np.lib.stride_tricks.as_strided(
+        tokens, shape=(len(tokens) - block_size, block_size + 1), strides=(stride, stride), writeable=False
+    )
+    return windows[mine]
+
+
+def get_batch(tokens: np.ndarray, **kw: int | str) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y), each int64 [batch_size, block_size], with y the next token after each x position."""
+    windows = get_windows(tokens, **kw).astype(np.int64)  # type: ignore[arg-type]
     return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+
+
+class EpochOrder:
+    """Which example sits at each place of the endless deal: epoch by epoch, each shuffled anew."""
+
+    def __init__(self, num_examples: int, seed: int, split: str) -> None:
+        self.n = num_examples
+        self.seed = seed
+        self.split = split
+        self._epoch = -1
+        self._perm = np.zeros(0, dtype=np.int64)
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        if epoch != self._epoch:
+            # Far above any real step, so these seeds never coincide with a window draw.
+            self._perm = step_rng(self.seed, self.split, 2**62 + epoch).permutation(self.n)
+            self._epoch = epoch
+        return self._perm
+
+    def take(self, start: int, count: int) -> np.ndarray:
+        """Example ids at places start .. start+count of the deal."""
+        out = np.empty(count, dtype=np.int64)
+        done = 0
+        while done < count:
+            epoch, at = divmod(start + done, self.n)
+            n = min(count - done, self.n - at)
+            out[done : done + n] = self.permutation(epoch)[at : at + n]
+            done += n
+        return out
+
+
+def pair_batch(
+    tokens: np.ndarray,
+    rows: np.ndarray,
+    order: EpochOrder,
+    *,
+    block_size: int,
+    batch_size: int,
+    step: int,
+    pad: int,
+    rank: int = 0,
+    world_size: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) int64 [batch_size, block_size]: one example per row, prompt then completion, padded with
+    ``pad``. y is -1 on the prompt and the padding, so loss is only taken on the completion. An
+    example longer than block_size + 1 tokens is cut to fit."""
+    x = np.full((batch_size, block_size), pad, dtype=np.int64)
+    y = np.full((batch_size, block_size), -1, dtype=np.int64)
+    first = (step * world_size + rank) * batch_size
+    for i, example in enumerate(order.take(first, batch_size)):
+        start, prompt_len, total = (int(v) for v in rows[example])
+        n = min(total, block_size + 1)
+        seq = tokens[start : start + n]
+        x[i, : n - 1] = seq[:-1]
+        y[i, : n - 1] = seq[1:]
+        y[i, : max(prompt_len - 1, 0)] = -1
+    return x, y

@@ -7,29 +7,37 @@ import functools
 import inspect
 import json
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
 
 import grpc
-import numpy as np
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from data_service import modules
-from data_service.errors import DataError, NotFoundError
-from data_service.sampling import get_batch
-from data_service.store import OPTIONS, SPLITS, Dataset, Store
+from data_service.errors import DataError, NotFoundError, PreconditionError
+from data_service.options import all_options
+from data_service.sampling import EpochOrder, get_windows, pair_batch
+from data_service.store import SPLITS, Dataset, Store
+from data_service.upload import max_upload_bytes, store_upload
+from data_service.wire import encode_batch, encode_windows
 from simtrain.data.v1 import data_service_pb2 as pb
-from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.settings import Settings
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DataService"].full_name
+SERVICE = pb.DESCRIPTOR.services_by_name["DataService"]
+SERVICE_NAME = SERVICE.full_name
 # Each open stream holds a worker thread, so allow many trainers at once.
 MAX_WORKERS = 64
 # A step draws world_size * batch_size windows; past this a request could exhaust the server's memory.
 MAX_WINDOWS_PER_STEP = 2**24
 # Room for the Batch message's own fields around the two tensors.
 MESSAGE_OVERHEAD_BYTES = 1024
+# A stream maps its split afresh this often (in batches), letting go of the pages it touched. Each
+# window touched maps up to 64 KiB around it (the kernel's fault-around), so a batch of 64 maps ~4 MiB.
+REMAP_STEPS = 16
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +49,13 @@ def _status(context: grpc.ServicerContext, method: str) -> Iterator[None]:
         yield
     except NotFoundError as e:
         context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+    except PreconditionError as e:
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
     except DataError as e:
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
     except Exception as e:
+        if not context.is_active():  # the client went away (e.g. cancelled an upload mid-stream)
+            return
         log.exception("%s failed", method)
         context.abort(grpc.StatusCode.INTERNAL, f"{method} failed: {type(e).__name__}: {e}")
 
@@ -65,10 +77,6 @@ def _rpc(method: Callable) -> Callable:
             return method(self, request, context)
 
     return unary
-
-
-def _tensor(a: np.ndarray) -> pb.Tensor:
-    return pb.Tensor(dtype="int64", shape=list(a.shape), data=a.astype("<i8").tobytes())
 
 
 def _info(ds: Dataset) -> pb.DatasetInfo:
@@ -104,11 +112,90 @@ def _check_stream(request: pb.StreamBatchesRequest, world_size: int) -> None:
         )
 
 
-class DataServiceServicer(pb_grpc.DataServiceServicer):
-    def __init__(self, settings: Settings) -> None:
+class _Batches:
+    """step → the serialised Batch for one StreamBatches request, after checking the split can serve it.
+
+    The split's files are mapped afresh every REMAP_STEPS batches: pages a long stream touched then
+    leave the process, so its RSS stays bounded however big the dataset is.
+    """
+
+    def __init__(self, ds: Dataset, request: pb.StreamBatchesRequest, world_size: int) -> None:
+        self.ds, self.request, self.world_size = ds, request, world_size
+        self.pairs = ds.packing == "pairs"
+        self.made = 0
+        self._map()
+        split, block = request.split, request.block_size
+        if self.pairs:
+            if not len(self.rows):
+                raise PreconditionError(
+                    f"the {split} split of dataset {ds.id} has no examples; prepare it with more data "
+                    "or another val_fraction"
+                )
+            if ds.meta["options"]["overlong"] == "reject":
+                long = self.rows[:, 2] > block + 1
+                if long.any():
+                    raise PreconditionError(
+                        f"{int(long.sum())} examples of the {split} split of dataset {ds.id} are longer "
+                        f"than block_size {block} + 1 (the longest has {int(self.rows[:, 2].max())} tokens) "
+                        "and option overlong is 'reject': use a larger block_size or overlong 'truncate'"
+                    )
+            self.order = EpochOrder(len(self.rows), request.seed, split)
+        elif len(self.tokens) == 0:
+            raise PreconditionError(
+                f"the {split} split of dataset {ds.id} is empty; prepare it with more data "
+                "or another val_fraction"
+            )
+        elif len(self.tokens) <= block:
+            raise DataError(
+                f"block_size {block} is too large for the {split} split of dataset {ds.id}, "
+                f"which has {len(self.tokens)} tokens: a window needs block_size + 1"
+            )
+
+    def _map(self) -> None:
+        self.tokens = self.ds.tokens(self.request.split)
+        self.rows = self.ds.rows(self.request.split) if self.pairs else None
+
+    def __call__(self, step: int) -> bytes:
+        """The serialised Batch for ``step``."""
+        self.made += 1
+        if self.made % REMAP_STEPS == 0:
+            self._map()
+        r, vocab_size = self.request, self.ds.meta["vocab_size"]
+        if self.pairs:
+            x, y = pair_batch(
+                self.tokens,
+                self.rows,
+                self.order,
+                block_size=r.block_size,
+                batch_size=r.batch_size,
+                step=step,
+                pad=self.ds.meta["end_token"],
+                rank=r.rank,
+                world_size=self.world_size,
+            )
+            return encode_batch(step, x, y, vocab_size)
+        windows = get_windows(
+            self.tokens,
+            block_size=r.block_size,
+            batch_size=r.batch_size,
+            seed=r.seed,
+            split=r.split,
+            step=step,
+            rank=r.rank,
+            world_size=self.world_size,
+        )
+        return encode_windows(step, windows, vocab_size)
+
+
+class DataServiceServicer:
+    def __init__(self, settings: Settings, upload_limit_bytes: int | None = None) -> None:
         self.settings = settings
         self.store = Store(settings.prepared_dir)
         self.modules = modules.discover()
+        self.upload_limit_bytes = max_upload_bytes() if upload_limit_bytes is None else upload_limit_bytes
+        # Batches made so far, over all streams (a stream makes one only when the client can take it).
+        self.batches_made = 0
+        self._count_lock = threading.Lock()
 
     def _dataset(self, dataset_id: str) -> Dataset:
         if not dataset_id:
@@ -124,7 +211,7 @@ class DataServiceServicer(pb_grpc.DataServiceServicer):
                     description=m.description,
                     options=[
                         pb.ModuleOption(name=o.name, description=o.description, default_value=o.default)
-                        for o in (*OPTIONS, *m.options)
+                        for o in all_options(m)
                     ],
                 )
                 for _, m in sorted(self.modules.items())
@@ -151,37 +238,36 @@ class DataServiceServicer(pb_grpc.DataServiceServicer):
         return _info(self._dataset(request.dataset_id))
 
     @_rpc
+    def ListDatasets(self, request, context):
+        return pb.ListDatasetsResponse(datasets=[_info(ds) for ds in self.store.list()])
+
+    @_rpc
+    def UploadSource(self, request_iterator, context):
+        stored = store_upload(request_iterator, Path(self.settings.data_root), self.upload_limit_bytes)
+        return pb.UploadResult(source=stored.source, size_bytes=stored.size_bytes, sha256=stored.sha256)
+
+    @_rpc
     def StreamBatches(self, request, context):
         world_size = request.world_size or 1
         _check_stream(request, world_size)
         ds = self._dataset(request.dataset_id)
-        tokens = ds.tokens(request.split)
-        block, batch = request.block_size, request.batch_size
-        if len(tokens) <= block:
-            raise DataError(
-                f"block_size {block} is too large for the {request.split} split of dataset {ds.id}, "
-                f"which has {len(tokens)} tokens: a window needs block_size + 1"
-            )
-        size = 2 * batch * block * 8 + MESSAGE_OVERHEAD_BYTES
+        batch_fn = _Batches(ds, request, world_size)
+        size = 2 * request.batch_size * request.block_size * 8 + MESSAGE_OVERHEAD_BYTES
         if size > self.settings.grpc_max_message_bytes:
             raise DataError(
-                f"a batch of {batch} x {block} int64 tokens (x and y) is about {size} bytes, over the "
-                f"message limit of {self.settings.grpc_max_message_bytes}; lower batch_size or block_size"
+                f"a batch of {request.batch_size} x {request.block_size} int64 tokens (x and y) is about "
+                f"{size} bytes, over the message limit of {self.settings.grpc_max_message_bytes}; "
+                "lower batch_size or block_size"
             )
         step = request.start_step
         end = step + request.num_steps if request.num_steps else None
+        # gRPC asks for the next message only once the last one is on its way, so a slow client
+        # holds this loop back (backpressure) instead of letting batches pile up in memory.
         while (end is None or step < end) and context.is_active():
-            x, y = get_batch(
-                tokens,
-                block_size=block,
-                batch_size=batch,
-                seed=request.seed,
-                split=request.split,
-                step=step,
-                rank=request.rank,
-                world_size=world_size,
-            )
-            yield pb.Batch(step=step, x=_tensor(x), y=_tensor(y), vocab_size=ds.meta["vocab_size"])
+            message = batch_fn(step)
+            with self._count_lock:
+                self.batches_made += 1
+            yield message
             step += 1
 
     @_rpc
@@ -194,11 +280,45 @@ class DataServiceServicer(pb_grpc.DataServiceServicer):
         return pb.DecodeResponse(text=self._dataset(request.dataset_id).tokenizer().decode(request.tokens))
 
 
-def serve(settings: Settings, port: int | None = None) -> tuple[grpc.Server, int]:
+def _serialize(message: Any) -> bytes:
+    """Messages are serialised as usual; bytes (a Batch encoded by ``wire``) pass through as they are."""
+    return message if isinstance(message, bytes) else message.SerializeToString()
+
+
+def add_servicer(servicer: DataServiceServicer, server: grpc.Server) -> None:
+    """Register every DataService method from the proto's descriptor, with ``_serialize`` for responses."""
+    handlers = {}
+    for method in SERVICE.methods:
+        kind = {
+            (False, False): grpc.unary_unary_rpc_method_handler,
+            (False, True): grpc.unary_stream_rpc_method_handler,
+            (True, False): grpc.stream_unary_rpc_method_handler,
+            (True, True): grpc.stream_stream_rpc_method_handler,
+        }[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = kind(
+            getattr(servicer, method.name),
+            request_deserializer=getattr(pb, method.input_type.name).FromString,
+            response_serializer=_serialize,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
+
+
+def serve(
+    settings: Settings, port: int | None = None, upload_limit_bytes: int | None = None
+) -> tuple[grpc.Server, int]:
     """Start the data service on ``settings.data_service_host`` and return it with the bound port.
 
     ``port`` overrides ``settings.data_service_port``; 0 picks a free one.
     """
+    server, port, _ = serve_with_servicer(settings, port, upload_limit_bytes)
+    return server, port
+
+
+def serve_with_servicer(
+    settings: Settings, port: int | None = None, upload_limit_bytes: int | None = None
+) -> tuple[grpc.Server, int, DataServiceServicer]:
+    """``serve``, also handing back the servicer (tests and benchmarks read its counters)."""
     limit = settings.grpc_max_message_bytes
     server = grpc.server(
         ThreadPoolExecutor(max_workers=MAX_WORKERS, thread_name_prefix="data_service"),
@@ -209,7 +329,8 @@ def serve(settings: Settings, port: int | None = None) -> tuple[grpc.Server, int
             ("grpc.so_reuseport", 0),
         ],
     )
-    pb_grpc.add_DataServiceServicer_to_server(DataServiceServicer(settings), server)
+    servicer = DataServiceServicer(settings, upload_limit_bytes)
+    add_servicer(servicer, server)
     health_servicer = health.HealthServicer()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -218,4 +339,4 @@ def serve(settings: Settings, port: int | None = None) -> tuple[grpc.Server, int
     address = f"{settings.data_service_host}:{settings.data_service_port if port is None else port}"
     bound = server.add_insecure_port(address)
     server.start()
-    return server, bound
+    return server, bound, servicer

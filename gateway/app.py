@@ -1,31 +1,96 @@
-"""The gateway's FastAPI application: one job queue, the job and health routes, one error shape."""
+"""The gateway's FastAPI application: routes, middleware (auth, limits, CORS, timing), one error shape."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from importlib.metadata import version
+from typing import Any
 
+import grpc
 import redis
+import redis.asyncio as aioredis
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway import health, jobs
+from gateway import datasets, events, health, jobs, observability, web
+from gateway.config import GatewaySettings
 from gateway.errors import install_error_handlers
+from gateway.security import BearerAuth, BodyLimit
+from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings, get_settings
 
 DESCRIPTION = """\
 Submit GPT training jobs that test whether a dataset, and the module that prepares it, is fit for
-training; follow their progress and metrics; read the fit report.
+training; follow their progress, metrics and live events; read the fit report; manage datasets.
 
-Every error has the body `{"error": {"code", "message", "details"}}`.
+Every error has the body `{"error": {"code", "message", "details"}}`. When the gateway runs with
+`SIMTRAIN_API_TOKEN` set, every endpoint but `/healthz` needs `Authorization: Bearer <token>`.
 """
 
+UPLOAD_PATHS = frozenset({"/v1/sources"})
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Clients bound to the server's event loop: Redis for event streams, gRPC for the data service."""
+    settings: Settings = app.state.settings
+    app.state.aredis = aioredis.Redis.from_url(settings.redis_url, decode_responses=True, socket_timeout=10)
+    limit = settings.grpc_max_message_bytes
+    channel = grpc.aio.insecure_channel(
+        settings.data_service_addr,
+        options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)],
+    )
+    app.state.data_stub = pb_grpc.DataServiceStub(channel)
+    try:
+        yield
+    finally:
+        await channel.close()
+        await app.state.aredis.aclose()
+
+
+def _with_security_doc(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """The OpenAPI document, plus the bearer scheme and the 401 every closed operation can answer."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = build()
+        schema["components"]["securitySchemes"] = {
+            "bearerAuth": {
+                "type": "http",
+                "scheme": "bearer",
+                "description": "Required when the gateway runs with SIMTRAIN_API_TOKEN set",
+            }
+        }
+        schema["security"] = [{"bearerAuth": []}]
+        unauthorized = {
+            "description": "Missing or wrong API token",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
+        for path, operations in schema["paths"].items():
+            for operation in operations.values():
+                if path == "/healthz":
+                    operation["security"] = []
+                else:
+                    operation["responses"].setdefault("401", unauthorized)
+        return schema
+
+    return openapi
+
+
+def create_app(settings: Settings | None = None, gateway: GatewaySettings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="simtrain gateway", version=version("simtrain"), description=DESCRIPTION)
+    gateway = gateway or GatewaySettings()
+    app = FastAPI(
+        title="simtrain gateway", version=version("simtrain"), description=DESCRIPTION, lifespan=_lifespan
+    )
     app.state.settings = settings
+    app.state.gw = gateway
     app.state.queue = JobQueue.from_url(settings.redis_url, settings.key_prefix, settings.lease_ms)
     # Readiness wants a quick answer: short timeouts, no retries.
     app.state.redis_probe = redis.Redis.from_url(
@@ -34,7 +99,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         socket_connect_timeout=health.PROBE_TIMEOUT_S,
         retry=Retry(NoBackoff(), 0),
     )
+    app.state.metrics = observability.GatewayMetrics(app.state.queue)
     install_error_handlers(app)
-    app.include_router(jobs.router)
-    app.include_router(health.router)
+    for router in (jobs.router, events.router, jobs.models_router, datasets.router, health.router):
+        app.include_router(router)
+    app.include_router(observability.router)
+    app.include_router(web.router)
+    app.mount("/static", web.static_files(), name="static")
+    app.openapi = _with_security_doc(app)  # type: ignore[method-assign]
+
+    # Middleware, innermost first: size limits, auth, CORS (so preflights need no token), timing.
+    app.add_middleware(
+        BodyLimit,
+        limit=gateway.max_body_bytes,
+        upload_limit=gateway.max_upload_bytes,
+        upload_paths=UPLOAD_PATHS,
+    )
+    if gateway.api_token is not None and gateway.api_token.get_secret_value():
+        app.add_middleware(BearerAuth, token=gateway.api_token.get_secret_value())
+    if gateway.cors_origin_list:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=gateway.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["Location", "Idempotent-Replayed"],
+        )
+    app.add_middleware(observability.RequestTimer, metrics=app.state.metrics)
     return app

@@ -13,11 +13,55 @@ import redis
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+}
+
+
+class ErrorInfo(BaseModel):
+    code: str = Field(description="For programs: `validation_error`, `not_found`, `unauthorized`, ...")
+    message: str = Field(description="For people: what went wrong and, where it helps, what to do.")
+    details: list[dict[str, Any]] = Field(description="Specifics; for a validation error, one per field.")
+
+
+class ErrorBody(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorInfo
+
+    model_config = {
+        "json_schema_extra": {
+            "example": {
+                "error": {
+                    "code": "validation_error",
+                    "message": "invalid request: training.max_iters: Input should be greater than or equal "
+                    "to 1",
+                    "details": [
+                        {
+                            "field": "training.max_iters",
+                            "in": "body",
+                            "message": "Input should be greater than or equal to 1",
+                            "type": "greater_than_equal",
+                        }
+                    ],
+                }
+            }
+        }
+    }
+
+
+def error_doc(description: str) -> dict[str, Any]:
+    """An OpenAPI ``responses`` entry for an error status, with the shared body."""
+    return {"model": ErrorBody, "description": description}
 
 
 class ApiError(Exception):

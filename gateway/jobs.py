@@ -1,41 +1,79 @@
-"""The ``/v1/jobs`` endpoints: submit a job, then read its record, metrics and report."""
+"""The `/v1/jobs` endpoints: submit, list, read, cancel, delete; metrics, events, report, checkpoint."""
 
 from __future__ import annotations
 
 import re
+import shutil
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel
+from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
 
-from gateway.errors import ApiError
+from gateway import examples
+from gateway.errors import ApiError, error_doc
 from simtrain.jobs import JobRecord, JobSpec, JobStatus
-from simtrain.queue import JobQueue
+from simtrain.model_presets import MODEL_PRESETS
+from simtrain.queue import IdempotencyConflict, JobQueue, decode_record
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+models_router = APIRouter(prefix="/v1/models", tags=["jobs"])
 
-# Job ids are uuid4 hex; allow some slack for other clients, but never junk as a Redis key.
+# Job ids are uuid4 hex; allow some slack for other clients, but never junk as a Redis key or a path.
 _JOB_ID = re.compile(r"[0-9a-f]{1,64}")
 
-_NOT_FOUND = {404: {"description": "No such job (or not a job id)"}}
+_NOT_FOUND = {404: error_doc("No such job (or not a job id)")}
 
 
 class Accepted(BaseModel):
     id: str
     status: JobStatus
 
+    model_config = {"json_schema_extra": {"example": {"id": examples.JOB_ID, "status": "queued"}}}
+
+
+class JobPage(BaseModel):
+    jobs: list[JobRecord] = Field(description="Newest first")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end")
+
+    model_config = {"json_schema_extra": {"example": examples.JOB_PAGE}}
+
+
+class CancelResult(BaseModel):
+    id: str
+    status: JobStatus = Field(description="`cancelled` at once for a queued job; a running one stays running")
+    cancel_requested: bool = Field(description="True while a running job's trainer has yet to stop")
+
+    model_config = {"json_schema_extra": {"example": examples.CANCEL}}
+
 
 class JobMetrics(BaseModel):
     job_id: str
     metrics: list[dict[str, float]]
 
+    model_config = {"json_schema_extra": {"example": examples.METRICS}}
 
-def _queue(request: Request) -> JobQueue:
+
+class Preset(BaseModel):
+    model_type: str
+    n_layer: int
+    n_head: int
+    n_embd: int
+
+
+class Presets(BaseModel):
+    presets: list[Preset]
+
+    model_config = {"json_schema_extra": {"example": examples.MODELS}}
+
+
+# Dependencies that do no I/O are async, so FastAPI runs them inline rather than on a worker thread.
+async def _queue(request: Request) -> JobQueue:
     return request.app.state.queue
 
 
-def _job_id(job_id: str) -> str:
-    """Turn a path id that cannot name a job into a 404 before it reaches Redis."""
+async def _job_id(job_id: str) -> str:
+    """Turn a path id that cannot name a job into a 404 before it reaches Redis or the disk."""
     if not _JOB_ID.fullmatch(job_id):
         raise ApiError(404, "not_found", "not a job id: job ids are 1 to 64 lowercase hex digits")
     return job_id
@@ -45,36 +83,172 @@ Queue = Annotated[JobQueue, Depends(_queue)]
 JobId = Annotated[str, Depends(_job_id)]
 
 
-def _record(queue: JobQueue, job_id: str) -> JobRecord:
-    record = queue.get(job_id)
-    if record is None:
+async def existing_job(job_id: JobId, request: Request) -> JobRecord:
+    """A dependency: the job's record, or a 404 before any response starts (streams need this).
+
+    It reads with the app's asyncio Redis client: the most frequent request (polling a job) then
+    never waits for a thread.
+    """
+    prefix = request.app.state.settings.key_prefix
+    fields = await request.app.state.aredis.hgetall(f"{prefix}job:{job_id}")
+    if not fields:
         raise ApiError(404, "not_found", f"no job with id {job_id}")
-    return record
+    return decode_record(fields)
 
 
-@router.post("", status_code=202, summary="Submit a training job")
-def submit_job(spec: JobSpec, queue: Queue, response: Response) -> Accepted:
-    job = queue.submit(spec)
+@router.post(
+    "",
+    status_code=202,
+    summary="Submit a training job",
+    responses={
+        409: error_doc("The Idempotency-Key was used before with a different spec"),
+        413: error_doc("The body is over the size limit"),
+        422: error_doc("The spec is invalid; `details` names each field"),
+    },
+)
+def submit_job(
+    spec: Annotated[JobSpec, Body(openapi_examples=examples.SUBMIT_EXAMPLES)],
+    queue: Queue,
+    request: Request,
+    response: Response,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            min_length=1,
+            max_length=255,
+            pattern=r"^[\x21-\x7e]+$",
+            description="Repeating a submit with the same key (within a day) returns the same job, "
+            "so a retried request never trains twice.",
+        ),
+    ] = None,
+) -> Accepted:
+    if idempotency_key is None:
+        job, created = queue.submit(spec), True
+    else:
+        try:
+            job, created = queue.submit_once(spec, idempotency_key, request.app.state.gw.idempotency_ttl_s)
+        except IdempotencyConflict as e:
+            raise ApiError(409, "idempotency_conflict", str(e), [{"job_id": e.job_id}]) from None
+        response.headers["Idempotent-Replayed"] = "false" if created else "true"
+    if created:
+        request.app.state.metrics.submitted.inc()
     response.headers["Location"] = f"{router.prefix}/{job.id}"
     return Accepted(id=job.id, status=job.status)
 
 
-@router.get("/{job_id}", responses=_NOT_FOUND, summary="A job's status, progress and latest metrics")
-def get_job(job_id: JobId, queue: Queue) -> JobRecord:
-    return _record(queue, job_id)
+@router.get(
+    "", summary="List jobs, newest first, optionally by status", responses={422: error_doc("Bad query")}
+)
+def list_jobs(
+    queue: Queue,
+    status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
+    limit: Annotated[int, Query(ge=1, le=200, description="Jobs per page")] = 50,
+    cursor: Annotated[
+        str | None, Query(max_length=200, description="`next_cursor` of the page before")
+    ] = None,
+) -> JobPage:
+    try:
+        jobs, next_cursor = queue.list(status=status, limit=limit, cursor=cursor)
+    except ValueError as e:
+        details = [{"field": "cursor", "in": "query", "message": str(e), "type": "value_error"}]
+        raise ApiError(422, "validation_error", f"invalid request: cursor: {e}", details) from None
+    return JobPage(jobs=jobs, next_cursor=next_cursor)
+
+
+@router.get(
+    "/{job_id}",
+    responses=_NOT_FOUND | {200: {"content": {"application/json": {"example": examples.RECORD}}}},
+    summary="A job's status, progress and latest metrics",
+)
+async def get_job(job: Annotated[JobRecord, Depends(existing_job)]) -> JobRecord:
+    return job
+
+
+@router.post(
+    "/{job_id}/cancel",
+    responses=_NOT_FOUND
+    | {
+        202: {"description": "The job is running; its trainer stops at the next step", "model": CancelResult},
+        409: error_doc("The job already finished (succeeded or failed)"),
+    },
+    summary="Cancel a job: a queued one at once, a running one at its next step (with a checkpoint)",
+)
+def cancel_job(job_id: JobId, queue: Queue, response: Response) -> CancelResult:
+    record = queue.request_cancel(job_id)
+    if record is None:
+        raise ApiError(404, "not_found", f"no job with id {job_id}")
+    if record.status in (JobStatus.succeeded, JobStatus.failed):
+        details = [{"job_id": job_id, "status": record.status.value}]
+        raise ApiError(409, "job_finished", f"job {job_id} already {record.status.value}", details)
+    requested = record.status is JobStatus.running
+    if requested:
+        response.status_code = 202
+    return CancelResult(id=job_id, status=record.status, cancel_requested=requested)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    response_class=Response,
+    responses=_NOT_FOUND | {409: error_doc("The job has not finished; cancel it first")},
+    summary="Delete a finished job: its record, metrics, report, checkpoint and files",
+)
+def delete_job(job_id: JobId, queue: Queue, request: Request) -> Response:
+    status = queue.delete(job_id)
+    if status is None:
+        raise ApiError(404, "not_found", f"no job with id {job_id}")
+    if not status.finished:
+        details = [{"job_id": job_id, "status": status.value}]
+        raise ApiError(409, "job_not_finished", f"job {job_id} is {status.value}; cancel it first", details)
+    shutil.rmtree(request.app.state.settings.jobs_dir / job_id, ignore_errors=True)
+    return Response(status_code=204)
 
 
 @router.get("/{job_id}/metrics", responses=_NOT_FOUND, summary="A job's logged metrics, in step order")
-def get_metrics(job_id: JobId, queue: Queue, since_step: Annotated[int, Query(ge=0)] = 0) -> JobMetrics:
-    _record(queue, job_id)
-    return JobMetrics(job_id=job_id, metrics=queue.metrics(job_id, since_step))
+def get_metrics(
+    job: Annotated[JobRecord, Depends(existing_job)],
+    queue: Queue,
+    since_step: Annotated[int, Query(ge=0, description="Only rows at this step or later")] = 0,
+) -> JobMetrics:
+    return JobMetrics(job_id=job.id, metrics=queue.metrics(job.id, since_step))
 
 
-@router.get("/{job_id}/report", responses=_NOT_FOUND, summary="The fit report the trainer wrote")
-def get_report(job_id: JobId, queue: Queue) -> dict[str, Any]:
-    record = _record(queue, job_id)
-    report = queue.report(job_id)
+@router.get(
+    "/{job_id}/report",
+    responses=_NOT_FOUND | {200: {"content": {"application/json": {"example": examples.REPORT}}}},
+    summary="The fit report the trainer wrote (404 `report_not_ready` until the job succeeds)",
+)
+def get_report(job: Annotated[JobRecord, Depends(existing_job)], queue: Queue) -> dict[str, Any]:
+    report = queue.report(job.id)
     if report is None:
-        details = [{"job_id": job_id, "status": record.status.value}]
-        raise ApiError(404, "report_not_ready", f"no report yet, job is {record.status.value}", details)
+        details = [{"job_id": job.id, "status": job.status.value}]
+        raise ApiError(404, "report_not_ready", f"no report yet, job is {job.status.value}", details)
     return report
+
+
+@router.get(
+    "/{job_id}/checkpoint",
+    response_class=FileResponse,
+    responses=_NOT_FOUND
+    | {
+        200: {"content": {"application/octet-stream": {}}, "description": "A PyTorch checkpoint (torch.load)"}
+    },
+    summary="Download the job's latest checkpoint (404 `checkpoint_not_ready` until one is saved)",
+)
+def get_checkpoint(job: Annotated[JobRecord, Depends(existing_job)], request: Request) -> FileResponse:
+    path = request.app.state.settings.jobs_dir / job.id / "checkpoint.pt"
+    if not path.is_file():
+        details = [{"job_id": job.id, "status": job.status.value}]
+        raise ApiError(404, "checkpoint_not_ready", f"no checkpoint yet, job is {job.status.value}", details)
+    return FileResponse(path, media_type="application/octet-stream", filename=f"{job.id}-checkpoint.pt")
+
+
+@models_router.get("", summary="The model presets a job's `model.model_type` may name")
+def list_models() -> Presets:
+    return Presets(
+        presets=[
+            Preset(model_type=name, n_layer=layers, n_head=heads, n_embd=embd)
+            for name, (layers, heads, embd) in MODEL_PRESETS.items()
+        ]
+    )

@@ -1,42 +1,165 @@
-"""A small HTTP client for the gateway, used by the CLI and the end-to-end tests."""
+"""A small HTTP client for the gateway, used by the CLI, the end-to-end tests and the benchmarks."""
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import httpx
 
+FINISHED = ("succeeded", "failed", "cancelled")
+
 
 class GatewayError(RuntimeError):
-    pass
+    """An error answer from the gateway (``status``, ``code`` from its error body), or no answer at all."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None, details: Any = None):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.details = details or []
 
 
 class GatewayClient:
     def __init__(self, base_url: str, token: str | None = None, timeout_s: float = 10.0):
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s)
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, headers=headers, timeout=timeout_s)
 
-    def _json(self, response: httpx.Response) -> Any:
-        if response.is_error:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text
-            raise GatewayError(
-                f"{response.request.method} {response.request.url.path}: {response.status_code} {message}"
-            )
-        return response.json()
+    def close(self) -> None:
+        self.http.close()
 
-    def submit(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return self._json(self.http.post("/v1/jobs", json=spec))
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise GatewayError(f"cannot reach the gateway at {self.base_url}: {e}") from None
+        self._raise_for_error(response)
+        return response
+
+    @staticmethod
+    def _raise_for_error(response: httpx.Response) -> None:
+        if not response.is_error:
+            return
+        response.read()
+        code, details = None, []
+        try:
+            error = response.json()["error"]
+            message, code, details = error["message"], error["code"], error["details"]
+        except (ValueError, KeyError, TypeError):
+            message = response.text
+        raise GatewayError(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {message}",
+            status=response.status_code,
+            code=code,
+            details=details,
+        )
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._request(method, path, **kwargs)
+        return None if response.status_code == 204 else response.json()
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> dict[str, Any]:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", "/v1/jobs", json=spec, headers=headers)
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return self._json(self.http.get(f"/v1/jobs/{job_id}"))
+        return self._json("GET", f"/v1/jobs/{job_id}")
+
+    def jobs(self, status: str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+        params: dict[str, Any] = {"limit": limit}
+        if status:
+            params["status"] = status
+        if cursor:
+            params["cursor"] = cursor
+        return self._json("GET", "/v1/jobs", params=params)
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/jobs/{job_id}/cancel")
+
+    def delete(self, job_id: str) -> None:
+        self._request("DELETE", f"/v1/jobs/{job_id}")
+
+    def metrics(self, job_id: str, since_step: int = 0) -> list[dict[str, float]]:
+        return self._json("GET", f"/v1/jobs/{job_id}/metrics", params={"since_step": since_step})["metrics"]
 
     def report(self, job_id: str) -> dict[str, Any]:
-        return self._json(self.http.get(f"/v1/jobs/{job_id}/report"))
+        return self._json("GET", f"/v1/jobs/{job_id}/report")
+
+    def download_checkpoint(self, job_id: str, path: Path) -> int:
+        """Save the job's checkpoint to ``path``, streaming; return its size in bytes."""
+        try:
+            with self.http.stream("GET", f"/v1/jobs/{job_id}/checkpoint", timeout=300) as response:
+                self._raise_for_error(response)
+                size = 0
+                with path.open("wb") as f:
+                    for chunk in response.iter_bytes():
+                        size += f.write(chunk)
+        except httpx.TransportError as e:
+            raise GatewayError(f"cannot reach the gateway at {self.base_url}: {e}") from None
+        return size
+
+    def events(self, job_id: str, last_event_id: str | None = None) -> Iterator[tuple[str, Any, str | None]]:
+        """The job's Server-Sent Events as ``(event, data, id)``, until the server closes the stream."""
+        headers = {"Accept": "text/event-stream"}
+        if last_event_id:
+            headers["Last-Event-ID"] = last_event_id
+        timeout = httpx.Timeout(10.0, read=60.0)  # the server sends a keep-alive comment well within this
+        with self.http.stream(
+            "GET", f"/v1/jobs/{job_id}/events", headers=headers, timeout=timeout
+        ) as response:
+            self._raise_for_error(response)
+            event, data, event_id = "message", [], None
+            for line in response.iter_lines():
+                if not line:
+                    if data:
+                        yield event, json.loads("\n".join(data)), event_id
+                    event, data, event_id = "message", [], None
+                elif line.startswith(":"):
+                    continue
+                else:
+                    name, _, value = line.partition(":")
+                    value = value.removeprefix(" ")
+                    if name == "event":
+                        event = value
+                    elif name == "data":
+                        data.append(value)
+                    elif name == "id":
+                        event_id = value
+
+    def follow(
+        self,
+        job_id: str,
+        on_event: Callable[[str, Any], None] | None = None,
+        retries: int = 5,
+    ) -> dict[str, Any]:
+        """Follow the live events to the job's end (reconnecting where a stream broke); return its record."""
+        last_id: str | None = None
+        failures = 0
+        while True:
+            try:
+                for event, data, event_id in self.events(job_id, last_id):
+                    last_id = event_id or last_id
+                    failures = 0
+                    if on_event:
+                        on_event(event, data)
+                    if event == "end":
+                        return self.job(job_id) if data.get("status") != "deleted" else data
+            except (httpx.TransportError, GatewayError) as e:
+                if isinstance(e, GatewayError) and e.status is not None and e.status < 500:
+                    raise
+                failures += 1
+                if failures > retries:
+                    raise GatewayError(f"lost the event stream of job {job_id}: {e}") from None
+            record = self.job(job_id)
+            if record["status"] in FINISHED:
+                return record
+            time.sleep(min(2.0, 0.2 * 2**failures))
 
     def wait(
         self,
@@ -51,8 +174,38 @@ class GatewayClient:
             job = self.job(job_id)
             if on_update:
                 on_update(job)
-            if job["status"] in ("succeeded", "failed", "cancelled"):
+            if job["status"] in FINISHED:
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s}s")
             time.sleep(poll_s)
+
+    # -- datasets -------------------------------------------------------------------------------
+
+    def modules(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/modules")["modules"]
+
+    def models(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/models")["presets"]
+
+    def datasets(self) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/datasets")["datasets"]
+
+    def dataset(self, dataset_id: str) -> dict[str, Any]:
+        return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def prepare(self, request: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
+        return self._json("POST", "/v1/datasets", json=request, timeout=timeout_s)
+
+    def upload(self, file: BinaryIO, filename: str, timeout_s: float = 3600) -> dict[str, Any]:
+        """Upload a source; the file is streamed from disk, never read whole."""
+        headers = {"Content-Type": "application/octet-stream"}
+        timeout = httpx.Timeout(timeout_s, connect=10.0)
+        return self._json(
+            "POST",
+            "/v1/sources",
+            params={"filename": filename},
+            content=file,
+            headers=headers,
+            timeout=timeout,
+        )

@@ -84,6 +84,22 @@ class TrainingSpec(_Strict):
     eval_iters: int = Field(default=10, ge=1, le=10_000)
     log_interval: int = Field(default=10, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Parallelism (torchrun + DDP): GPUs per node (0: none needed), nodes, and CPU processes per node (DDP
+    # over gloo) when gpus is 0. batch_size is per process. compile: torch.compile the model (CUDA).
+    gpus: int = Field(default=0, ge=0, le=64)
+    nodes: int = Field(default=1, ge=1, le=1024)
+    nproc: int = Field(default=1, ge=1, le=64)
+    compile: bool = False
+
+    @model_validator(mode="after")
+    def _one_kind_of_process(self) -> TrainingSpec:
+        if self.gpus and self.nproc > 1:
+            raise ValueError("give 'gpus' (one process per GPU) or 'nproc' (CPU processes), not both")
+        if self.gpus and self.device == "cpu":
+            raise ValueError("'gpus' needs device 'cuda' or 'auto'")
+        if self.nproc > 1 and self.device == "cuda":
+            raise ValueError("'nproc' runs CPU processes; for GPUs give 'gpus'")
+        return self
 
 
 class JobSpec(_Strict):

@@ -5,12 +5,19 @@ Keys (all under the configured prefix):
   ``job:<id>``            the job record, a hash of strings (``spec``/``metrics`` hold JSON)
   ``job:<id>:metrics``    the job's metrics stream, one entry per logged step
   ``job:<id>:report``     the job's report, JSON
+  ``jobs:index``          a sorted set of job ids scored by creation time, for listing
+  ``idem:<sha256>``       ``"<job id> <spec sha256>"`` for a submit's Idempotency-Key, with a TTL
+  ``worker:<name>``       a trainer's heartbeat, JSON ``{"ts": ...}``, expiring when it stops
 The JSON and these names are the contract: any Redis client in any language can enqueue or work jobs.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 import json
+import math
 import time
 import uuid
 from typing import Any
@@ -32,6 +39,32 @@ end
 if status == 'running' then redis.call('HSET', KEYS[1], 'cancel_requested', '1') end
 return status
 """
+_DELETE = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
+  redis.call('DEL', KEYS[1], KEYS[1] .. ':metrics', KEYS[1] .. ':report')
+  redis.call('ZREM', KEYS[2], ARGV[1])
+end
+return status
+"""
+# KEYS: idempotency key, new job's hash, stream, index.
+# ARGV: job id, spec digest, created_at, key TTL, job key prefix, then the hash's fields and values.
+# Returns the job id and spec digest the key already holds (while that job exists), else stores the job.
+_SUBMIT_ONCE = """
+local held = redis.call('GET', KEYS[1])
+if held then
+  local id, digest = string.match(held, '^(%S+) (%S+)$')
+  if id and redis.call('EXISTS', ARGV[5] .. id) == 1 then
+    return {id, digest}
+  end
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 6))
+redis.call('XADD', KEYS[3], '*', 'id', ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[4])
+return false
+"""
 _START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return 0 end
@@ -46,6 +79,7 @@ class JobQueue:
         self.prefix = prefix
         self.lease_ms = lease_ms
         self.stream = f"{prefix}jobs"
+        self.index = f"{prefix}jobs:index"
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "simtrain:", lease_ms: int = 30_000) -> JobQueue:
@@ -59,17 +93,106 @@ class JobQueue:
 
     def submit(self, spec: JobSpec) -> JobRecord:
         """Store a new job record and put the job on the stream."""
-        job = JobRecord(
-            id=uuid.uuid4().hex,
-            status=JobStatus.queued,
-            spec=spec,
-            progress=Progress(step=0, max_iters=spec.training.max_iters),
-        )
+        job = _new_job(spec)
         pipe = self.r.pipeline()
         pipe.hset(self._job_key(job.id), mapping=_to_hash(job))
         pipe.xadd(self.stream, {"id": job.id})
+        pipe.zadd(self.index, {job.id: job.created_at})
         pipe.execute()
         return job
+
+    def submit_once(self, spec: JobSpec, key: str, ttl_s: int = 86_400) -> tuple[JobRecord, bool]:
+        """Submit unless ``key`` already named a job within ``ttl_s``: then return that job, not a new one.
+
+        Returns ``(job, created)``. Reusing a key with a different spec raises :class:`IdempotencyConflict`,
+        since silently answering with a job that trains something else would be worse than an error.
+        """
+        job = _new_job(spec)
+        digest = hashlib.sha256(spec.model_dump_json().encode()).hexdigest()
+        key_hash = hashlib.sha256(key.encode()).hexdigest()
+        fields = [x for pair in _to_hash(job).items() for x in pair]
+        keys = [f"{self.prefix}idem:{key_hash}", self._job_key(job.id), self.stream, self.index]
+        args = [job.id, digest, job.created_at, ttl_s, self._job_key(""), *fields]
+        held = self.r.eval(_SUBMIT_ONCE, 4, *keys, *args)
+        if not held:
+            return job, True
+        held_id, held_digest = held
+        if held_digest != digest:
+            raise IdempotencyConflict(held_id)
+        existing = self.get(held_id)
+        if existing is None:  # deleted between the script and this read
+            raise IdempotencyConflict(held_id)
+        return existing, False
+
+    def list(
+        self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None, scan: int = 1000
+    ) -> tuple[list[JobRecord], str | None]:
+        """Jobs newest first, optionally only those in ``status``; returns the page and the next cursor.
+
+        A filtered page looks at no more than ``scan`` jobs, so it may come back short (even empty) with
+        a cursor to go on from; the cursor is None only once the index is exhausted.
+        """
+        top, after = ("+inf", None) if cursor is None else _decode_cursor(cursor)
+        page: list[JobRecord] = []
+        last: tuple[float, str] | None = None
+        seen = offset = 0
+        while len(page) < limit and seen < scan:
+            chunk = self.r.zrevrangebyscore(self.index, top, "-inf", start=offset, num=200, withscores=True)
+            if not chunk:
+                return page, None
+            offset += len(chunk)
+            pipe = self.r.pipeline(transaction=False)
+            for job_id, _ in chunk:
+                pipe.hgetall(self._job_key(job_id))
+            for (job_id, score), fields in zip(chunk, pipe.execute(), strict=True):
+                # Equal scores come in reverse member order: the cursor's and those before it were sent.
+                if after is not None and score == float(top) and job_id >= after:
+                    continue
+                last, seen = (score, job_id), seen + 1
+                if fields and (status is None or fields["status"] == status.value):
+                    page.append(_from_hash(fields))
+                if len(page) == limit or seen == scan:
+                    break
+        assert last is not None
+        return page, (_encode_cursor(*last) if self._has_older(*last) else None)
+
+    def _has_older(self, score: float, job_id: str) -> bool:
+        if self.r.zcount(self.index, "-inf", f"({score!r}"):
+            return True
+        return any(member < job_id for member in self.r.zrangebyscore(self.index, score, score))
+
+    def status_counts(self) -> dict[str, int]:
+        """How many indexed jobs are in each status (every status present, zero or not)."""
+        counts = {s.value: 0 for s in JobStatus}
+        for start in range(0, self.r.zcard(self.index), 1000):
+            pipe = self.r.pipeline(transaction=False)
+            for job_id in self.r.zrange(self.index, start, start + 999):
+                pipe.hget(self._job_key(job_id), "status")
+            for status in pipe.execute():
+                if status in counts:
+                    counts[status] += 1
+        return counts
+
+    def delete(self, job_id: str) -> JobStatus | None:
+        """Delete a finished job's record, metrics and report; return its status (None: no such job).
+
+        A job that is not finished is left alone, and its status says why.
+        """
+        status = self.r.eval(_DELETE, 2, self._job_key(job_id), self.index, job_id)
+        return JobStatus(status) if status else None
+
+    def heartbeat(self, worker: str, ttl_s: float, **info: Any) -> None:
+        """Say that ``worker`` is alive for the next ``ttl_s`` seconds."""
+        value = json.dumps({"ts": time.time(), **info})
+        self.r.set(f"{self.prefix}worker:{worker}", value, ex=max(1, math.ceil(ttl_s)))
+
+    def workers(self) -> dict[str, dict[str, Any]]:
+        """The live workers' last heartbeats, by worker name."""
+        head = f"{self.prefix}worker:"
+        pattern = "".join(f"\\{c}" if c in "*?[]\\" else c for c in head) + "*"  # the prefix, literally
+        names = list(self.r.scan_iter(match=pattern, count=500))
+        values = self.r.mget(names) if names else []
+        return {n.removeprefix(head): json.loads(v) for n, v in zip(names, values, strict=True) if v}
 
     def get(self, job_id: str) -> JobRecord | None:
         fields = self.r.hgetall(self._job_key(job_id))
@@ -163,6 +286,39 @@ class JobQueue:
         self.update(job_id, status=status, error=error, finished_at=time.time())
 
 
+class IdempotencyConflict(Exception):
+    """An Idempotency-Key came back with a different job spec than the job it first made."""
+
+    def __init__(self, job_id: str):
+        super().__init__(f"this Idempotency-Key was already used for job {job_id} with a different spec")
+        self.job_id = job_id
+
+
+def _new_job(spec: JobSpec) -> JobRecord:
+    return JobRecord(
+        id=uuid.uuid4().hex,
+        status=JobStatus.queued,
+        spec=spec,
+        progress=Progress(step=0, max_iters=spec.training.max_iters),
+    )
+
+
+def _encode_cursor(score: float, job_id: str) -> str:
+    return base64.urlsafe_b64encode(f"{score!r} {job_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[str, str]:
+    """A cursor back into (score bound, job id); ValueError when it is not one we made."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        score, job_id = raw.split(" ")
+        if not math.isfinite(float(score)) or not job_id.isalnum():
+            raise ValueError
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValueError("not a cursor this server gave out") from None
+    return score, job_id
+
+
 def _encode_fields(fields: dict[str, Any]) -> dict[str, str]:
     out = {}
     for k, v in fields.items():
@@ -193,6 +349,11 @@ def _to_hash(job: JobRecord) -> dict[str, str]:
             "finished_at": job.finished_at,
         }
     )
+
+
+def decode_record(fields: dict[str, str]) -> JobRecord:
+    """A job record from its Redis hash, for readers with a client of their own (an asyncio one, say)."""
+    return _from_hash(fields)
 
 
 def _from_hash(h: dict[str, str]) -> JobRecord:

@@ -13,6 +13,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from simtrain.process import stop_process
 from simtrain.redis_server import PrivateRedis, redis_answers
@@ -34,6 +35,17 @@ class Child:
 
 class StackError(RuntimeError):
     pass
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced, fit to print or log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.hostname or ""
+    netloc = f"{user}***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class LocalStack:
@@ -67,7 +79,7 @@ class LocalStack:
     def _start_redis(self) -> None:
         wanted = os.environ.get("REDIS_URL") or os.environ.get("SIMTRAIN_REDIS_URL")
         if wanted and redis_answers(wanted):
-            self.redis_url, self.redis_kind = wanted, f"existing Redis at {wanted}"
+            self.redis_url, self.redis_kind = wanted, f"existing Redis at {redact_url(wanted)}"
             return
         self.redis = PrivateRedis().start()
         self.redis_url = self.redis.url

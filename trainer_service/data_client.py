@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import grpc
+import numpy as np
 import torch
 
 from simtrain.data.v1 import data_service_pb2 as pb
@@ -33,20 +34,37 @@ class DataServiceError(RuntimeError):
     """A data service call failed for good; the message is meant for the job's owner."""
 
 
-def tensor_from_proto(t: pb.Tensor) -> torch.Tensor:
-    """Wrap the message's bytes as a tensor without copying them."""
+def tensor_from_proto(t: pb.Tensor, data: bytes | None = None) -> torch.Tensor:
+    """Wrap the message's bytes as a tensor without copying them (``data``: ``t.data``, if already read).
+
+    The tensor shares the bytes object's memory and keeps it alive; protobuf bytes are read-only, and the
+    trainer never writes into batch tensors.
+    """
     if t.dtype not in DTYPES:
         raise DataServiceError(f"data service sent a tensor of unsupported dtype {t.dtype!r}")
     dtype = DTYPES[t.dtype]
     shape = tuple(t.shape)
+    data = t.data if data is None else data  # each read of a bytes field may build a new object
     expected = dtype.itemsize * int(torch.Size(shape).numel())
-    if len(t.data) != expected:
-        raise DataServiceError(f"data service sent {len(t.data)} bytes for a {t.dtype} tensor of {shape}")
+    if len(data) != expected:
+        raise DataServiceError(f"data service sent {len(data)} bytes for a {t.dtype} tensor of {shape}")
+    if expected == 0:
+        return torch.empty(shape, dtype=dtype)
+    if sys.byteorder != "little":  # the wire is little-endian: a big-endian host needs a converted copy
+        wire = np.frombuffer(data, dtype=np.dtype(t.dtype).newbyteorder("<"))
+        return torch.from_numpy(wire.astype(t.dtype).reshape(shape))
     with warnings.catch_warnings():
-        # protobuf bytes are read-only; the trainer never writes into batch tensors.
-        warnings.simplefilter("ignore", UserWarning)
-        out = torch.frombuffer(t.data, dtype=dtype).view(shape)
-    return out if sys.byteorder == "little" else out.byteswap()
+        warnings.simplefilter("ignore", UserWarning)  # "the buffer is not writable"
+        return torch.frombuffer(data, dtype=dtype).view(shape)
+
+
+def check_ids(x: torch.Tensor, y: torch.Tensor, vocab_size: int, step: int) -> None:
+    if x.shape != y.shape:
+        raise DataServiceError(f"data service sent x of shape {tuple(x.shape)} but y of {tuple(y.shape)}")
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
+        raise DataServiceError(f"batch {step} has input ids outside [0, {vocab_size}): not this dataset's")
+    if y.numel() and (int(y.min()) < -1 or int(y.max()) >= vocab_size):
+        raise DataServiceError(f"batch {step} has target ids outside [-1, {vocab_size}): not this dataset's")
 
 
 class DataClient:
@@ -113,8 +131,13 @@ class DataClient:
         num_steps: int,
         rank: int = 0,
         world_size: int = 1,
+        vocab_size: int | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``num_steps`` batches ``(x, y)`` starting at ``start_step``, reconnecting as needed."""
+        """Yield ``num_steps`` batches ``(x, y)`` starting at ``start_step``, reconnecting as needed.
+
+        With ``vocab_size`` (the model's), every batch is checked to hold only ids below it (and -1 in y):
+        one bad id would otherwise end a CUDA job with a device-side assert instead of a message.
+        """
         step, end = start_step, start_step + num_steps
         failures = 0
         while step < end:
@@ -133,7 +156,10 @@ class DataClient:
                 for batch in self.stub.StreamBatches(request):
                     if batch.step != step:
                         raise DataServiceError(f"data service sent step {batch.step}, expected {step}")
-                    yield tensor_from_proto(batch.x), tensor_from_proto(batch.y)
+                    x, y = tensor_from_proto(batch.x), tensor_from_proto(batch.y)
+                    if vocab_size is not None:
+                        check_ids(x, y, vocab_size, step)
+                    yield x, y
                     step += 1
                     failures = 0
             except grpc.RpcError as e:

@@ -1,4 +1,10 @@
-"""Run one job: prepare its data, train, evaluate, checkpoint, and write the first report."""
+"""Run one job: prepare its data, train, evaluate, checkpoint, and write the first report.
+
+The same code runs in a single process and on every rank of a torchrun job. Each rank streams its own
+shard of every batch; rank 0 alone talks to the job record (metrics, status) and writes checkpoints and the
+report. Ranks meet only at steps they all know in advance (logging, evaluation, the end), where they agree
+on the loss, the data wait and whether to stop.
+"""
 
 from __future__ import annotations
 
@@ -12,12 +18,17 @@ from typing import Any
 
 import torch
 
+from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.jobs import JobRecord
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
+from trainer_service import metrics
 from trainer_service.checkpoint import load_checkpoint, save_checkpoint
 from trainer_service.data_client import DataClient
+from trainer_service.device import autocast, pin
 from trainer_service.model import GPT, GPTConfig
+from trainer_service.outcome import JobCancelled, JobInterrupted
+from trainer_service.parallel import Ranks, all_gather, gather_floats, on_main
 from trainer_service.prefetch import Prefetcher
 from trainer_service.trainer import Trainer, TrainerConfig
 
@@ -26,24 +37,28 @@ log = logging.getLogger(__name__)
 N_SAMPLES = 3
 SAMPLE_PROMPT_TOKENS = 16
 SAMPLE_NEW_TOKENS = 120
+PREFETCH_DEPTH = 4  # batches kept ready per rank
+CHECKPOINT_FORMAT = 2
 
-
-class JobInterrupted(Exception):
-    """The worker was asked to stop; the job was checkpointed and should run again elsewhere."""
-
-
-class JobCancelled(Exception):
-    """The job's owner cancelled it; the last step was checkpointed."""
+__all__ = ["JobCancelled", "JobInterrupted", "JobRun"]
 
 
 class JobRun:
-    def __init__(self, job: JobRecord, settings: Settings, queue: JobQueue, should_stop: Callable[[], bool]):
+    def __init__(
+        self,
+        job: JobRecord,
+        settings: Settings,
+        queue: JobQueue,
+        should_stop: Callable[[], bool],
+        ranks: Ranks | None = None,
+    ):
         self.job = job
         self.spec = job.spec
         self.train_spec = job.spec.training
         self.settings = settings
         self.queue = queue
         self.should_stop = should_stop
+        self.ranks = ranks or Ranks()
         self.job_dir = settings.jobs_dir / job.id
         self.checkpoint_path = self.job_dir / "checkpoint.pt"
         self.client = DataClient(
@@ -57,20 +72,28 @@ class JobRun:
         self.interrupted = False
         self.cancelled = False
 
-    def run(self) -> dict[str, Any]:
+    def run(self) -> dict[str, Any] | None:
+        """Train to the end and return the report (rank 0; other ranks return None).
+
+        Raises JobCancelled or JobInterrupted after checkpointing when asked to stop early.
+        """
         try:
             return self._run()
         finally:
             self.client.close()
 
-    def _run(self) -> dict[str, Any]:
-        t = self.train_spec
-        started = time.time()
-        self.info = self.client.prepare(self.spec.dataset)
-        self.dataset_id = self.info.dataset_id
-        self.queue.update(self.job.id, dataset_id=self.dataset_id)
+    # -- setup ----------------------------------------------------------------------------------
 
-        torch.manual_seed(t.seed)
+    def _run(self) -> dict[str, Any] | None:
+        t, ranks = self.train_spec, self.ranks
+        started = time.time()
+        raw = on_main(ranks, lambda: self.client.prepare(self.spec.dataset).SerializeToString())
+        self.info = pb.DatasetInfo.FromString(raw)
+        self.dataset_id = self.info.dataset_id
+        if ranks.is_main:
+            self.queue.update(self.job.id, dataset_id=self.dataset_id)
+
+        torch.manual_seed(t.seed)  # the same initial weights on every rank
         n_layer, n_head, n_embd = self.spec.model.sizes()
         config = GPTConfig(
             n_layer=n_layer,
@@ -81,21 +104,13 @@ class JobRun:
             embd_pdrop=self.spec.model.embd_pdrop,
             resid_pdrop=self.spec.model.resid_pdrop,
             attn_pdrop=self.spec.model.attn_pdrop,
+            model_type=self.spec.model.model_type,
         )
         self.model = GPT(config)
-        trainer_config = TrainerConfig(
-            device=t.device if t.device != "auto" else self.settings.device,
-            max_iters=t.max_iters,
-            batch_size=t.batch_size,
-            learning_rate=t.learning_rate,
-            betas=t.betas,
-            weight_decay=t.weight_decay,
-            grad_norm_clip=t.grad_norm_clip,
-            lr_schedule=t.lr_schedule,
-            warmup_iters=t.warmup_iters,
-        )
-        self.trainer = Trainer(trainer_config, self.model, iter(()))
-        self.model = self.trainer.model  # the trainer may have moved it to its device
+        if ranks.distributed:
+            torch.manual_seed(t.seed + ranks.rank)  # but each rank its own dropout masks
+        self.trainer = Trainer(self._trainer_config(), self.model, iter(()))
+        self.device = self.trainer.device
         self._resume()
         if self.trainer.iter_num == 0:
             self._evaluate(step=0)
@@ -107,13 +122,20 @@ class JobRun:
                 t.batch_size,
                 t.block_size,
                 t.seed,
-                start_step=self.trainer.iter_num,
+                start_step=self.trainer.iter_num,  # the data cursor: batches are a function of the step
                 num_steps=t.max_iters - self.trainer.iter_num,
-            )
+                rank=ranks.rank,
+                world_size=ranks.world_size,
+                vocab_size=self.info.vocab_size,
+            ),
+            depth=PREFETCH_DEPTH,
+            transform=pin if self.device.type == "cuda" else None,
         )
         self.trainer.batches = batches
         self.trainer.add_callback("on_batch_end", self._on_batch_end)
-        self._window_start, self._window_tokens, self._window_wait = time.perf_counter(), 0, 0.0
+        self._start_window()
+        self._train_s = 0.0
+        self._train_tokens = 0
         try:
             self.trainer.run()
         finally:
@@ -122,59 +144,169 @@ class JobRun:
             raise JobCancelled(f"cancelled at step {self.trainer.iter_num}; checkpoint saved")
         if self.interrupted:
             raise JobInterrupted(f"stopped at step {self.trainer.iter_num}; checkpoint saved")
+        if not ranks.is_main:
+            return None
         return self._report(duration_s=time.time() - started)
 
+    def _trainer_config(self) -> TrainerConfig:
+        t = self.train_spec
+        if t.gpus > 0:
+            device = f"cuda:{self.ranks.local_rank}" if self.ranks.distributed else "cuda"
+        elif t.nproc > 1:
+            device = "cpu"  # nproc is the CPU (gloo) knob
+        else:
+            device = t.device if t.device != "auto" else self.settings.device
+        return TrainerConfig(
+            device=device,
+            max_iters=t.max_iters,
+            batch_size=t.batch_size,
+            learning_rate=t.learning_rate,
+            betas=t.betas,
+            weight_decay=t.weight_decay,
+            grad_norm_clip=t.grad_norm_clip,
+            lr_schedule=t.lr_schedule,
+            warmup_iters=t.warmup_iters,
+            compile=t.compile,
+        )
+
+    # -- checkpoints ------------------------------------------------------------------------------
+
+    def _data_cursor(self, next_step: int) -> dict[str, Any]:
+        t = self.train_spec
+        return {
+            "dataset_id": self.dataset_id,
+            "split": "train",
+            "seed": t.seed,
+            "batch_size": t.batch_size,
+            "block_size": t.block_size,
+            "world_size": self.ranks.world_size,
+            "next_step": next_step,
+        }
+
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _checkpoint(self) -> None:
+        """Model, optimizer, step, every rank's RNG state, the data cursor, and the curves so far.
+
+        Collective: every rank calls it at the same step; rank 0 writes. The model is the plain GPT (never
+        a DDP or compiled wrapper), so the saved state_dict is exactly minGPT's.
+        """
+        rngs = all_gather(self.ranks, self._rng_state())
+        if not self.ranks.is_main:
+            return
+        trainer_state = self.trainer.state_dict()
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "model_config": vars(self.model.config),
+            "optimizer": trainer_state["optimizer"],
+            "step": trainer_state["iter_num"],
+            "rng": rngs,
+            "data": self._data_cursor(trainer_state["iter_num"]),
+            "curve": self.curve,
+            "latest": self.latest,
+        }
+        save_checkpoint(self.checkpoint_path, state)
+
     def _resume(self) -> None:
-        state = load_checkpoint(self.checkpoint_path)
+        """Continue from the checkpoint, if any: rank 0 reads it and hands it to the other ranks."""
+        state = on_main(self.ranks, lambda: load_checkpoint(self.checkpoint_path))
         if state is None:
             return
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise RuntimeError(f"{self.checkpoint_path} is not a checkpoint this trainer can resume from")
+        cursor = state["data"]
+        if cursor["dataset_id"] != self.dataset_id:
+            raise RuntimeError(
+                f"the checkpoint was trained on dataset {cursor['dataset_id']}, but the job now prepares "
+                f"{self.dataset_id} (its source changed); resuming would mix the two"
+            )
+        if cursor["world_size"] != self.ranks.world_size or len(state["rng"]) != self.ranks.world_size:
+            raise RuntimeError(
+                f"the checkpoint was written by {cursor['world_size']} processes, this run has "
+                f"{self.ranks.world_size}"
+            )
         self.model.load_state_dict(state["model"])
-        self.trainer.load_state_dict(state["trainer"])
+        rng = state["rng"][self.ranks.rank]
+        self.trainer.load_state_dict(
+            {
+                "iter_num": cursor["next_step"],
+                "optimizer": state["optimizer"],
+                "rng_state": rng["cpu"],
+                **({"cuda_rng_state": rng["cuda"]} if "cuda" in rng else {}),
+            }
+        )
         self.curve = state["curve"]
         self.latest = state["latest"]
         log.info("job %s resumes at step %d", self.job.id, self.trainer.iter_num)
 
-    def _checkpoint(self) -> None:
-        """Model, optimizer, step (the data cursor: batches are a function of it), RNG, curves so far."""
-        state = {
-            "model": self.model.state_dict(),
-            "trainer": self.trainer.state_dict(),
-            "curve": self.curve,
-            "latest": self.latest,
-            "model_config": vars(self.model.config),
-        }
-        save_checkpoint(self.checkpoint_path, state)
+    # -- the loop's callback ----------------------------------------------------------------------
+
+    def _start_window(self) -> None:
+        self._window_start, self._window_steps, self._window_wait = time.perf_counter(), 0, 0.0
 
     def _on_batch_end(self, trainer: Trainer) -> None:
         t = self.train_spec
         step = trainer.iter_num + 1  # optimizer steps done, counting this one
-        loss = trainer.loss.item()
-        self._window_tokens += t.batch_size * t.block_size
+        self._window_steps += 1
         self._window_wait += trainer.data_wait_s
         is_eval = step % t.eval_interval == 0 or step == t.max_iters
-        if step % t.log_interval == 0 or is_eval:
-            elapsed = time.perf_counter() - self._window_start
-            row = {
-                "step": step,
-                "train/loss": loss,
-                "lr": trainer.lr,
-                "tokens_per_s": self._window_tokens / max(elapsed, 1e-9),
-                "data_wait_frac": self._window_wait / max(elapsed, 1e-9),
-            }
+        is_sync = is_eval or step % t.log_interval == 0
+        if not is_sync:
+            # One process checks its stop flag every step; ranks can only agree to stop at sync steps.
+            if not self.ranks.distributed and self.should_stop():
+                self._stop(interrupted=True)
+            return
+
+        elapsed = time.perf_counter() - self._window_start
+        wait_frac = self._window_wait / max(elapsed, 1e-9)
+        cancel = self.ranks.is_main and step < t.max_iters and self.queue.cancel_requested(self.job.id)
+        stop = step < t.max_iters and self.should_stop()
+        rows = gather_floats(self.ranks, [trainer.loss, wait_frac, float(cancel), float(stop)], self.device)
+        loss = sum(r[0] for r in rows) / len(rows)
+        tokens = self._window_steps * t.batch_size * t.block_size * self.ranks.world_size
+        self._train_s += elapsed
+        self._train_tokens += tokens
+        row = {
+            "step": step,
+            "train/loss": loss,
+            "lr": trainer.lr,
+            "tokens_per_s": tokens / max(elapsed, 1e-9),
+            # The slowest rank sets the pace: every step waits for it at the gradient all-reduce.
+            "data_wait_frac": max(r[1] for r in rows),
+        }
+        mfu = self._mfu(row["tokens_per_s"])
+        if mfu is not None:
+            row["mfu"] = mfu
+        if self.ranks.is_main:
             self._log(row)
-            self.curve["train"].append([step, loss])
-            self._window_start, self._window_tokens, self._window_wait = time.perf_counter(), 0, 0.0
+        self.curve["train"].append([step, loss])
+
         if is_eval:
             self._evaluate(step)
             self._checkpoint()
-        if step < t.max_iters and self.queue.cancel_requested(self.job.id):
+        if any(r[2] for r in rows):
+            self._stop(interrupted=False, checkpointed=is_eval)
+        elif any(r[3] for r in rows):
+            self._stop(interrupted=True, checkpointed=is_eval)
+        self._start_window()
+
+    def _stop(self, interrupted: bool, checkpointed: bool = False) -> None:
+        if not checkpointed:
             self._checkpoint()
-            self.cancelled = True
-            trainer.stop()
-        elif step < t.max_iters and self.should_stop():
-            self._checkpoint()
-            self.interrupted = True
-            trainer.stop()
+        self.interrupted, self.cancelled = interrupted, not interrupted
+        self.trainer.stop()
+
+    def _mfu(self, tokens_per_s: float) -> float | None:
+        peak = metrics.peak_flops(
+            metrics.device_name(self.device), metrics.precision_name(self.device, self.trainer.autocast_dtype)
+        )
+        per_device = tokens_per_s / self.ranks.world_size
+        return metrics.mfu(per_device, self.model.flops_per_token(self.train_spec.block_size), peak)
 
     def _log(self, row: dict[str, float]) -> None:
         self.latest.update(row)
@@ -182,12 +314,12 @@ class JobRun:
 
     @torch.no_grad()
     def _evaluate(self, step: int) -> None:
-        """Mean loss over ``eval_iters`` fixed batches of each split, with dropout off."""
+        """Mean loss over ``eval_iters`` fixed batches of each split, dropout off; each rank its shard."""
         t = self.train_spec
         self.model.eval()
-        losses = {}
+        losses = []
         for split in ("train", "val"):
-            total = 0.0
+            total = torch.zeros((), device=self.device)
             batches = self.client.batches(
                 self.dataset_id,
                 split,
@@ -196,23 +328,33 @@ class JobRun:
                 t.seed,
                 start_step=0,
                 num_steps=t.eval_iters,
+                rank=self.ranks.rank,
+                world_size=self.ranks.world_size,
+                vocab_size=self.info.vocab_size,
             )
             for x, y in batches:
-                _, loss = self.model(x.to(self.trainer.device), y.to(self.trainer.device))
-                total += loss.item()
-            losses[split] = total / t.eval_iters
+                with autocast(self.device, self.trainer.autocast_dtype):
+                    _, loss = self.model(x.to(self.device), y.to(self.device))
+                total += loss.float()
+            losses.append(total / t.eval_iters)
         self.model.train()
-        self.curve["val"].append([step, losses["val"]])
-        self._log({"step": step, "val/loss": losses["val"], "train/eval_loss": losses["train"]})
+        rows = gather_floats(self.ranks, losses, self.device)
+        train_loss, val_loss = (sum(r[i] for r in rows) / len(rows) for i in range(2))
+        self.curve["val"].append([step, val_loss])
+        if self.ranks.is_main:
+            self._log({"step": step, "val/loss": val_loss, "train/eval_loss": train_loss})
+
+    # -- the report (rank 0) ------------------------------------------------------------------------
 
     @torch.no_grad()
     def _samples(self) -> list[dict[str, str]]:
         t = self.train_spec
         x, _ = next(self.client.batches(self.dataset_id, "val", N_SAMPLES, t.block_size, t.seed, 0, 1))
-        prompts = x[:, :SAMPLE_PROMPT_TOKENS].to(self.trainer.device)
+        prompts = x[:, :SAMPLE_PROMPT_TOKENS].to(self.device)
         self.model.eval()
         torch.manual_seed(t.seed)
-        out = self.model.generate(prompts, SAMPLE_NEW_TOKENS, temperature=0.8, do_sample=True, top_k=20)
+        with autocast(self.device, self.trainer.autocast_dtype):
+            out = self.model.generate(prompts, SAMPLE_NEW_TOKENS, temperature=0.8, do_sample=True, top_k=20)
         samples = []
         for row in out.tolist():
             samples.append(
@@ -222,6 +364,23 @@ class JobRun:
                 }
             )
         return samples
+
+    def _speed(self) -> dict[str, Any]:
+        """Throughput over this run's training steps (evaluation excluded), and what it ran on."""
+        tokens_per_s = self._train_tokens / self._train_s if self._train_s > 0 else None
+        precision = metrics.precision_name(self.device, self.trainer.autocast_dtype)
+        name = metrics.device_name(self.device)
+        return {
+            "device": name,
+            "world_size": self.ranks.world_size,
+            "precision": precision,
+            "compile": self.train_spec.compile,
+            "tokens_per_s": tokens_per_s,
+            "mfu": self._mfu(tokens_per_s) if tokens_per_s else None,
+            "peak_flops_per_device": metrics.peak_flops(name, precision),
+            "flops_per_token": self.model.flops_per_token(self.train_spec.block_size),
+            "data_wait_frac": self.latest.get("data_wait_frac"),
+        }
 
     def _report(self, duration_s: float) -> dict[str, Any]:
         final = self.latest
@@ -245,6 +404,7 @@ class JobRun:
             },
             "final": {"train_loss": final["train/eval_loss"], "val_loss": final["val/loss"]},
             "curve": self.curve,
+            "speed": self._speed(),
             "samples": self._samples(),
             "duration_s": duration_s,
             "checkpoint": str(self.checkpoint_path),

@@ -2,7 +2,7 @@
 
 Compatibility is the point: a minGPT checkpoint loads here with ``strict=True`` and ours loads into minGPT,
 so fit reports can be checked against the reference implementation. Speed comes from PyTorch's fused
-attention (``scaled_dot_product_attention``) and fused AdamW.
+attention (``scaled_dot_product_attention``), fused AdamW, a fused tanh-GELU and, on CPU, a cheaper dropout.
 """
 
 from __future__ import annotations
@@ -23,26 +23,72 @@ _FUSED_ADAMW_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
 
 @dataclass
 class GPTConfig:
-    n_layer: int
-    n_head: int
-    n_embd: int
-    vocab_size: int
-    block_size: int
+    """minGPT's model config: ``model_type`` or ``n_layer``/``n_head``/``n_embd``, plus the data sizes."""
+
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    vocab_size: int | None = None
+    block_size: int | None = None
     embd_pdrop: float = 0.1
     resid_pdrop: float = 0.1
     attn_pdrop: float = 0.1
+    model_type: str | None = None
 
     def __post_init__(self) -> None:
-        if self.n_embd % self.n_head:
+        if self.model_type is not None:
+            if self.model_type not in MODEL_PRESETS:
+                known = ", ".join(MODEL_PRESETS)
+                raise ValueError(f"unknown model_type {self.model_type!r}; known: {known}")
+            preset = MODEL_PRESETS[self.model_type]
+            given = (self.n_layer, self.n_head, self.n_embd)
+            if any(s is not None for s in given) and given != preset:
+                raise ValueError(
+                    f"model_type {self.model_type!r} is {preset}, not n_layer/n_head/n_embd {given}"
+                )
+        if self.n_embd is not None and self.n_head is not None and self.n_embd % self.n_head:
             raise ValueError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
 
     @classmethod
     def from_preset(cls, model_type: str, vocab_size: int, block_size: int, **dropouts: float) -> GPTConfig:
         """Build a config from one of minGPT's named sizes, e.g. ``gpt-nano`` or ``gpt2``."""
-        if model_type not in MODEL_PRESETS:
-            raise ValueError(f"unknown model_type {model_type!r}; known: {', '.join(MODEL_PRESETS)}")
-        n_layer, n_head, n_embd = MODEL_PRESETS[model_type]
-        return cls(n_layer, n_head, n_embd, vocab_size, block_size, **dropouts)
+        return cls(vocab_size=vocab_size, block_size=block_size, model_type=model_type, **dropouts).resolved()
+
+    def resolved(self) -> GPTConfig:
+        """Fill the sizes from ``model_type``, as minGPT's GPT does; refuse a config that lacks some."""
+        if self.model_type is not None:
+            self.n_layer, self.n_head, self.n_embd = MODEL_PRESETS[self.model_type]
+        missing = [
+            k for k in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size") if getattr(self, k) is None
+        ]
+        if missing:
+            raise ValueError(
+                "GPTConfig needs model_type or n_layer/n_head/n_embd, and vocab_size and block_size; "
+                f"missing {', '.join(missing)}"
+            )
+        return self
+
+
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout, as ``F.dropout``, with a cheaper mask on CPU.
+
+    On CPU ``F.dropout`` draws a float Bernoulli tensor and multiplies by it; a uniform draw compared
+    against ``p`` is the same distribution, and ``where`` keeps only a byte mask for backward. CUDA has a
+    fused kernel of its own.
+    """
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or p == 1.0:
+        return F.dropout(x, p, True)
+    keep = torch.rand(x.shape, dtype=torch.float32) >= p
+    return torch.where(keep, x * (1.0 / (1.0 - p)), 0.0)
+
+
+class Dropout(nn.Dropout):
+    """``nn.Dropout`` (same name, no state) using :func:`dropout`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
 
 
 class CausalSelfAttention(nn.Module):
@@ -50,10 +96,11 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd)
-        self.resid_dropout = nn.Dropout(config.resid_pdrop)
+        self.resid_dropout = Dropout(config.resid_pdrop)
         self.n_head = config.n_head
         self.attn_pdrop = config.attn_pdrop
-        # SDPA applies the causal mask itself; the buffer is unused but kept so state_dicts match minGPT's.
+        # minGPT's causal mask, kept so state_dicts match minGPT's. SDPA masks by itself; only the CPU path
+        # with attention dropout reads it.
         mask = torch.tril(torch.ones(config.block_size, config.block_size))
         self.register_buffer("bias", mask.view(1, 1, config.block_size, config.block_size))
 
@@ -63,9 +110,29 @@ class CausalSelfAttention(nn.Module):
         # (B, T, C) -> (B, n_head, T, head_size)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         dropout_p = self.attn_pdrop if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
+        if dropout_p > 0.0 and x.device.type == "cpu":
+            y = self._attention_with_cpu_dropout(q, k, v, dropout_p)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def _attention_with_cpu_dropout(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float
+    ) -> torch.Tensor:
+        """CPU SDPA has no fused kernel with dropout: its fallback rebuilds the mask every call. This uses
+        the stored mask, folded into the score matmul as an additive bias, and the cheaper dropout mask,
+        with dropout's 1/(1-p) applied to the output (T x head_size) instead of the weights (T x T)."""
+        T = q.size(-2)
+        mask = self.bias[0, 0, :T, :T]
+        bias = torch.zeros_like(mask, dtype=q.dtype).masked_fill_(mask == 0, float("-inf"))
+        scores = torch.baddbmm(
+            bias, q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), alpha=1.0 / math.sqrt(k.size(-1))
+        )
+        att = F.softmax(scores, dim=-1)
+        if p > 0.0:
+            att = torch.where(torch.rand(att.shape, dtype=torch.float32) >= p, att, 0.0)
+        return torch.bmm(att, v.flatten(0, 1)).mul_(1.0 / (1.0 - p)).view_as(v)
 
 
 class MLP(nn.Module):
@@ -73,7 +140,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
-        self.dropout = nn.Dropout(config.resid_pdrop)
+        self.dropout = Dropout(config.resid_pdrop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The tanh approximation, as in minGPT and GPT-2, so activations match theirs and not just closely.
@@ -96,15 +163,20 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    @staticmethod
+    def get_default_config() -> GPTConfig:
+        """minGPT's entry point: set ``model_type`` (or the sizes), ``vocab_size`` and ``block_size``."""
+        return GPTConfig()
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
-        self.config = config
+        self.config = config.resolved()
         # Module names and registration order fix the state_dict keys and their order, which match minGPT's.
         self.transformer = nn.ModuleDict(
             dict(
                 wte=nn.Embedding(config.vocab_size, config.n_embd),
                 wpe=nn.Embedding(config.block_size, config.n_embd),
-                drop=nn.Dropout(config.embd_pdrop),
+                drop=Dropout(config.embd_pdrop),
                 h=nn.ModuleList(Block(config) for _ in range(config.n_layer)),
                 ln_f=nn.LayerNorm(config.n_embd),
             )
@@ -133,6 +205,16 @@ class GPT(nn.Module):
         """Parameters in the transformer, excluding lm_head: the figure minGPT prints."""
         return sum(p.numel() for p in self.transformer.parameters())
 
+    def flops_per_token(self, seq_len: int | None = None) -> int:
+        """Training FLOPs (forward + backward) per token, PaLM's estimate as nanoGPT uses it.
+
+        6 per weight of every matmul (lm_head included, since minGPT does not tie it to wte; embeddings are
+        lookups, not matmuls) plus 12 * n_layer * n_embd * seq_len for the attention scores and mix.
+        """
+        T = seq_len or self.config.block_size
+        matmul_weights = sum(m.weight.numel() for m in self.modules() if isinstance(m, nn.Linear))
+        return 6 * matmul_weights + 12 * self.config.n_layer * self.config.n_embd * T
+
     def forward(
         self, idx: torch.Tensor, targets: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -147,7 +229,10 @@ class GPT(nn.Module):
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1)
+            # In float32 even under autocast: the softmax over the vocabulary is where bf16 hurts.
+            loss = F.cross_entropy(
+                logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
+            )
         return logits, loss
 
     def configure_optimizers(self, train_config: Any) -> torch.optim.AdamW:
@@ -186,7 +271,7 @@ class GPT(nn.Module):
         """Append ``max_new_tokens`` tokens to ``idx [B, T]``, greedily or by sampling; call in eval mode."""
         for _ in range(max_new_tokens):
             logits, _ = self(idx[:, -self.config.block_size :])
-            logits = logits[:, -1, :] / temperature
+            logits = logits[:, -1, :].float() / temperature
             if top_k is not None:
                 kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
                 logits = logits.masked_fill(logits < kth, float("-inf"))

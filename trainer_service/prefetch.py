@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -12,10 +12,14 @@ _DONE = object()
 
 
 class Prefetcher(Generic[T]):
-    """Iterate ``source`` in a thread, ``depth`` items ahead; errors surface in the consumer."""
+    """Iterate ``source`` in a thread, ``depth`` items ahead; errors surface in the consumer.
 
-    def __init__(self, source: Iterator[T], depth: int = 4):
+    ``transform`` runs in that thread too, off the training loop: e.g. pinning batches for the GPU copy.
+    """
+
+    def __init__(self, source: Iterator[T], depth: int = 4, transform: Callable[[T], T] | None = None):
         self._source = source
+        self._transform = transform
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._closed = threading.Event()
         self._thread = threading.Thread(target=self._fill, name="prefetch", daemon=True)
@@ -33,6 +37,8 @@ class Prefetcher(Generic[T]):
     def _fill(self) -> None:
         try:
             for item in self._source:
+                if self._transform is not None:
+                    item = self._transform(item)
                 if not self._put(item):
                     return
         except BaseException as e:  # handed to the consumer, which re-raises it

@@ -1,8 +1,9 @@
-"""A minGPT-style training loop over batches streamed from the data service.
+"""A minGPT-style training loop, fed by the data service's stream or by a minGPT dataset.
 
-The loop is minGPT's (forward, zero_grad, backward, clip, step, then ``on_batch_end`` callbacks) with two
-additions the service needs: an lr schedule and resumption mid-run. Batches arrive as CPU tensors from the
-gRPC client; the trainer times how long it waits on them, so reports can tell a slow stream from slow math.
+The loop is minGPT's (forward, zero_grad, backward, clip, step, then ``on_batch_end`` callbacks), with what
+the service needs on top: an lr schedule, resumption mid-run, timing of the wait on data, and the speed
+paths (bf16 autocast, TF32, optional ``torch.compile``, batch copies that overlap compute, DDP when a
+process group is up). On CPU it stays plain float32, so a resumed run repeats an uninterrupted one exactly.
 """
 
 from __future__ import annotations
@@ -10,20 +11,37 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data.sampler import RandomSampler
 
+from trainer_service.device import (
+    DeviceBatches,
+    Precision,
+    autocast,
+    autocast_dtype,
+    enable_tf32,
+    resolve_device,
+)
 from trainer_service.model import GPT
 
 Callback = Callable[["Trainer"], None]
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 @dataclass
 class TrainerConfig:
+    """minGPT's Trainer config (names and defaults), plus the schedule and the speed options."""
+
     device: str = "auto"
+    num_workers: int = 4  # DataLoader workers, used when the Trainer is given a minGPT-style dataset
     max_iters: int | None = None
     batch_size: int = 64
     learning_rate: float = 3e-4
@@ -33,34 +51,44 @@ class TrainerConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_iters: int = 0
     min_lr_ratio: float = 0.1  # the cosine schedule ends at learning_rate * min_lr_ratio
+    precision: Precision = "auto"  # auto: bf16 autocast on CUDA where supported, float32 elsewhere
+    compile: bool = False  # torch.compile the training forward/backward (worth it on CUDA, for long jobs)
 
 
 class Trainer:
     """Trains ``model`` on ``(x, y)`` batches until ``max_iters``, the batches run out, or ``stop()``.
 
-    Callbacks registered for ``"on_batch_end"`` run after every optimizer step; there ``iter_num`` is the
-    0-based index of the step just taken, as in minGPT. To resume, either set ``iter_num`` and load the
-    optimizer state before ``run()``, or save ``state_dict()`` from a callback and ``load_state_dict()`` it.
+    ``data`` is an iterator of batches, or (as in minGPT) a dataset of ``(x, y)`` examples, sampled with
+    replacement by a DataLoader. Callbacks registered for ``"on_batch_end"`` run after every optimizer step;
+    there ``iter_num`` is the 0-based index of the step just taken, as in minGPT. To resume, either set
+    ``iter_num`` and load the optimizer state before ``run()``, or save ``state_dict()`` from a callback
+    and ``load_state_dict()`` it.
+
+    When ``torch.distributed`` is initialized with several processes, the model trains wrapped in DDP
+    (gradients averaged across ranks); ``model`` stays the plain GPT, for checkpoints and evaluation.
     """
 
-    def __init__(
-        self, config: TrainerConfig, model: GPT, batches: Iterator[tuple[torch.Tensor, torch.Tensor]]
-    ) -> None:
+    @staticmethod
+    def get_default_config() -> TrainerConfig:
+        return TrainerConfig()
+
+    def __init__(self, config: TrainerConfig, model: GPT, data: Iterable[Batch] | Dataset) -> None:
         if config.lr_schedule not in ("constant", "cosine"):
             raise ValueError(f"unknown lr_schedule {config.lr_schedule!r}")
         if config.lr_schedule == "cosine" and config.max_iters is None:
             raise ValueError("the cosine lr schedule needs max_iters")
         self.config = config
-        if config.device == "auto":
-            self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        else:
-            self.device = torch.device(config.device)
+        self.device = resolve_device(config.device)
+        if self.device.type == "cuda":
+            enable_tf32()
+        self.autocast_dtype = autocast_dtype(self.device, config.precision)
         # Move first, then build the optimizer, so it picks the fused kernel for the real device and a caller
         # can load optimizer state before run().
         self.model = model.to(self.device)
         self.optimizer = model.configure_optimizers(config)
-        self.batches = batches
+        self.train_model = self._wrap(self.model)
         self.callbacks: defaultdict[str, list[Callback]] = defaultdict(list)
+        self.batches = data  # type: ignore[assignment]  # the setter turns a dataset into batches
 
         # What callbacks read.
         self.iter_num = 0
@@ -72,6 +100,38 @@ class Trainer:
         self.lr = self.lr_at(self.iter_num)
         self._stop_requested = False
         self._mid_step = False  # between optimizer.step() and the iter_num increment, i.e. inside callbacks
+
+    def _wrap(self, model: nn.Module) -> nn.Module:
+        """DDP when several processes train together, then torch.compile when asked (it handles DDP)."""
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            # The only buffers are the constant attn.bias masks: no need to re-send them every step.
+            model = DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        if self.config.compile:
+            model = torch.compile(model)
+        return model
+
+    @property
+    def batches(self) -> Iterator[Batch]:
+        return self._batches
+
+    @batches.setter
+    def batches(self, data: Iterable[Batch] | Dataset) -> None:
+        if isinstance(data, IterableDataset):
+            data = DataLoader(data, batch_size=self.config.batch_size, num_workers=self.config.num_workers)
+        elif isinstance(data, Dataset):
+            # minGPT's sampling: with replacement, for as long as training runs.
+            sampler = RandomSampler(data, replacement=True, num_samples=int(1e10))
+            data = DataLoader(
+                data,
+                sampler=sampler,
+                shuffle=False,
+                pin_memory=self.device.type == "cuda",
+                batch_size=self.config.batch_size,
+                num_workers=self.config.num_workers,
+            )
+        batches = iter(data)
+        self._batches = DeviceBatches(batches, self.device) if self.device.type == "cuda" else batches
 
     def add_callback(self, onevent: str, callback: Callback) -> None:
         self.callbacks[onevent].append(callback)
@@ -123,26 +183,30 @@ class Trainer:
             torch.cuda.set_rng_state(state["cuda_rng_state"], self.device)
 
     def run(self) -> None:
-        model, cfg = self.model, self.config
+        model, cfg = self.train_model, self.config
         model.train()
         self._stop_requested = False
         while not self._stop_requested and (cfg.max_iters is None or self.iter_num < cfg.max_iters):
             t0 = time.perf_counter()
             try:
-                x, y = next(self.batches)
+                x, y = next(self._batches)
             except StopIteration:
                 break
             self.data_wait_s = time.perf_counter() - t0
+            # No-ops when the batches are already there (CUDA: DeviceBatches copied them on a side stream).
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            if y.dtype != torch.long:  # a narrower wire dtype: widen on the device, after the smaller copy
+                x, y = x.long(), y.long()
 
             self.lr = self.lr_at(self.iter_num)
             for group in self.optimizer.param_groups:
                 group["lr"] = self.lr
 
-            _, self.loss = model(x, y)
-            model.zero_grad(set_to_none=True)
+            with autocast(self.device, self.autocast_dtype):
+                _, self.loss = model(x, y)
+            self.optimizer.zero_grad(set_to_none=True)
             self.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_norm_clip)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_norm_clip)
             self.optimizer.step()
 
             # On CUDA these are host-side times: right on average over many steps, or at once if a callback

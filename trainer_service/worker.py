@@ -4,6 +4,10 @@ A job's stream message stays pending while the worker holds it; a background thr
 lease. If the worker dies, the lease runs out and another worker claims the job and resumes it from
 its last checkpoint. Nothing a job's owner sends can crash the worker: every failure becomes the
 job's ``error``.
+
+A job of several processes on this host (``training.gpus`` > 1, or ``training.nproc`` > 1 on CPU) runs
+under ``torchrun`` as a child (see ``launch.py``) while the worker keeps the lease. A job of several nodes
+is not for one host: it waits, queued, for ``torchrun`` to be started on its nodes (deploy/k8s/multinode).
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import redis
 from simtrain.jobs import JobStatus
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
-from trainer_service.data_client import DataServiceError
-from trainer_service.job_runner import JobCancelled, JobInterrupted, JobRun
+from trainer_service.job_runner import JobRun
+from trainer_service.launch import run_torchrun
+from trainer_service.outcome import record_outcome, run_to_outcome
+from trainer_service.parallel import procs_per_node
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +44,7 @@ class LeaseKeeper:
         while not self._stop.wait(queue.lease_ms / 3000):
             try:
                 queue.renew(msg_id, consumer)
+                queue.heartbeat(consumer, ttl_s=queue.lease_ms / 1000, state="busy")
             except redis.RedisError as e:
                 log.warning("could not renew lease on %s: %s", msg_id, e)
 
@@ -59,6 +66,7 @@ class Worker:
         while not self.stopping.is_set():
             try:
                 self.queue.ensure_group()
+                self.queue.heartbeat(self.name, ttl_s=self.queue.lease_ms / 1000, state="idle")
                 self.work_one(block_ms=1000)
             except redis.RedisError as e:
                 log.warning("redis unavailable (%s); retrying", e)
@@ -77,6 +85,10 @@ class Worker:
         if job is None or job.status.finished:
             self.queue.ack(msg_id)  # a stale message: nothing left to do
             return True
+        if job.spec.training.nodes > 1:
+            self.queue.update(job_id, error=multinode_note(job.id, job.spec.training.nodes))
+            self.queue.ack(msg_id)  # left queued, for the nodes' torchrun to take
+            return True
 
         attempts = self.queue.incr_attempts(job_id)
         if attempts > self.settings.max_attempts:
@@ -91,36 +103,28 @@ class Worker:
             self.queue.ack(msg_id)  # cancelled while it waited
             return True
         lease = LeaseKeeper(self.queue, msg_id, self.name)
-        try:
-            report = JobRun(job, self.settings, self.queue, self.stopping.is_set).run()
-        except JobCancelled as e:
+        if procs_per_node(job.spec.training) > 1:
+            try:  # the ranks record the outcome themselves
+                outcome = run_torchrun(job, self.settings, self.queue, self.name, self.stopping)
+            finally:
+                lease.stop()
+        else:
+            outcome = run_to_outcome(
+                job_id, lambda: JobRun(job, self.settings, self.queue, self.stopping.is_set).run()
+            )
             lease.stop()
-            self.queue.finish(job_id, JobStatus.cancelled, None)
+            record_outcome(self.queue, job_id, outcome)
+        if outcome.status == "interrupted":
+            self.queue.release(msg_id, self.name)  # another worker resumes it from the checkpoint
+        else:
             self.queue.ack(msg_id)
-            log.info("job %s cancelled: %s", job_id, e)
-            return True
-        except JobInterrupted as e:
-            lease.stop()
-            log.info("job %s interrupted: %s", job_id, e)
-            self.queue.update(job_id, status=JobStatus.queued, worker=None)
-            self.queue.release(msg_id, self.name)
-            return True
-        except DataServiceError as e:
-            self._fail(job_id, msg_id, lease, str(e))
-            return True
-        except Exception as e:  # a job must fail with a reason, never take the worker down
-            log.exception("job %s failed", job_id)
-            self._fail(job_id, msg_id, lease, f"{type(e).__name__}: {e}")
-            return True
-        lease.stop()
-        self.queue.set_report(job_id, report)
-        self.queue.finish(job_id, JobStatus.succeeded)
-        self.queue.ack(msg_id)
-        log.info("job %s succeeded: val loss %.4f", job_id, report["final"]["val_loss"])
+        log.info("job %s %s%s", job_id, outcome.status, f": {outcome.error}" if outcome.error else "")
         return True
 
-    def _fail(self, job_id: str, msg_id: str, lease: LeaseKeeper, error: str) -> None:
-        lease.stop()
-        self.queue.finish(job_id, JobStatus.failed, error)
-        self.queue.ack(msg_id)
-        log.info("job %s failed: %s", job_id, error)
+
+def multinode_note(job_id: str, nodes: int) -> str:
+    return (
+        f"waiting: this job asks for {nodes} nodes, and a trainer worker runs jobs on one host; start "
+        f"`torchrun --nnodes={nodes} ... -m trainer_service.distributed --job-id {job_id}` on its nodes "
+        "(deploy/k8s/multinode does)"
+    )

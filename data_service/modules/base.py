@@ -1,12 +1,18 @@
-"""The data module interface, and the one place a client-given source becomes a path on disk."""
+"""The data module interface, and the one place a client-given source becomes a path on disk.
+
+A module turns a source into examples: running ``Text`` (documents, or pieces of one) or prompt →
+completion ``Pair``s. Everything after that (tokenizing, splitting, packing) is the store's job, so a
+module stays a small reader.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
@@ -22,27 +28,78 @@ class Option:
     default: str
 
 
-class DataModule(ABC):
-    """Turns one source under the data root into documents (strings).
+@dataclass(frozen=True, slots=True)
+class Text:
+    """Running text. ``new_doc=False`` continues the document before it (big sources come in pieces)."""
 
-    More modules plug in through the ``simtrain.data_modules`` entry-point group.
+    text: str
+    new_doc: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    """A prompt and the completion a model should learn to give; loss is taken on the completion."""
+
+    prompt: str
+    completion: str
+
+
+Example = Text | Pair
+
+
+@dataclass
+class Report:
+    """What a module saw while reading, beyond the examples: counts and warnings for the dataset stats."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    warnings: list[str] = field(default_factory=list)
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counts[what] += n
+
+    def warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
+
+class DataModule(ABC):
+    """Turns one source under the data root into examples.
+
+    More modules plug in through the ``simtrain.data_modules`` entry-point group. ``read`` is called
+    twice per preparation (once to learn the vocabulary and the split, once to encode), so it must
+    give the same examples each time, and should yield them lazily so big sources stream.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
     options: ClassVar[tuple[Option, ...]] = ()
+    # Synthetic modules make their data from options alone; their source is only a label.
+    needs_source: ClassVar[bool] = True
 
     @abstractmethod
-    def read(self, path: Path, options: Mapping[str, str]) -> list[str]:
-        """The documents in the source at ``path``, already resolved inside the data root.
+    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterable[Example]:
+        """The examples in the source at ``path`` (already resolved inside the data root).
 
         Raise DataError (or NotFoundError) with a message that names the file and the reason.
         """
 
-    def fingerprint(self, path: Path) -> str:
-        """sha256 of the source bytes: the part of a dataset id that says which data it came from."""
+    def fingerprint(self, path: Path | None) -> str:
+        """What identifies the source's content: sha256 of its bytes, or of every file in a directory."""
+        if path is None:
+            return f"{self.name}:synthetic"
+        return fingerprint_path(path)
+
+
+def fingerprint_path(path: Path) -> str:
+    if path.is_file():
         with path.open("rb") as f:
             return hashlib.file_digest(f, "sha256").hexdigest()
+    digest = hashlib.sha256()
+    inside = path.resolve()
+    # Files reached through links that leave the directory are not read, so they are not hashed either.
+    for file in sorted(p for p in path.rglob("*") if p.is_file() and p.resolve().is_relative_to(inside)):
+        digest.update(f"{file.relative_to(path).as_posix()}\0{fingerprint_path(file)}\n".encode())
+    return digest.hexdigest()
 
 
 def resolve_source(data_root: Path, source: str) -> Path:
@@ -65,3 +122,24 @@ def resolve_source(data_root: Path, source: str) -> Path:
     if not path.exists():
         raise NotFoundError(f"source {source!r} not found in the data root {data_root}")
     return path
+
+
+def flag(options: Mapping[str, str], name: str) -> bool:
+    """An option read as a yes/no flag; anything else is an error that names it."""
+    value = options[name].strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise DataError(f"option {name} must be true or false, got {options[name]!r}")
+
+
+def positive_int(options: Mapping[str, str], name: str, maximum: int) -> int:
+    """An option read as an integer in [1, maximum]; anything else is an error that names it."""
+    try:
+        value = int(options[name])
+    except ValueError:
+        value = 0
+    if not 1 <= value <= maximum:
+        raise DataError(f"option {name} must be an integer from 1 to {maximum}, got {options[name]!r}")
+    return value

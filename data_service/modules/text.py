@@ -1,33 +1,114 @@
-"""The ``text`` module: one UTF-8 text file is one document."""
+"""The ``text`` module: one UTF-8 text file, or every ``.txt``/``.md`` file under a directory.
+
+Each file is one document. It is read in pieces (paragraphs, cut at line ends past ``PIECE_CHARS``)
+so a file of any size streams, and so the train/val split has small units to hash: a paragraph that
+occurs twice lands on one side only.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import codecs
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from data_service.errors import DataError, NotFoundError
-from data_service.modules.base import DataModule
+from data_service.modules.base import DataModule, Report, Text
+
+SUFFIXES = (".txt", ".md")
+# A paragraph longer than this is cut at the next line end (a longer line is cut where it stands).
+PIECE_CHARS = 512
+READ_BYTES = 1 << 20
 
 
 class TextModule(DataModule):
     name = "text"
-    description = "One UTF-8 text file under the data root, used as a single document."
+    description = (
+        "UTF-8 text: one file, or every .txt/.md file under a directory (one document each), "
+        "split into paragraphs for the train/val split."
+    )
 
-    def read(self, path: Path, options: Mapping[str, str]) -> list[str]:
-        if path.is_dir():
-            raise DataError(f"{path} is a directory, not a text file")
-        try:
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise NotFoundError(f"{path} not found") from None
-        except OSError as e:
-            raise DataError(f"{path} cannot be read: {e.strerror}") from None
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise DataError(
-                f"{path} is not valid UTF-8: byte 0x{data[e.start]:02x} at offset {e.start} ({e.reason})"
-            ) from None
-        if not text.strip():
-            raise DataError(f"{path} is empty" if not data else f"{path} holds only whitespace")
-        return [text]
+    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Text]:
+        assert path is not None
+        files = text_files(path) if path.is_dir() else [path]
+        report.count("files", len(files))
+        blank = True
+        for file in files:
+            for i, piece in enumerate(pieces(file)):
+                blank = blank and not piece.strip()
+                yield Text(piece, new_doc=i == 0)
+        if blank:
+            raise DataError(f"{path} holds no text" if path.is_dir() else _empty_message(path))
+
+
+def text_files(directory: Path) -> list[Path]:
+    """The .txt/.md files under ``directory``, sorted; links that lead out of it are refused."""
+    inside = directory.resolve()
+    files = []
+    for file in sorted(directory.rglob("*")):
+        if file.suffix.lower() not in SUFFIXES or not file.is_file():
+            continue
+        if not file.resolve().is_relative_to(inside):
+            raise DataError(f"{file} is a symbolic link that leads out of {directory}")
+        files.append(file)
+    if not files:
+        raise DataError(f"{directory} is a directory with no {' or '.join(SUFFIXES)} files in it")
+    return files
+
+
+def _empty_message(path: Path) -> str:
+    return f"{path} is empty" if path.stat().st_size == 0 else f"{path} holds only whitespace"
+
+
+def lines(path: Path) -> Iterator[str]:
+    """The file's text in lines (keeping their ends), at most READ_BYTES each; bad UTF-8 is an error
+    naming the byte and its offset in the file."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    offset = 0
+    try:
+        f = path.open("rb")
+    except FileNotFoundError:
+        raise NotFoundError(f"{path} not found") from None
+    except OSError as e:
+        raise DataError(f"{path} cannot be read: {e.strerror}") from None
+    with f:
+        while True:
+            raw = f.readline(READ_BYTES)
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(raw, final=not raw)
+            except UnicodeDecodeError as e:
+                at = offset - pending + e.start
+                raise DataError(
+                    f"{path} is not valid UTF-8: byte 0x{e.object[e.start]:02x} at offset {at} ({e.reason})"
+                ) from None
+            offset += len(raw)
+            if text:
+                yield text
+            if not raw:
+                return
+
+
+def pieces(path: Path) -> Iterator[str]:
+    """The file's text as paragraphs (each with the blank lines after it), none much over PIECE_CHARS.
+
+    Joined back together they are the file's text exactly.
+    """
+    buffer: list[str] = []
+    size = 0
+    after_blank = False
+    for line in lines(path):
+        blank = not line.strip()
+        if buffer and ((after_blank and not blank) or size >= PIECE_CHARS):
+            yield "".join(buffer)
+            buffer, size = [], 0
+        while len(line) > PIECE_CHARS:  # a line longer than a piece: cut it where it stands
+            if buffer:
+                yield "".join(buffer)
+                buffer, size = [], 0
+            yield line[:PIECE_CHARS]
+            line = line[PIECE_CHARS:]
+        buffer.append(line)
+        size += len(line)
+        after_blank = blank
+    if buffer:
+        yield "".join(buffer)

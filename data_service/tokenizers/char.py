@@ -2,57 +2,59 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from data_service.errors import DataError
+from data_service.tokenizers.base import Tokenizer
 
 
-class CharTokenizer:
+class CharTokenizer(Tokenizer):
     kind = "char"
 
-    def __init__(self, chars: str) -> None:
+    def __init__(self, chars: str, specials: Sequence[str] = ()) -> None:
         if not chars or list(chars) != sorted(set(chars)):
             raise ValueError("a char vocabulary is a non-empty string of sorted, distinct characters")
+        super().__init__(specials)
         self.chars = chars
         # Code points in vocab order; sorted, so encoding is a binary search per character.
         self._points = np.array([ord(c) for c in chars], dtype=np.uint32)
 
     @classmethod
-    def train(cls, text: str) -> CharTokenizer:
-        return cls("".join(sorted(set(text))))
+    def train(
+        cls, texts: Iterable[str], specials: Sequence[str] = (), options: Mapping[str, str] | None = None
+    ) -> CharTokenizer:
+        seen: set[str] = set()
+        for text in texts:
+            seen.update(text)
+        if not seen:
+            raise DataError("there is no text to build a character vocabulary from")
+        return cls("".join(sorted(seen)), specials)
 
     @property
-    def vocab_size(self) -> int:
+    def base_vocab_size(self) -> int:
         return len(self.chars)
 
-    def encode(self, text: str) -> np.ndarray:
-        """Token ids (int64) of ``text``; a character outside the vocabulary is an error."""
+    def _encode_plain(self, text: str) -> np.ndarray:
         points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
-        ids = np.minimum(np.searchsorted(self._points, points), self.vocab_size - 1)
+        ids = np.minimum(np.searchsorted(self._points, points), len(self.chars) - 1)
         unknown = self._points[ids] != points
         if unknown.any():
             at = int(np.argmax(unknown))
             raise DataError(
                 f"character {text[at]!r} at position {at} is not in the tokenizer's vocabulary "
-                f"of {self.vocab_size} characters"
+                f"of {len(self.chars)} characters"
             )
         return ids.astype(np.int64)
 
-    def decode(self, ids: Sequence[int] | np.ndarray) -> str:
-        """The text of ``ids``; an id outside [0, vocab_size) is an error."""
-        ids = np.asarray(ids, dtype=np.int64)
-        bad = (ids < 0) | (ids >= self.vocab_size)
-        if bad.any():
-            at = int(np.argmax(bad))
-            raise DataError(f"token id {int(ids[at])} at position {at} is outside [0, {self.vocab_size})")
+    def _decode_plain(self, ids: np.ndarray) -> str:
         return self._points[ids].astype("<u4").tobytes().decode("utf-32-le", "surrogatepass")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"chars": self.chars}
+        return {"chars": self.chars, "specials": self.specials}
 
     @classmethod
     def from_dict(cls, saved: dict[str, Any]) -> CharTokenizer:
-        return cls(saved["chars"])
+        return cls(saved["chars"], saved.get("specials", ()))

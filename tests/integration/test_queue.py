@@ -1,9 +1,13 @@
 """The Redis job queue against a real Redis: records, the consumer group, leases, metrics."""
 
+import hashlib
+import threading
 import time
 
+import pytest
+
 from simtrain.jobs import JobSpec, JobStatus
-from simtrain.queue import JobQueue
+from simtrain.queue import IdempotencyConflict, JobQueue
 
 SPEC = JobSpec.model_validate({"dataset": {"module": "text", "source": "tiny.txt"}})
 
@@ -103,3 +107,126 @@ def test_cancel_unknown_or_finished(job_queue: JobQueue):
     job = job_queue.submit(SPEC)
     job_queue.finish(job.id, JobStatus.succeeded)
     assert job_queue.request_cancel(job.id).status == JobStatus.succeeded
+
+
+def test_submit_once_returns_the_first_job(job_queue: JobQueue):
+    job, created = job_queue.submit_once(SPEC, "key-1")
+    again, created_again = job_queue.submit_once(SPEC, "key-1")
+    assert created and not created_again
+    assert again.id == job.id
+    assert job_queue.r.xlen(job_queue.stream) == 1
+    assert job_queue.get(job.id).spec == SPEC
+    other = JobSpec.model_validate({"dataset": {"module": "text", "source": "other.txt"}})
+    with pytest.raises(IdempotencyConflict) as info:
+        job_queue.submit_once(other, "key-1")
+    assert info.value.job_id == job.id
+    assert job_queue.r.ttl(f"{job_queue.prefix}idem:{hashlib.sha256(b'key-1').hexdigest()}") > 0
+
+
+def test_submit_once_keys_expire(job_queue: JobQueue):
+    job, _ = job_queue.submit_once(SPEC, "short", ttl_s=1)
+    time.sleep(1.2)
+    later, created = job_queue.submit_once(SPEC, "short", ttl_s=1)
+    assert created and later.id != job.id
+
+
+def ids(records) -> list[str]:
+    return [r.id for r in records]
+
+
+def test_list_newest_first_with_cursor(job_queue: JobQueue):
+    jobs = [job_queue.submit(SPEC) for _ in range(7)]
+    page, cursor = job_queue.list(limit=3)
+    assert ids(page) == [j.id for j in jobs[::-1][:3]]
+    page2, cursor2 = job_queue.list(limit=3, cursor=cursor)
+    page3, cursor3 = job_queue.list(limit=3, cursor=cursor2)
+    assert ids(page2) + ids(page3) == [j.id for j in jobs[::-1][3:]]
+    assert cursor3 is None
+    exact, end = job_queue.list(limit=7)
+    assert len(exact) == 7 and end is None
+
+
+def test_list_keeps_order_among_equal_timestamps(job_queue: JobQueue):
+    jobs = [job_queue.submit(SPEC) for _ in range(5)]
+    job_queue.r.zadd(job_queue.index, {j.id: 1000.0 for j in jobs})  # all created at the same instant
+    seen, cursor = [], None
+    while True:
+        page, cursor = job_queue.list(limit=2, cursor=cursor)
+        seen += ids(page)
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(j.id for j in jobs) and len(seen) == 5
+
+
+def test_list_by_status_scans_a_bounded_number(job_queue: JobQueue):
+    jobs = [job_queue.submit(SPEC) for _ in range(6)]
+    job_queue.finish(jobs[0].id, JobStatus.failed, "x")  # the oldest
+    page, cursor = job_queue.list(status=JobStatus.failed, limit=5, scan=3)
+    assert page == [] and cursor is not None  # looked at 3, none failed, more to look at
+    page, cursor = job_queue.list(status=JobStatus.failed, limit=5, cursor=cursor, scan=3)
+    assert ids(page) == [jobs[0].id] and cursor is None
+
+
+def test_list_skips_jobs_deleted_meanwhile_and_refuses_junk_cursors(job_queue: JobQueue):
+    jobs = [job_queue.submit(SPEC) for _ in range(3)]
+    job_queue.r.delete(f"{job_queue.prefix}job:{jobs[1].id}")
+    assert ids(job_queue.list()[0]) == [jobs[2].id, jobs[0].id]
+    for junk in ("", "!!", "bm90IGEgY3Vyc29y", "aW5mIGFiYw"):
+        with pytest.raises(ValueError):
+            job_queue.list(cursor=junk or "=")
+
+
+def test_delete_only_finished_jobs(job_queue: JobQueue):
+    job = job_queue.submit(SPEC)
+    job_queue.add_metrics(job.id, {"step": 1, "train/loss": 1.0})
+    assert job_queue.delete(job.id) is JobStatus.queued
+    assert job_queue.get(job.id) is not None
+    job_queue.set_report(job.id, {"ok": True})
+    job_queue.finish(job.id, JobStatus.succeeded)
+    assert job_queue.delete(job.id) is JobStatus.succeeded
+    assert job_queue.get(job.id) is None
+    assert job_queue.metrics(job.id) == [] and job_queue.report(job.id) is None
+    assert job_queue.r.zscore(job_queue.index, job.id) is None
+    assert job_queue.delete(job.id) is None
+
+
+def test_status_counts(job_queue: JobQueue):
+    jobs = [job_queue.submit(SPEC) for _ in range(4)]
+    job_queue.start(jobs[0].id, "w")
+    job_queue.finish(jobs[1].id, JobStatus.cancelled)
+    assert job_queue.status_counts() == {
+        "queued": 2,
+        "running": 1,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 1,
+    }
+
+
+def test_heartbeats_expire(job_queue: JobQueue):
+    job_queue.heartbeat("w1", ttl_s=1, state="idle")
+    job_queue.heartbeat("w2", ttl_s=30, state="busy")
+    workers = job_queue.workers()
+    assert set(workers) == {"w1", "w2"} and workers["w2"]["state"] == "busy"
+    assert workers["w1"]["ts"] == pytest.approx(time.time(), abs=5)
+    time.sleep(1.2)
+    assert set(job_queue.workers()) == {"w2"}
+
+
+def test_worker_writes_a_heartbeat(job_queue: JobQueue):
+    from simtrain.settings import Settings
+    from trainer_service.worker import Worker
+
+    worker = Worker(Settings(worker_name="hb-test"), job_queue)
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while "hb-test" not in job_queue.workers():
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+        assert job_queue.workers()["hb-test"]["state"] == "idle"
+        assert 0 < job_queue.r.ttl(f"{job_queue.prefix}worker:hb-test") <= 30
+    finally:
+        worker.stop()
+        thread.join(timeout=10)

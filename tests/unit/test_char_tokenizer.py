@@ -60,5 +60,5 @@ def test_decode_refuses_ids_outside_the_vocab():
 def test_bad_saved_vocab_and_unknown_kind_are_refused():
     with pytest.raises(ValueError):
         CharTokenizer.from_dict({"chars": "ba"})
-    with pytest.raises(DataError, match="unknown tokenizer 'bpe'; supported: char"):
-        tokenizers.tokenizer_class("bpe")
+    with pytest.raises(DataError, match="unknown tokenizer 'wordpiece'; supported: char, byte, bpe"):
+        tokenizers.tokenizer_class("wordpiece")

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from simtrain.model_presets import MODEL_PRESETS
-from trainer_service.model import GPT, GPTConfig
+from trainer_service.model import GPT, GPTConfig, dropout
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mingpt_gpt_nano.pt"
 
@@ -161,3 +161,88 @@ def test_forward_rejects_sequences_longer_than_block_size() -> None:
     model = nano(block_size=8)
     with pytest.raises(ValueError, match="block_size 8"):
         model(torch.zeros(1, 9, dtype=torch.long))
+
+
+# What minGPT prints ("number of parameters: ...M") for each preset, with GPT-2's vocabulary and context
+# for the big ones and chargpt's (65 characters, block 128) for the small ones.
+MINGPT_PARAM_COUNTS = {
+    "openai-gpt": (40478, 512, "116.54M"),  # GPT-1's own vocabulary and context
+    "gpt2": (50257, 1024, "124.44M"),
+    "gpt2-medium": (50257, 1024, "354.82M"),
+    "gpt2-large": (50257, 1024, "774.03M"),
+    "gpt2-xl": (50257, 1024, "1557.61M"),
+    "gopher-44m": (50257, 1024, "51.48M"),
+    "gpt-mini": (65, 128, "2.71M"),
+    "gpt-micro": (65, 128, "0.82M"),
+    "gpt-nano": (65, 128, "0.09M"),
+}
+
+
+def test_every_preset_has_its_mingpt_param_count() -> None:
+    assert set(MINGPT_PARAM_COUNTS) == set(MODEL_PRESETS)
+    for model_type, (vocab_size, block_size, printed) in MINGPT_PARAM_COUNTS.items():
+        with torch.device("meta"):
+            model = GPT(GPTConfig.from_preset(model_type, vocab_size, block_size))
+        assert f"{model.num_params() / 1e6:.2f}M" == printed, model_type
+    with torch.device("meta"):
+        sort_demo = GPT(GPTConfig.from_preset("gpt-nano", vocab_size=3, block_size=11))
+    assert sort_demo.num_params() == 85_584  # minGPT's sorting demo: "number of parameters: 0.09M"
+
+
+def test_mingpt_style_config() -> None:
+    """minGPT's way to make a model: the default config, then model_type (or sizes) and the data sizes."""
+    config = GPT.get_default_config()
+    assert (config.model_type, config.n_layer, config.embd_pdrop, config.attn_pdrop) == (None, None, 0.1, 0.1)
+    config.model_type, config.vocab_size, config.block_size = "gpt-micro", 65, 32
+    model = GPT(config)
+    assert (model.config.n_layer, model.config.n_head, model.config.n_embd) == (4, 4, 128)
+
+    sized = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=10, block_size=8))
+    assert len(sized.transformer.h) == 1
+    with pytest.raises(ValueError, match="missing vocab_size, block_size"):
+        GPT(GPTConfig(model_type="gpt-nano"))
+    with pytest.raises(ValueError, match="not n_layer/n_head/n_embd"):
+        GPTConfig(model_type="gpt-nano", n_layer=4, vocab_size=10, block_size=8)
+
+
+def test_state_dict_is_minGPTs_and_nothing_else(mingpt: dict) -> None:
+    """Strict loading both ways needs the same keys, shapes and buffers: the causal masks included."""
+    ours = nano().state_dict()
+    assert set(ours) == set(mingpt["state_dict"])
+    for name, value in mingpt["state_dict"].items():
+        if name.endswith(".attn.bias"):
+            assert torch.equal(ours[name], value), name  # minGPT's lower-triangular mask, as it keeps it
+
+
+def test_cpu_attention_with_dropout_matches_sdpa_when_nothing_drops() -> None:
+    """The CPU path used while attention dropout is on computes the same attention as SDPA."""
+    torch.manual_seed(0)
+    attn = nano(dropout=0.1, block_size=16).transformer.h[0].attn
+    q, k, v = torch.randn(3, 2, 3, 16, 16).unbind(0)
+    explicit = attn._attention_with_cpu_dropout(q, k, v, p=0.0)
+    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(explicit, fused, atol=1e-6, rtol=1e-5)
+
+
+def test_cpu_dropout_keeps_the_distribution_and_its_gradient_mask() -> None:
+    torch.manual_seed(0)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    y = dropout(x, 0.1, training=True)
+    kept = y != 0
+    assert kept.float().mean().item() == pytest.approx(0.9, abs=0.002)
+    torch.testing.assert_close(y[kept].detach(), torch.full_like(y[kept], 1 / 0.9))
+    y.sum().backward()
+    assert torch.equal(x.grad != 0, kept)  # gradients flow exactly where values were kept
+    assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+    torch.manual_seed(1)
+    a = dropout(torch.ones(64), 0.5, True)
+    torch.manual_seed(1)
+    assert torch.equal(a, dropout(torch.ones(64), 0.5, True))  # the torch RNG decides: checkpoints resume it
+
+
+def test_flops_per_token_is_palms_estimate() -> None:
+    with torch.device("meta"):
+        gpt2 = GPT(GPTConfig.from_preset("gpt2", vocab_size=50257, block_size=1024))
+    matmul_weights = 12 * (768 * 2304 + 768 * 768 + 768 * 3072 + 3072 * 768) + 768 * 50257  # lm_head untied
+    assert gpt2.flops_per_token() == 6 * matmul_weights + 12 * 12 * 768 * 1024 == 854_438_400
+    assert gpt2.flops_per_token(256) < gpt2.flops_per_token()

@@ -6,8 +6,8 @@ import pytest
 
 from data_service.errors import DataError, NotFoundError
 from data_service.modules import discover
-from data_service.modules.base import resolve_source
-from data_service.modules.text import TextModule
+from data_service.modules.base import Report, Text, resolve_source
+from data_service.modules.text import PIECE_CHARS, TextModule
 
 
 @pytest.fixture
@@ -18,12 +18,42 @@ def root(tmp_path: Path) -> Path:
     return root
 
 
+def read(root: Path, source: str) -> list[Text]:
+    return list(TextModule().read(resolve_source(root, source), {}, Report()))
+
+
 def load(root: Path, source: str) -> list[str]:
-    return TextModule().read(resolve_source(root, source), {})
+    """The documents: pieces joined back up at each new document."""
+    docs: list[str] = []
+    for piece in read(root, source):
+        if piece.new_doc:
+            docs.append("")
+        docs[-1] += piece.text
+    return docs
 
 
 def test_reads_one_document(root: Path):
     assert load(root, "story.txt") == ["Once upon a time.\n"]
+
+
+def test_pieces_are_paragraphs_that_join_back_to_the_file(root: Path):
+    long_line = "x" * (3 * PIECE_CHARS + 5) + "\n"
+    text = "First para,\nstill first.\n\n\nSecond para.\n" + "line\n" * 300 + "\n" + long_line + "end"
+    (root / "book.txt").write_text(text, encoding="utf-8")
+    pieces = read(root, "book.txt")
+    assert "".join(p.text for p in pieces) == text
+    assert [p.new_doc for p in pieces] == [True] + [False] * (len(pieces) - 1)
+    assert pieces[0].text == "First para,\nstill first.\n\n\n"
+    assert pieces[1].text.startswith("Second para.\n")
+    assert all(len(p.text) <= 2 * PIECE_CHARS for p in pieces)
+    assert len(pieces) > 5
+
+
+def test_a_directory_of_text_files_is_one_document_each(root: Path):
+    (root / "sub" / "b.md").write_text("# Bee\n", encoding="utf-8")
+    (root / "sub" / "a.txt").write_text("Ay.\n", encoding="utf-8")
+    (root / "sub" / "skip.json").write_text("{}", encoding="utf-8")
+    assert load(root, "sub") == ["Ay.\n", "# Bee\n"]
 
 
 def test_is_discovered_through_the_entry_point():
@@ -36,8 +66,16 @@ def test_not_found(root: Path):
         load(root, "missing.txt")
 
 
-def test_directory(root: Path):
-    with pytest.raises(DataError, match=r"sub is a directory, not a text file"):
+def test_directory_without_text_files(root: Path):
+    with pytest.raises(DataError, match=r"sub is a directory with no \.txt or \.md files in it"):
+        load(root, "sub")
+
+
+def test_link_out_of_a_directory_is_refused(root: Path, tmp_path: Path):
+    (tmp_path / "outside.txt").write_text("outside", encoding="utf-8")
+    (root / "sub" / "in.txt").write_text("inside", encoding="utf-8")
+    (root / "sub" / "out.txt").symlink_to(tmp_path / "outside.txt")
+    with pytest.raises(DataError, match=r"out\.txt is a symbolic link that leads out of"):
         load(root, "sub")
 
 

@@ -181,3 +181,65 @@ def test_resume_is_bit_identical(how: str) -> None:
         assert not all(same), "dropout masks should differ without the RNG state; the check is blind"
     else:
         assert all(same)
+
+
+def test_config_has_mingpts_names_and_defaults() -> None:
+    config = Trainer.get_default_config()
+    mingpt_defaults = {
+        "device": "auto",
+        "num_workers": 4,
+        "max_iters": None,
+        "batch_size": 64,
+        "learning_rate": 3e-4,
+        "betas": (0.9, 0.95),
+        "weight_decay": 0.1,
+        "grad_norm_clip": 1.0,
+    }
+    assert {k: getattr(config, k) for k in mingpt_defaults} == mingpt_defaults
+    assert (config.precision, config.compile) == ("auto", False)
+
+
+class PairsDataset(torch.utils.data.Dataset):
+    """A minGPT-style dataset: one (x, y) example per index."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.arange(i, i + BLOCK) % VOCAB
+        return x, (x + 1) % VOCAB
+
+
+def test_trains_on_a_mingpt_dataset_like_mingpt() -> None:
+    config = TrainerConfig(device="cpu", max_iters=4, batch_size=3, num_workers=0)
+    trainer = Trainer(config, nano(), PairsDataset())
+    shapes: list[tuple] = []
+    trainer.add_callback("on_batch_end", lambda t: shapes.append((tuple(t.loss.shape), t.iter_num)))
+    trainer.run()
+    assert shapes == [((), 0), ((), 1), ((), 2), ((), 3)]
+
+
+def test_narrow_token_dtypes_are_widened() -> None:
+    batches = [(x.to(torch.int32), y.to(torch.int16)) for x, y in random_batches(2)]
+    trainer = Trainer(TrainerConfig(device="cpu", max_iters=2), nano(), iter(batches))
+    trainer.run()
+    assert trainer.iter_num == 2 and torch.isfinite(trainer.loss)
+
+
+def test_cpu_trains_in_float32_and_compile_wraps_only_the_training_forward() -> None:
+    trainer = Trainer(TrainerConfig(device="cpu"), nano(), iter(()))
+    assert trainer.autocast_dtype is None
+    assert trainer.train_model is trainer.model  # no DDP without a process group, no compile unless asked
+    with pytest.raises(ValueError, match="CUDA only"):
+        Trainer(TrainerConfig(device="cpu", precision="bf16"), nano(), iter(()))
+
+    compiled = Trainer(TrainerConfig(device="cpu", compile=True), nano(), iter(()))
+    assert isinstance(compiled.model, GPT)
+    assert compiled.train_model is not compiled.model
+    assert list(compiled.model.state_dict()) == list(nano().state_dict())  # checkpoints stay minGPT's
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="sees no GPU"):
+        Trainer(TrainerConfig(device="cuda"), nano(), iter(()))

@@ -1,0 +1,88 @@
+"""The ``jsonl`` module: one JSON object per line, either ``{"text": ...}`` or ``{"prompt", "completion"}``.
+
+Every bad line is an error, reported with its line number (the first few of them), so a file that is
+half broken is fixed rather than half trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from data_service.errors import DataError
+from data_service.modules.base import DataModule, Example, Option, Pair, Report, Text
+from data_service.modules.text import lines
+
+# How many bad lines one error message lists.
+MAX_REPORTED = 5
+
+
+class JsonlModule(DataModule):
+    name = "jsonl"
+    description = 'JSON Lines: each line {"text": ...} (a document) or {"prompt": ..., "completion": ...}.'
+    options = (
+        Option("text_field", "Key of a document's text.", "text"),
+        Option("prompt_field", "Key of a pair's prompt.", "prompt"),
+        Option("completion_field", "Key of a pair's completion.", "completion"),
+    )
+
+    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Example]:
+        assert path is not None
+        if path.is_dir():
+            raise DataError(f"{path} is a directory, not a .jsonl file")
+        keys = options["text_field"], options["prompt_field"], options["completion_field"]
+        bad: list[str] = []
+        num_bad = 0
+        count = 0
+        for number, line in enumerate(_whole_lines(path), start=1):
+            if not line.strip():
+                report.count("blank_lines")
+                continue
+            try:
+                example = parse_line(line, *keys)
+            except ValueError as e:
+                num_bad += 1
+                if len(bad) < MAX_REPORTED:
+                    bad.append(f"line {number}: {e}")
+                continue
+            count += 1
+            if not bad:
+                yield example
+        if bad:
+            more = f" (and {num_bad - len(bad)} more)" if num_bad > len(bad) else ""
+            raise DataError(f"{path} has {num_bad} bad line(s): {'; '.join(bad)}{more}")
+        if count == 0:
+            raise DataError(f"{path} holds no JSON lines")
+
+
+def _whole_lines(path: Path) -> Iterator[str]:
+    """Lines of any length (``lines`` cuts very long ones into parts)."""
+    parts: list[str] = []
+    for part in lines(path):
+        parts.append(part)
+        if part.endswith("\n"):
+            yield "".join(parts)
+            parts = []
+    if parts:
+        yield "".join(parts)
+
+
+def parse_line(line: str, text_key: str, prompt_key: str, completion_key: str) -> Example:
+    """One line as an example; ValueError says what is wrong with it."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    if prompt_key in obj or completion_key in obj:
+        prompt, completion = obj.get(prompt_key), obj.get(completion_key)
+        if not isinstance(prompt, str) or not isinstance(completion, str):
+            raise ValueError(f"{prompt_key!r} and {completion_key!r} must both be strings")
+        return Pair(prompt, completion)
+    if text_key in obj:
+        if not isinstance(obj[text_key], str):
+            raise ValueError(f"{text_key!r} must be a string, got {type(obj[text_key]).__name__}")
+        return Text(obj[text_key])
+    raise ValueError(f"has none of the keys {text_key!r}, or {prompt_key!r} and {completion_key!r}")

@@ -1,0 +1,146 @@
+"""Dataset statistics and the warnings a person should read before training on it.
+
+Block-size dependent figures (truncated, padded, masked fractions of pairs) are given for a few
+typical block sizes, since the block size is only chosen when training starts.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from data_service.modules.base import Report
+from data_service.tokenizers.base import Tokenizer
+
+if TYPE_CHECKING:
+    from data_service.prepare import Scan, _Writer
+
+BLOCK_SIZES = (64, 128, 256, 512, 1024)
+# A split shorter than one window of this block size (plus its target) gets a warning.
+TYPICAL_BLOCK_SIZE = 256
+COUNT_CHUNK = 1 << 22
+
+
+def token_counts(writer: _Writer, dtype: str, vocab_size: int) -> np.ndarray:
+    """How often each id occurs in a split, reading its file in chunks (read, not memory-mapped:
+    mapped pages would count in this process's RSS until the end)."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    with writer.path.open("rb") as f:
+        while len(chunk := np.fromfile(f, dtype=dtype, count=COUNT_CHUNK)):
+            counts += np.bincount(chunk, minlength=vocab_size)
+    return counts
+
+
+def length_summary(lengths: np.ndarray) -> dict[str, Any]:
+    """min/mean/percentiles/max and a histogram with power-of-two bins (0, 1, 2-3, 4-7, ...)."""
+    if not len(lengths):
+        return {"count": 0}
+    top = max(int(lengths.max()), 1)
+    edges = [0, 1] + [2**k for k in range(1, top.bit_length() + 1)]
+    counts, _ = np.histogram(lengths, bins=[*edges, edges[-1] * 2])
+    return {
+        "count": len(lengths),
+        "min": int(lengths.min()),
+        "mean": float(lengths.mean()),
+        "p50": float(np.percentile(lengths, 50)),
+        "p95": float(np.percentile(lengths, 95)),
+        "max": int(lengths.max()),
+        "histogram": {"bin_starts": edges, "counts": counts.tolist()},
+    }
+
+
+def pair_fractions(total: np.ndarray, prompt: np.ndarray, block_size: int) -> dict[str, float]:
+    """For rows of ``block_size`` targets: the share of examples cut short, and of target positions
+    that are padding or masked (-1: prompt and padding)."""
+    targets = np.minimum(total, block_size + 1) - 1  # real (x, y) positions in each row
+    positions = len(total) * block_size
+    learned = np.clip(targets - np.maximum(prompt - 1, 0), 0, None)
+    return {
+        "truncated": float(np.mean(total > block_size + 1)),
+        "padded": float(1 - targets.sum() / positions),
+        "masked": float(1 - learned.sum() / positions),
+    }
+
+
+def dataset_stats(
+    dtype: str,
+    tok: Tokenizer,
+    writers: dict[str, _Writer],
+    scan: Scan,
+    contents: np.ndarray,
+    in_val: np.ndarray,
+    pairs: bool,
+    report: Report,
+) -> dict[str, Any]:
+    counts = {s: token_counts(w, dtype, tok.vocab_size) for s, w in writers.items()}
+    unseen = np.flatnonzero((counts["val"] > 0) & (counts["train"] == 0))
+    lengths = np.concatenate([np.frombuffer(w.example_tokens, np.int64) for w in writers.values()])
+    overlap = np.intersect1d(contents[~in_val], contents[in_val])
+    total_tokens = sum(w.num_tokens for w in writers.values())
+    stats: dict[str, Any] = {
+        "tokenizer": tok.kind,
+        "vocab_size": tok.vocab_size,
+        "num_documents": scan.documents,
+        "num_examples": {s: w.num_examples for s, w in writers.items()},
+        "num_tokens": {s: w.num_tokens for s, w in writers.items()},
+        "val_fraction_of_tokens": writers["val"].num_tokens / max(total_tokens, 1),
+        "example_tokens": length_summary(lengths),
+        "empty_examples": scan.empty,
+        "duplicate_examples": len(contents) - len(np.unique(contents)),
+        "train_val_overlap": len(overlap),
+        "val_tokens_unseen_in_train": len(unseen),
+        "unseen_examples": tok.decode(unseen[:10]) if len(unseen) else "",
+        "module": dict(sorted(report.counts.items())),
+    }
+    if pairs:
+        total = lengths
+        prompt = np.concatenate([np.frombuffer(w.prompt_tokens, np.int64) for w in writers.values()])
+        stats["prompt_tokens"] = length_summary(prompt)
+        stats["at_block_size"] = {str(b): pair_fractions(total, prompt, b) for b in BLOCK_SIZES}
+    else:
+        stats["at_block_size"] = {
+            str(b): {"truncated": 0.0, "padded": 0.0, "masked": 0.0} for b in BLOCK_SIZES
+        }
+    return stats
+
+
+def dataset_warnings(
+    stats: dict[str, Any], tok: Tokenizer, writers: dict[str, _Writer], pairs: bool, report: Report
+) -> list[str]:
+    """Problems a person should know before training, one sentence each."""
+    warnings = list(report.warnings)
+    for split, w in writers.items():
+        if w.num_examples == 0:
+            warnings.append(f"The {split} split is empty, so nothing can be sampled from it.")
+        elif not pairs and w.num_tokens <= TYPICAL_BLOCK_SIZE:
+            warnings.append(
+                f"The {split} split has only {w.num_tokens} tokens, too few for a block_size of "
+                f"{TYPICAL_BLOCK_SIZE}: use block_size below {w.num_tokens} or more data."
+            )
+    if stats["val_tokens_unseen_in_train"]:
+        warnings.append(
+            f"{stats['val_tokens_unseen_in_train']} distinct tokens of the val split never occur in train "
+            f"(e.g. {stats['unseen_examples']!r}), so the model cannot learn them."
+        )
+    n = sum(stats["num_examples"].values())
+    if stats["duplicate_examples"] and stats["duplicate_examples"] >= 0.01 * n:
+        warnings.append(
+            f"{stats['duplicate_examples']} of {n} examples are exact duplicates of another; "
+            "they stay on one side of the split, but weigh more in training."
+        )
+    if stats["empty_examples"]:
+        warnings.append(f"{stats['empty_examples']} examples are empty or whitespace only.")
+    media = report.counts.get("media_only_fields", 0)
+    if media:
+        warnings.append(
+            f"{media} fields held only media (images or sounds) and were skipped, not kept as markup."
+        )
+    if pairs:
+        cut = stats["at_block_size"][str(TYPICAL_BLOCK_SIZE)]["truncated"]
+        if cut:
+            warnings.append(
+                f"{cut:.1%} of the pairs are longer than {TYPICAL_BLOCK_SIZE} + 1 tokens: with block_size "
+                f"{TYPICAL_BLOCK_SIZE} they are truncated (or refused, with option overlong=reject)."
+            )
+    return warnings

@@ -1,0 +1,122 @@
+"""Prometheus ``/metrics``: request latency, jobs by status, queue depth, trainer heartbeats.
+
+Job and trainer figures are read from Redis at scrape time, so every gateway replica reports the same
+numbers and nothing drifts; request latency is per gateway process. Each app has its own registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import redis
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from simtrain.queue import JobQueue
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["operations"])
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class GatewayMetrics:
+    """The metric objects of one app."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.registry = CollectorRegistry()
+        self.latency = Histogram(
+            "simtrain_http_request_duration_seconds",
+            "Time from request to response headers, by route template",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.submitted = Counter(
+            "simtrain_jobs_submitted", "Jobs accepted by this gateway", registry=self.registry
+        )
+        self.registry.register(QueueCollector(queue))
+
+
+class QueueCollector(Collector):
+    """Reads job states and trainer heartbeats from Redis when scraped."""
+
+    def __init__(self, queue: JobQueue) -> None:
+        self.queue = queue
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        up = GaugeMetricFamily("simtrain_redis_up", "1 when the job store answered this scrape")
+        try:
+            counts = self.queue.status_counts()
+            workers = self.queue.workers()
+        except redis.RedisError as e:
+            log.warning("metrics scrape: redis unavailable: %s", type(e).__name__)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        jobs = GaugeMetricFamily("simtrain_jobs", "Jobs by status", labels=["status"])
+        for status, n in counts.items():
+            jobs.add_metric([status], n)
+        yield jobs
+        yield GaugeMetricFamily(
+            "simtrain_queue_depth", "Jobs waiting for a trainer (status queued)", value=counts["queued"]
+        )
+        yield GaugeMetricFamily("simtrain_trainers", "Trainers with a live heartbeat", value=len(workers))
+        seen = GaugeMetricFamily(
+            "simtrain_trainer_heartbeat_timestamp_seconds",
+            "When each live trainer last said it was alive (Unix time)",
+            labels=["worker"],
+        )
+        busy = GaugeMetricFamily("simtrain_trainer_busy", "1 while a trainer runs a job", labels=["worker"])
+        for name, beat in sorted(workers.items()):
+            seen.add_metric([name], float(beat.get("ts", 0)))
+            busy.add_metric([name], 1.0 if beat.get("state") == "busy" else 0.0)
+        yield seen
+        yield busy
+
+
+class RequestTimer:
+    """Observe each HTTP request's latency under its route template (never the raw path: bounded labels).
+
+    The clock stops when the response headers go out, so a long event stream counts as quick to answer.
+    """
+
+    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                self.metrics.latency.labels(scope["method"], template, str(message["status"])).observe(
+                    time.perf_counter() - started
+                )
+            await send(message)
+
+        await self.app(scope, receive, timed_send)
+
+
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format"}},
+)
+def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics.registry
+    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)

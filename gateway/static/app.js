@@ -1,0 +1,483 @@
+// simtrain web page: the jobs table and submit form at "/", one job at "/jobs/<id>".
+// Plain DOM and a hand-written SVG chart; no build step. All data comes from the REST API, sent with the
+// token the user saved (localStorage), so the page itself needs no secret.
+"use strict";
+
+const TOKEN_KEY = "simtrain-token";
+const FINISHED = new Set(["succeeded", "failed", "cancelled"]);
+
+// -- tiny helpers ---------------------------------------------------------------------------------
+
+function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c !== null && c !== undefined && c !== false) el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+function svg(tag, attrs, ...children) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs || {})) el.setAttribute(k, v);
+  for (const c of children.flat()) if (c) el.append(c instanceof Node ? c : String(c));
+  return el;
+}
+
+const fmt = (x, digits = 4) => (typeof x === "number" && isFinite(x) ? x.toFixed(digits) : "—");
+const fmtInt = (x) => (typeof x === "number" && isFinite(x) ? Math.round(x).toLocaleString("en") : "—");
+
+function ago(seconds) {
+  const d = Date.now() / 1000 - seconds;
+  if (d < 60) return `${Math.max(0, Math.round(d))}s ago`;
+  if (d < 3600) return `${Math.round(d / 60)}m ago`;
+  if (d < 86400) return `${Math.round(d / 3600)}h ago`;
+  return new Date(seconds * 1000).toLocaleDateString();
+}
+
+const pill = (status) => h("span", { class: `pill ${status}`, "data-status": status }, status);
+
+function progressCell(job) {
+  const { step, max_iters } = job.progress;
+  const pct = max_iters ? Math.min(100, (100 * step) / max_iters) : 0;
+  return h("div", { class: "progress-cell" },
+    h("div", { class: "bar" }, h("span", { style: `width:${pct}%` })),
+    h("span", { class: "mono" }, `${step}/${max_iters}`));
+}
+
+// -- the API --------------------------------------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, body) {
+    const err = (body && body.error) || {};
+    super(err.message || `HTTP ${status}`);
+    this.status = status;
+    this.code = err.code;
+    this.details = err.details || [];
+  }
+}
+
+function authHeaders(extra) {
+  const token = localStorage.getItem(TOKEN_KEY);
+  return Object.assign(token ? { Authorization: `Bearer ${token}` } : {}, extra || {});
+}
+
+async function api(method, path, body, extraHeaders) {
+  const init = { method, headers: authHeaders(extraHeaders) };
+  if (body !== undefined) {
+    if (body instanceof Blob) init.body = body;
+    else {
+      init.body = JSON.stringify(body);
+      init.headers["Content-Type"] = "application/json";
+    }
+  }
+  const res = await fetch(path, init);
+  if (res.status === 401) needToken();
+  if (!res.ok) {
+    let parsed = null;
+    try { parsed = await res.json(); } catch (_) { /* not JSON */ }
+    throw new ApiError(res.status, parsed);
+  }
+  return res.status === 204 ? null : res.json();
+}
+
+// Server-Sent Events over fetch, so the Authorization header goes along (EventSource cannot send one).
+async function readEvents(path, lastId, onEvent, signal) {
+  const headers = authHeaders({ Accept: "text/event-stream" });
+  if (lastId) headers["Last-Event-ID"] = lastId;
+  const res = await fetch(path, { headers, signal });
+  if (res.status === 401) needToken();
+  if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += value.replace(/\r\n?/g, "\n");
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const block = buffer.slice(0, cut);
+      buffer = buffer.slice(cut + 2);
+      let event = "message", id = null;
+      const data = [];
+      for (const line of block.split("\n")) {
+        if (line.startsWith(":")) continue;
+        const colon = line.indexOf(":");
+        const field = colon < 0 ? line : line.slice(0, colon);
+        const val = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+        if (field === "event") event = val;
+        else if (field === "data") data.push(val);
+        else if (field === "id") id = val;
+      }
+      if (data.length) onEvent(event, JSON.parse(data.join("\n")), id);
+    }
+  }
+}
+
+// -- notices and the token ------------------------------------------------------------------------
+
+function notice(text) {
+  const box = document.getElementById("notice");
+  box.textContent = text || "";
+  box.hidden = !text;
+}
+
+function needToken() {
+  notice("This gateway needs an API token: enter it at the top right and press Save.");
+  document.getElementById("token").focus();
+}
+
+function setupToken() {
+  const input = document.getElementById("token");
+  input.value = localStorage.getItem(TOKEN_KEY) || "";
+  document.getElementById("token-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    if (input.value) localStorage.setItem(TOKEN_KEY, input.value);
+    else localStorage.removeItem(TOKEN_KEY);
+    location.reload();
+  });
+}
+
+// -- the home page: submit form and jobs table ----------------------------------------------------
+
+async function homePage(root) {
+  const form = submitForm();
+  const table = jobsTable();
+  root.replaceChildren(h("div", { class: "grid" }, form.el, table.el));
+  await Promise.all([form.load(), table.refresh()]);
+  form.onSubmitted = () => table.refresh();
+  setInterval(() => table.refresh(), 2000);
+}
+
+function field(label, input) {
+  return h("label", { class: "field" }, label, input);
+}
+
+function submitForm() {
+  const module = h("select", { id: "f-module", name: "module" });
+  const source = h("input", { id: "f-source", name: "source", value: "tiny.txt", required: true });
+  const file = h("input", { id: "f-file", type: "file" });
+  const tokenizer = h("input", { id: "f-tokenizer", name: "tokenizer", value: "char" });
+  const preset = h("select", { id: "f-model", name: "model_type" });
+  const num = (id, value, step) => h("input", { id, type: "number", value, step: step || "1", min: "0" });
+  const maxIters = num("f-max-iters", 300);
+  const batch = num("f-batch-size", 32);
+  const block = num("f-block-size", 64);
+  const lr = num("f-lr", 0.0005, "any");
+  const evalEvery = num("f-eval-interval", 100);
+  const msg = h("div", { class: "form-msg", id: "f-msg" });
+  const button = h("button", { type: "submit", id: "f-submit" }, "Submit job");
+
+  const el = h("form", { class: "card", id: "submit-form", onsubmit: submit },
+    h("h2", {}, "New job"),
+    field("Data module", module),
+    field("Source (under the data root)", source),
+    field("…or upload a file", file),
+    field("Tokenizer", tokenizer),
+    field("Model", preset),
+    h("div", { class: "row2" }, field("Iterations", maxIters), field("Eval every", evalEvery)),
+    h("div", { class: "row2" }, field("Batch size", batch), field("Block size", block)),
+    field("Learning rate", lr),
+    button, msg);
+
+  const self = { el, onSubmitted: null };
+
+  self.load = async () => {
+    const [mods, models] = await Promise.allSettled([api("GET", "/v1/modules"), api("GET", "/v1/models")]);
+    const names = mods.status === "fulfilled" ? mods.value.modules.map((m) => m.name) : ["text"];
+    module.replaceChildren(...names.map((n) => h("option", { value: n, selected: n === "text" }, n)));
+    if (mods.status === "fulfilled") {
+      for (const m of mods.value.modules) module.querySelector(`option[value="${CSS.escape(m.name)}"]`).title = m.description;
+    }
+    const presets = models.status === "fulfilled" ? models.value.presets : [{ model_type: "gpt-nano" }];
+    preset.replaceChildren(...presets.map((p) => h("option", { value: p.model_type, selected: p.model_type === "gpt-nano" },
+      p.n_layer ? `${p.model_type}  (${p.n_layer} layers, ${p.n_embd} wide)` : p.model_type)));
+  };
+
+  async function submit(e) {
+    e.preventDefault();
+    msg.className = "form-msg";
+    msg.textContent = "";
+    button.disabled = true;
+    try {
+      if (file.files.length) {
+        msg.textContent = "uploading…";
+        const f = file.files[0];
+        const up = await api("POST", `/v1/sources?filename=${encodeURIComponent(f.name)}`, f,
+          { "Content-Type": "application/octet-stream" });
+        source.value = up.source;
+        file.value = "";
+      }
+      const spec = {
+        dataset: { module: module.value, source: source.value, tokenizer: tokenizer.value || "char" },
+        model: { model_type: preset.value },
+        training: {
+          max_iters: Number(maxIters.value), batch_size: Number(batch.value), block_size: Number(block.value),
+          learning_rate: Number(lr.value), eval_interval: Number(evalEvery.value),
+        },
+      };
+      const job = await api("POST", "/v1/jobs", spec);
+      msg.className = "form-msg ok";
+      msg.replaceChildren("submitted ", h("a", { href: `/jobs/${job.id}` }, job.id.slice(0, 12)));
+      if (self.onSubmitted) self.onSubmitted(job);
+    } catch (err) {
+      msg.className = "form-msg error";
+      msg.textContent = err.details && err.details.length && err.details[0].field
+        ? err.details.map((d) => `${d.field}: ${d.message}`).join("; ")
+        : err.message;
+    } finally {
+      button.disabled = false;
+    }
+  }
+  return self;
+}
+
+function jobsTable() {
+  const filter = h("select", { id: "status-filter", onchange: () => self.refresh() },
+    h("option", { value: "" }, "all"),
+    ...["queued", "running", "succeeded", "failed", "cancelled"].map((s) => h("option", { value: s }, s)));
+  const body = h("tbody", { id: "jobs-body" });
+  const el = h("section", { class: "card" },
+    h("div", { class: "toolbar" }, h("h2", { style: "margin:0" }, "Jobs"), h("span", { class: "spacer" }),
+      h("span", { class: "muted" }, "status "), filter),
+    h("table", { id: "jobs" },
+      h("thead", {}, h("tr", {}, ["job", "status", "progress", "train loss", "val loss", "model", "data", "created"]
+        .map((c) => h("th", {}, c)))),
+      body));
+  let busy = false;
+  const self = {
+    el,
+    async refresh() {
+      if (busy) return;
+      busy = true;
+      try {
+        const q = filter.value ? `&status=${filter.value}` : "";
+        const page = await api("GET", `/v1/jobs?limit=50${q}`);
+        notice("");
+        body.replaceChildren(...(page.jobs.length ? page.jobs.map(jobRow)
+          : [h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No jobs yet: submit one."))]));
+      } catch (err) {
+        if (err.status !== 401) notice(`Could not list jobs: ${err.message}`);
+      } finally {
+        busy = false;
+      }
+    },
+  };
+  return self;
+}
+
+function jobRow(job) {
+  const m = job.metrics || {};
+  const ds = job.spec.dataset;
+  const model = job.spec.model.model_type || `${job.spec.model.n_layer}×${job.spec.model.n_embd}`;
+  return h("tr", { "data-job": job.id },
+    h("td", {}, h("a", { class: "mono", href: `/jobs/${job.id}` }, job.id.slice(0, 12))),
+    h("td", {}, pill(job.status)),
+    h("td", {}, progressCell(job)),
+    h("td", { class: "num" }, fmt(m["train/loss"])),
+    h("td", { class: "num" }, fmt(m["val/loss"])),
+    h("td", {}, model),
+    h("td", { class: "mono" }, ds.id || `${ds.module}:${ds.source}`),
+    h("td", { class: "muted" }, ago(job.created_at)));
+}
+
+// -- the job page ---------------------------------------------------------------------------------
+
+async function jobPage(root, jobId) {
+  let job;
+  try {
+    job = await api("GET", `/v1/jobs/${jobId}`);
+  } catch (err) {
+    root.replaceChildren(h("div", { class: "card" }, h("p", {}, err.message), h("a", { href: "/" }, "← all jobs")));
+    return;
+  }
+  const series = { train: [], val: [] };
+  let lastId = null;
+  const head = h("div", { class: "job-head" });
+  const stats = h("div", { class: "stats", id: "stats" });
+  const chartBox = h("div", { id: "chart-box" });
+  const errorBox = h("div", { id: "job-error" });
+  const reportBox = h("div", { class: "stack", id: "report" });
+  root.replaceChildren(h("p", {}, h("a", { href: "/" }, "← all jobs")), head, errorBox, stats,
+    h("div", { class: "stack" },
+      h("section", { class: "card" }, h("h2", {}, "Loss ", h("span", { class: "muted" }, "(live)")), chartBox),
+      reportBox));
+
+  const drawChart = () => chartBox.replaceChildren(lossChart(series, job.progress.max_iters));
+  const render = () => {
+    head.replaceChildren(h("h1", {}, "Job ", h("span", { class: "mono" }, job.id)), pill(job.status),
+      h("span", { class: "spacer" }), ...jobActions(job, () => location.reload()));
+    const m = job.metrics || {};
+    const stat = (k, v) => h("div", { class: "stat" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v));
+    stats.replaceChildren(
+      stat("step", `${job.progress.step} / ${job.progress.max_iters}`),
+      stat("train loss", fmt(m["train/loss"])), stat("val loss", fmt(m["val/loss"])),
+      stat("tokens / s", fmtInt(m.tokens_per_s)), stat("model", job.spec.model.model_type || "custom"),
+      stat("attempts", String(job.attempts)));
+    errorBox.replaceChildren(...(job.error ? [h("div", { class: "error-box" }, job.error)] : []));
+  };
+  render();
+  drawChart();
+
+  const onEvent = (event, data, id) => {
+    if (event === "metrics") {
+      const step = data.step;
+      if ("train/loss" in data) series.train.push([step, data["train/loss"]]);
+      if ("val/loss" in data) series.val.push([step, data["val/loss"]]);
+      job.progress.step = Math.max(job.progress.step, step);
+      Object.assign(job.metrics, data);
+      render();
+      drawChart();
+    } else if (event === "status" || event === "end") {
+      if (data.status === "deleted") { location.href = "/"; return; }
+      job = data;
+      render();
+      drawChart();
+      if (event === "end") showReport(reportBox, job);
+    }
+    if (id) lastId = id;
+  };
+  // Follow the stream; if it breaks off before the job ends, pick it up where it stopped.
+  for (;;) {
+    try {
+      await readEvents(`/v1/jobs/${jobId}/events`, lastId, onEvent);
+      if (FINISHED.has(job.status)) break;
+    } catch (err) {
+      if (err.status === 404) break;
+    }
+    await new Promise((r) => setTimeout(r, 2000));
+  }
+}
+
+function jobActions(job, after) {
+  const act = (label, cls, fn) => h("button", { class: cls, onclick: async (e) => {
+    e.target.disabled = true;
+    try { await fn(); after(); } catch (err) { notice(err.message); e.target.disabled = false; }
+  } }, label);
+  const out = [];
+  if (!FINISHED.has(job.status)) out.push(act("Cancel", "danger", () => api("POST", `/v1/jobs/${job.id}/cancel`)));
+  out.push(act("Checkpoint", "secondary", () => download(`/v1/jobs/${job.id}/checkpoint`, `${job.id}-checkpoint.pt`)));
+  if (FINISHED.has(job.status)) {
+    out.push(act("Delete", "danger", async () => {
+      if (!confirm("Delete this job, its report and checkpoint?")) throw new Error("not deleted");
+      await api("DELETE", `/v1/jobs/${job.id}`);
+      location.href = "/";
+    }));
+  }
+  return out;
+}
+
+async function download(path, name) {
+  const res = await fetch(path, { headers: authHeaders() });
+  if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+  const url = URL.createObjectURL(await res.blob());
+  h("a", { href: url, download: name }).click();
+  setTimeout(() => URL.revokeObjectURL(url), 10_000);
+}
+
+async function showReport(box, job) {
+  if (job.status !== "succeeded") return;
+  let report;
+  try {
+    report = await api("GET", `/v1/jobs/${job.id}/report`);
+  } catch (err) {
+    box.replaceChildren(h("p", { class: "muted" }, `No report: ${err.message}`));
+    return;
+  }
+  const init = report.loss_at_init || {};
+  const final = report.final || {};
+  const summary = h("section", { class: "card", id: "summary" }, h("h2", {}, "Report"),
+    h("table", {}, h("tbody", {},
+      h("tr", {}, h("td", {}, "loss at init"), h("td", { class: "num" }, fmt(init.val, 3)),
+        h("td", { class: "muted" }, `ln(vocab) = ${fmt(init.expected_ln_vocab, 3)}`)),
+      h("tr", {}, h("td", {}, "final train loss"), h("td", { class: "num" }, fmt(final.train_loss, 3)), h("td", {})),
+      h("tr", {}, h("td", {}, "final val loss"), h("td", { class: "num" }, fmt(final.val_loss, 3)), h("td", {})),
+      report.dataset ? h("tr", {}, h("td", {}, "dataset"),
+        h("td", { class: "mono", colspan: 2 }, `${report.dataset.module}:${report.dataset.source} · vocab ${report.dataset.vocab_size}`)) : null)));
+  box.replaceChildren(summary, checksCard(report.checks), samplesCard(report.samples || []));
+}
+
+// Checks come as a list of {name, verdict, reason, value} or as an object keyed by name.
+function checksCard(checks) {
+  const list = Array.isArray(checks) ? checks
+    : Object.entries(checks || {}).map(([name, c]) => Object.assign({ name }, typeof c === "object" ? c : { value: c }));
+  const rows = list.map((c) => h("tr", {},
+    h("td", {}, c.name), h("td", {}, c.verdict ? pill(c.verdict) : "—"),
+    h("td", {}, c.reason || c.message || ""),
+    h("td", { class: "num" }, typeof c.value === "number" ? fmt(c.value, 3) : (c.value ?? ""))));
+  return h("section", { class: "card", id: "checks" }, h("h2", {}, "Checks"),
+    rows.length ? h("table", {}, h("thead", {}, h("tr", {}, ["check", "verdict", "why", "value"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, rows))
+      : h("p", { class: "muted" }, "This report has no checks."));
+}
+
+function samplesCard(samples) {
+  return h("section", { class: "card", id: "samples" }, h("h2", {}, "Samples"),
+    samples.length ? samples.map((s) => h("div", { class: "sample" }, h("span", { class: "prompt" }, s.prompt), s.completion))
+      : h("p", { class: "muted" }, "No samples."));
+}
+
+// -- the loss chart: a small SVG line chart ---------------------------------------------------------
+
+function niceTicks(lo, hi, count) {
+  const span = hi - lo || 1;
+  const raw = span / count;
+  const mag = 10 ** Math.floor(Math.log10(raw));
+  const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) || raw;
+  const ticks = [];
+  for (let t = Math.ceil(lo / step) * step; t <= hi + step * 1e-9; t += step) ticks.push(+t.toPrecision(12));
+  return ticks;
+}
+
+function lossChart(series, maxIters) {
+  const W = 760, H = 300, L = 48, R = 16, T = 14, B = 30;
+  const all = [...series.train, ...series.val];
+  const el = svg("svg", { class: "chart", id: "chart", viewBox: `0 0 ${W} ${H}`, "data-points": String(all.length),
+    role: "img", "aria-label": "loss curve" });
+  if (!all.length) {
+    el.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis-label" }, "waiting for the first metrics…"));
+    return h("div", {}, el);
+  }
+  const xMax = Math.max(maxIters || 0, ...all.map((p) => p[0]), 1);
+  let yLo = Math.min(...all.map((p) => p[1])), yHi = Math.max(...all.map((p) => p[1]));
+  const pad = (yHi - yLo) * 0.08 || 0.5;
+  yLo = Math.max(0, yLo - pad);
+  yHi += pad;
+  const x = (v) => L + ((W - L - R) * v) / xMax;
+  const y = (v) => T + (H - T - B) * (1 - (v - yLo) / (yHi - yLo));
+  for (const t of niceTicks(yLo, yHi, 5)) {
+    el.append(svg("line", { class: "grid-line", x1: L, x2: W - R, y1: y(t), y2: y(t) }),
+      svg("text", { class: "axis-label", x: L - 6, y: y(t) + 4, "text-anchor": "end" }, String(+t.toFixed(3))));
+  }
+  for (const t of niceTicks(0, xMax, 6)) {
+    el.append(svg("text", { class: "axis-label", x: x(t), y: H - 10, "text-anchor": "middle" }, String(t)));
+  }
+  for (const name of ["train", "val"]) {
+    const pts = series[name];
+    if (!pts.length) continue;
+    el.append(svg("polyline", { class: name, points: pts.map(([a, b]) => `${x(a).toFixed(1)},${y(b).toFixed(1)}`).join(" ") }));
+    // Every val point is marked (they are few); train gets a mark at its latest point.
+    const marks = name === "val" ? pts : pts.slice(-1);
+    for (const [a, b] of marks) el.append(svg("circle", { class: name, cx: x(a).toFixed(1), cy: y(b).toFixed(1), r: 3.5 }));
+  }
+  const legend = h("div", { class: "legend" },
+    h("span", {}, h("i", { style: "background:var(--train)" }), `train loss (${series.train.length})`),
+    h("span", {}, h("i", { style: "background:var(--val)" }), `val loss (${series.val.length})`),
+    h("span", {}, "x: step"));
+  return h("div", {}, el, legend);
+}
+
+// -- start ----------------------------------------------------------------------------------------
+
+function main() {
+  setupToken();
+  const root = document.getElementById("app");
+  const match = location.pathname.match(/^\/jobs\/([0-9a-f]{1,64})$/);
+  (match ? jobPage(root, match[1]) : homePage(root)).catch((err) => notice(err.message));
+}
+
+main();

@@ -1,0 +1,36 @@
+"""The web page: one static HTML shell plus a script and a stylesheet, no build step.
+
+``/`` shows the jobs table and the submit form, ``/jobs/{id}`` one job; the script draws both from the
+REST API, so the shell itself holds no data and needs no token (the script sends the token it is given).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+STATIC = Path(__file__).resolve().parent / "static"
+
+router = APIRouter(include_in_schema=False)
+
+
+def _page() -> FileResponse:
+    # No caching of the shell: a new gateway version's script is picked up on the next load.
+    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/")
+def home() -> FileResponse:
+    return _page()
+
+
+@router.get("/jobs/{job_id}")
+def job_page(job_id: str) -> FileResponse:
+    return _page()
+
+
+def static_files() -> StaticFiles:
+    return StaticFiles(directory=STATIC)

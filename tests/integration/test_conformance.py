@@ -1,0 +1,117 @@
+"""Conformance: our data service passes every check; a service that breaks the contract fails the
+checks it breaks; the CLI prints pass/fail per check and its exit status says whether all passed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from data_service.server import DataServiceServicer, add_servicer, serve
+from simtrain.conformance import corpus, run_checks
+from simtrain.data.v1 import data_service_pb2 as pb
+from simtrain.settings import Settings
+
+
+def settings_for(base: Path) -> Settings:
+    (base / "data").mkdir(exist_ok=True)
+    return Settings(data_root=base / "data", state_dir=base / "state", data_service_host="127.0.0.1")
+
+
+@pytest.fixture(scope="module")
+def our_settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
+    return settings_for(tmp_path_factory.mktemp("ours"))
+
+
+@pytest.fixture(scope="module")
+def ours(our_settings: Settings) -> Iterator[str]:
+    server, port = serve(our_settings, port=0)
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+class Sloppy(DataServiceServicer):
+    """Breaks the contract twice: batches change from call to call, and a missing dataset is UNKNOWN."""
+
+    calls = 0
+
+    def StreamBatches(self, request, context):
+        Sloppy.calls += 1
+        for batch in super().StreamBatches(request, context):
+            message = pb.Batch.FromString(batch)
+            x = np.frombuffer(message.x.data, dtype="<i8").copy()
+            x[0] = Sloppy.calls % message.vocab_size
+            message.x.data = x.tobytes()
+            yield message
+
+    def GetDataset(self, request, context):
+        if request.dataset_id == "00000000deadbeef":
+            raise RuntimeError("no such thing")  # unhandled: gRPC answers UNKNOWN
+        return super().GetDataset(request, context)
+
+
+@pytest.fixture(scope="module")
+def sloppy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    server = grpc.server(ThreadPoolExecutor(max_workers=8))
+    add_servicer(Sloppy(settings_for(tmp_path_factory.mktemp("sloppy"))), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(None)
+
+
+def test_our_service_passes_every_check(ours: str):
+    results = run_checks(ours)
+    failed = [f"{r.name}: {r.detail}" for r in results if r.passed is False]
+    assert not failed
+    names = {r.name for r in results}
+    for expected in (
+        "listing",
+        "prepare idempotency",
+        "batch shape, dtype and vocab bound",
+        "determinism",
+        "resume equivalence",
+        "rank disjointness",
+    ):
+        assert expected in names
+    assert sum(r.name.startswith("error code:") for r in results) >= 8
+
+
+def test_a_broken_service_fails_what_it_breaks(sloppy: str):
+    results = {r.name: r for r in run_checks(sloppy)}
+    assert results["determinism"].passed is False
+    assert "same request, other batches" in results["determinism"].detail
+    assert results["resume equivalence"].passed is False
+    unknown = results["error code: GetDataset of an unknown id"]
+    assert unknown.passed is False and unknown.detail.startswith("UNKNOWN")
+    assert results["listing"].passed and results["prepare idempotency"].passed
+    # Without a health service registered, the health check fails rather than crashing the run.
+    assert results["health"].passed is False
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    simtrain = Path(sys.executable).parent / "simtrain"
+    return subprocess.run([str(simtrain), "conformance", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_cli_prints_each_check_and_exits_by_the_result(ours: str, sloppy: str):
+    good = run_cli(ours)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "PASS  determinism" in good.stdout
+    assert "0 failed" in good.stdout
+    bad = run_cli(sloppy)
+    assert bad.returncode == 1
+    assert "FAIL  determinism" in bad.stdout and "PASS  listing" in bad.stdout
+
+
+def test_cli_with_a_source_on_the_server_skips_the_upload(ours: str, our_settings: Settings):
+    (our_settings.data_root / "given.txt").write_text(corpus(), encoding="utf-8")
+    done = run_cli(ours, "--source", "given.txt")
+    assert done.returncode == 0, done.stdout
+    assert "SKIP  upload" in done.stdout

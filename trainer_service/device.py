@@ -1,0 +1,104 @@
+"""Where and how the math runs: device choice, TF32 and bf16 autocast on CUDA, overlapped batch copies.
+
+CPU is the default wherever no GPU is seen, and stays in plain float32 there so runs are bit-reproducible.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+
+Precision = Literal["auto", "bf16", "fp32"]
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto``: CUDA when one is seen, else CPU. ``cuda`` without a GPU is an error, not a CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("the job asks for CUDA, but this trainer sees no GPU")
+    return device
+
+
+def enable_tf32() -> None:
+    """Let float32 matmuls and convolutions use TF32 tensor cores (Ampere and later): ~8x the FP32 rate."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):  # torch >= 2.9; the allow_tf32 flags are deprecated there
+        matmul.fp32_precision = "tf32"
+        torch.backends.cudnn.conv.fp32_precision = "tf32"
+    else:
+        matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+def autocast_dtype(device: torch.device, precision: Precision = "auto") -> torch.dtype | None:
+    """The autocast dtype for training on ``device``: bf16 on CUDA where supported, else none (float32)."""
+    if precision == "fp32" or device.type != "cuda":
+        if precision == "bf16" and device.type != "cuda":
+            raise ValueError("bf16 autocast is offered on CUDA only; CPU trains in float32")
+        return None
+    supported = torch.cuda.is_bf16_supported()
+    if precision == "bf16" and not supported:
+        raise ValueError(f"{torch.cuda.get_device_name(device)} does not support bf16")
+    return torch.bfloat16 if supported else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """bf16 autocast keeps float32 master weights and optimizer state: no loss scaling needed, unlike fp16."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def pin(batch: Batch) -> Batch:
+    """Copy a batch into page-locked memory, so the copy to the GPU can be asynchronous (a DMA)."""
+    return batch[0].pin_memory(), batch[1].pin_memory()
+
+
+class DeviceBatches:
+    """Yield batches on a CUDA device, copying batch k+1 on a side stream while batch k trains.
+
+    Host batches should be pinned (see :func:`pin`, run in the prefetch thread): the copies are then
+    asynchronous and overlap with the compute already queued on the main stream.
+    """
+
+    def __init__(self, batches: Iterator[Batch], device: torch.device) -> None:
+        self.batches = batches
+        self.device = device
+        self.stream = torch.cuda.Stream(device)
+        self._next: Batch | None = None
+        self._done = False
+
+    def _start_copy(self) -> None:
+        try:
+            x, y = next(self.batches)
+        except StopIteration:
+            self._next, self._done = None, True
+            return
+        with torch.cuda.stream(self.stream):
+            self._next = (x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+
+    def __iter__(self) -> DeviceBatches:
+        return self
+
+    def __next__(self) -> Batch:
+        if self._next is None and not self._done:
+            self._start_copy()
+        if self._next is None:
+            raise StopIteration
+        x, y = self._next
+        main = torch.cuda.current_stream(self.device)
+        main.wait_stream(self.stream)  # the compute that reads x, y waits for their copy, not the host
+        x.record_stream(main)  # memory allocated on the side stream is now also in use on the main one
+        y.record_stream(main)
+        self._start_copy()  # batch k+1 travels while the caller trains on batch k
+        return x, y
+
+    def close(self) -> None:
+        if hasattr(self.batches, "close"):
+            self.batches.close()

@@ -1,0 +1,94 @@
+"""How a job run ended, as one value, and how that is written to the job record.
+
+The in-process worker and every torchrun rank use the same two functions, so a job reads the same in
+Redis whichever way it ran.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import redis
+
+from simtrain.jobs import JobStatus
+from simtrain.queue import JobQueue
+from trainer_service.data_client import DataServiceError
+from trainer_service.parallel import RemoteError
+
+log = logging.getLogger(__name__)
+
+
+class JobInterrupted(Exception):
+    """The worker was asked to stop; the job was checkpointed and should run again elsewhere."""
+
+
+class JobCancelled(Exception):
+    """The job's owner cancelled it; the last step was checkpointed."""
+
+
+@dataclass
+class Outcome:
+    status: Literal["succeeded", "failed", "cancelled", "interrupted"]
+    error: str | None = None
+    report: dict[str, Any] | None = None
+    from_rank0: bool = False  # a failure rank 0 had, seen on another rank: rank 0 records it
+
+
+def run_to_outcome(job_id: str, run: Callable[[], dict[str, Any] | None]) -> Outcome:
+    """Run a job and turn however it ends into an :class:`Outcome`: nothing a job does escapes as an error."""
+    try:
+        report = run()
+    except JobCancelled as e:
+        log.info("job %s cancelled: %s", job_id, e)
+        return Outcome("cancelled")
+    except JobInterrupted as e:
+        log.info("job %s interrupted: %s", job_id, e)
+        return Outcome("interrupted")
+    except RemoteError as e:
+        return Outcome("failed", error=str(e), from_rank0=True)
+    except DataServiceError as e:
+        log.info("job %s failed: %s", job_id, e)
+        return Outcome("failed", error=str(e))
+    except Exception as e:  # a job must fail with a reason, never take the worker down
+        log.exception("job %s failed", job_id)
+        return Outcome("failed", error=f"{type(e).__name__}: {e}")
+    return Outcome("succeeded", report=report)
+
+
+def record_outcome(queue: JobQueue, job_id: str, outcome: Outcome) -> None:
+    """Write the outcome to the job record. An interrupted job goes back to ``queued``, to run again.
+
+    A failure is written only while the job still runs: with several ranks, the first one to fail has the
+    message worth reading, and the others' (a broken collective, say) must not overwrite it.
+    """
+    if outcome.status == "succeeded":
+        queue.set_report(job_id, outcome.report or {})
+        queue.finish(job_id, JobStatus.succeeded)
+    elif outcome.status == "cancelled":
+        queue.finish(job_id, JobStatus.cancelled, None)
+    elif outcome.status == "interrupted":
+        queue.update(job_id, status=JobStatus.queued, worker=None)
+    else:
+        fail_if_running(queue, job_id, outcome.error or "failed")
+
+
+def fail_if_running(queue: JobQueue, job_id: str, error: str) -> bool:
+    """Mark a running job failed, atomically with the check; False when it was no longer running."""
+    key = f"{queue.prefix}job:{job_id}"
+    with queue.r.pipeline() as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                if pipe.hget(key, "status") != JobStatus.running.value:
+                    return False
+                pipe.multi()
+                fields = {"status": JobStatus.failed.value, "error": error, "finished_at": time.time()}
+                pipe.hset(key, mapping=fields)
+                pipe.execute()
+                return True
+            except redis.WatchError:
+                continue
