@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 import pytest
 
-from data_service.server import serve_with_servicer
+from data_service.server import DataServiceServicer, serve_with_servicer
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.jobs import DatasetSpec
@@ -25,7 +25,7 @@ UPLOAD_LIMIT = 1 << 20
 @pytest.fixture(scope="module")
 def service(
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[pb_grpc.DataServiceStub, object, Settings]]:
+) -> Iterator[tuple[pb_grpc.DataServiceStub, DataServiceServicer, Settings, int]]:
     base = tmp_path_factory.mktemp("rpcs")
     (base / "data").mkdir()
     settings = Settings(data_root=base / "data", state_dir=base / "state", data_service_host="127.0.0.1")

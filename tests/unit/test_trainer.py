@@ -226,6 +226,7 @@ def test_narrow_token_dtypes_are_widened() -> None:
     assert trainer.iter_num == 2 and torch.isfinite(trainer.loss)
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, imported by torch.compile
 def test_cpu_trains_in_float32_and_compile_wraps_only_the_training_forward() -> None:
     trainer = Trainer(TrainerConfig(device="cpu"), nano(), iter(()))
     assert trainer.autocast_dtype is None
