@@ -146,10 +146,7 @@ def main() -> None:
     parser.add_argument("--dropouts", default="0.1,0.0")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--block-size", type=int, default=128)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument(
-        "--round-s", type=float, default=1.0, help="about this long per implementation per round"
-    )
+    parser.add_argument("--budget-s", type=float, default=10.0, help="about this long per configuration")
     args = parser.parse_args()
     results = [
         compare(model_type, float(p), args.batch_size, args.block_size, args.budget_s)

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from simtrain.model_presets import MODEL_PRESETS
-from trainer_service.model import GPT, GPTConfig, dropout
+from trainer_service.model import GPT, GPTConfig, dropout, keep_mask
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mingpt_gpt_nano.pt"
 
@@ -229,11 +229,19 @@ def test_cpu_dropout_keeps_the_distribution_and_its_gradient_mask() -> None:
     x = torch.ones(1000, 1000, requires_grad=True)
     y = dropout(x, 0.1, training=True)
     kept = y != 0
-    assert kept.float().mean().item() == pytest.approx(0.9, abs=0.002)
-    torch.testing.assert_close(y[kept].detach(), torch.full_like(y[kept], 1 / 0.9))
+    share = 1 - 6554 / 65536  # p = 0.1 rounded to 16 bits: 0.1000061
+    assert kept.float().mean().item() == pytest.approx(share, abs=0.002)
+    assert torch.all(y[kept].detach() == torch.tensor(1 / share))  # scaled by the exact kept share
     y.sum().backward()
     assert torch.equal(x.grad != 0, kept)  # gradients flow exactly where values were kept
     assert dropout(x, 0.1, training=False) is x and dropout(x, 0.0, training=True) is x
+    assert torch.all(dropout(x, 1.0, training=True) == 0)
+
+    mask, kept_share = keep_mask(torch.Size([3, 5, 7]), 0.25)  # odd sizes: not a multiple of 4 draws
+    assert mask.shape == (3, 5, 7) and mask.dtype == torch.bool and kept_share == 0.75
+    for p in (0.02, 0.5, 0.9):
+        assert keep_mask(torch.Size([400_000]), p)[0].float().mean().item() == pytest.approx(1 - p, abs=0.003)
+
     torch.manual_seed(1)
     a = dropout(torch.ones(64), 0.5, True)
     torch.manual_seed(1)
