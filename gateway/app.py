@@ -15,7 +15,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway import datasets, events, health, jobs, observability, web
+from gateway import datasets, events, health, jobs, observability, report_page, web
 from gateway.config import GatewaySettings
 from gateway.errors import install_error_handlers
 from gateway.security import BearerAuth, BodyLimit
@@ -101,7 +101,8 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     )
     app.state.metrics = observability.GatewayMetrics(app.state.queue)
     install_error_handlers(app)
-    for router in (jobs.router, events.router, jobs.models_router, datasets.router, health.router):
+    routers = (jobs.router, report_page.router, events.router, jobs.models_router, datasets.router)
+    for router in (*routers, health.router):
         app.include_router(router)
     app.include_router(observability.router)
     app.include_router(web.router)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from gateway import examples
 from gateway.errors import ApiError, error_doc
 from simtrain.jobs import JobRecord, JobSpec, JobStatus
+from simtrain.limits import limit_errors
 from simtrain.model_presets import MODEL_PRESETS
 from simtrain.queue import IdempotencyConflict, JobQueue, decode_record
 
@@ -123,6 +124,7 @@ def submit_job(
         ),
     ] = None,
 ) -> Accepted:
+    _refuse_over_limits(spec, request)
     if idempotency_key is None:
         job, created = queue.submit(spec), True
     else:
@@ -135,6 +137,17 @@ def submit_job(
         request.app.state.metrics.submitted.inc()
     response.headers["Location"] = f"{router.prefix}/{job.id}"
     return Accepted(id=job.id, status=job.status)
+
+
+def _refuse_over_limits(spec: JobSpec, request: Request) -> None:
+    """A 422 naming the field when the model or a step's activations exceed the memory limits."""
+    errors = limit_errors(spec, request.app.state.settings)
+    if errors:
+        details = [
+            {"field": e.field, "in": "body", "message": e.message, "type": "limit_exceeded"} for e in errors
+        ]
+        message = "invalid request: " + "; ".join(e.text() for e in errors)
+        raise ApiError(422, "validation_error", message, details)
 
 
 @router.get(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -102,6 +102,54 @@ class TrainingSpec(_Strict):
         return self
 
 
+class ChecksSpec(_Strict):
+    """Thresholds of the fit report's checks. Every one has a default, so ``{}`` is a valid ``checks``.
+
+    Shares are fractions in [0, 1]; a check warns (or fails) when its measure crosses the threshold. Each
+    report check names the field that sets its threshold, and the README explains them all.
+    """
+
+    # The data, from the data service's statistics and from every batch the trainer receives.
+    empty_warn: float = Field(default=0.01, ge=0.0, le=1.0, description="share of empty examples")
+    empty_fail: float = Field(default=0.2, ge=0.0, le=1.0)
+    duplicates_warn: float = Field(default=0.5, ge=0.0, le=1.0, description="share of exact duplicates")
+    masked_fail: float = Field(default=0.99, ge=0.0, le=1.0, description="share of targets masked (-1)")
+    padding_warn: float = Field(default=0.75, ge=0.0, le=1.0, description="share of targets that pad")
+    truncated_warn: float = Field(default=0.05, ge=0.0, le=1.0, description="pairs: share cut at the block")
+    top_token_warn: float = Field(default=0.6, ge=0.0, le=1.0, description="share of the commonest target")
+    top_token_fail: float = Field(default=0.95, ge=0.0, le=1.0)
+    overlap_warn: float = Field(default=0.75, ge=0.0, description="val n-grams seen in train, relative")
+    overlap_fail: float = Field(default=0.9, ge=0.0)
+    overlap_ngram: int = Field(default=32, ge=2, le=1024, description="tokens per n-gram (stream packing)")
+    # The recipe.
+    aligned_min: float = Field(default=0.99, ge=0.0, le=1.0, description="share of y equal to x shifted")
+    leakage_warn: float = Field(default=0.2, ge=0.0, le=1.0, description="pairs: answer inside the prompt")
+    leakage_fail: float = Field(default=0.5, ge=0.0, le=1.0)
+    init_loss_warn: float = Field(default=0.1, ge=0.0, description="|loss at init - ln V| / ln V")
+    init_loss_fail: float = Field(default=0.25, ge=0.0)
+    overfit_steps: int = Field(default=50, ge=0, le=10_000, description="pre-flight steps; 0 skips it")
+    overfit_rows: int = Field(default=8, ge=1, le=4096, description="rows of the first batch to overfit")
+    overfit_lr: float = Field(default=3e-3, gt=0.0, le=1.0)
+    overfit_ratio: float = Field(default=0.5, gt=0.0, le=1.0, description="pass below this share of start")
+    loss_fall_warn: float = Field(default=0.1, ge=0.0, le=1.0, description="least relative fall of loss")
+    gap_warn: float = Field(default=0.5, ge=0.0, description="val loss minus train loss, in nats")
+    data_wait_warn: float = Field(default=0.1, ge=0.0, le=1.0, description="share of step time")
+    data_wait_fail: float = Field(default=0.5, ge=0.0, le=1.0)
+    accuracy_examples: int = Field(default=100, ge=0, le=10_000, description="held-out pairs; 0 skips")
+    accuracy_warn: float = Field(default=0.05, ge=0.0, le=1.0, description="warn below this exact match")
+    accuracy_fail: float = Field(default=0.0, ge=0.0, le=1.0, description="fail below (0: never)")
+
+    @model_validator(mode="after")
+    def _warn_before_fail(self) -> ChecksSpec:
+        pairs = [("empty", "above"), ("top_token", "above"), ("overlap", "above"), ("leakage", "above")]
+        pairs += [("init_loss", "above"), ("data_wait", "above"), ("accuracy", "below")]
+        for name, side in pairs:
+            warn, fail = getattr(self, f"{name}_warn"), getattr(self, f"{name}_fail")
+            if (side == "above" and warn > fail) or (side == "below" and warn < fail):
+                raise ValueError(f"{name}_warn ({warn}) must come before {name}_fail ({fail})")
+        return self
+
+
 class JobSpec(_Strict):
     """What a client submits: ``POST /v1/jobs`` takes exactly this."""
 
@@ -111,7 +159,7 @@ class JobSpec(_Strict):
     )
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(model_type="gpt-nano"))
     training: TrainingSpec = Field(default_factory=TrainingSpec)
-    checks: dict[str, Any] = Field(default_factory=dict)
+    checks: ChecksSpec = Field(default_factory=ChecksSpec)
 
 
 class JobStatus(StrEnum):

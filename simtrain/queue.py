@@ -7,8 +7,13 @@ Keys (all under the configured prefix):
   ``job:<id>:report``     the job's report, JSON
   ``jobs:index``          a sorted set of job ids scored by creation time, for listing
   ``idem:<sha256>``       ``"<job id> <spec sha256>"`` for a submit's Idempotency-Key, with a TTL
+  ``job:<id>:attempts``   one entry per attempt begun: ``attempt``, ``worker``, ``started_at``
   ``worker:<name>``       a trainer's heartbeat, JSON ``{"ts": ...}``, expiring when it stops
 The JSON and these names are the contract: any Redis client in any language can enqueue or work jobs.
+
+Fencing: the record's ``attempts`` counts attempts begun and is the fencing token. A worker writes for its
+attempt through :class:`simtrain.fencing.AttemptQueue`, whose every write is a script that first checks the
+record still holds its attempt number; a worker whose lease ran out and whose job another took is refused.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import math
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -43,7 +49,7 @@ _DELETE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
-  redis.call('DEL', KEYS[1], KEYS[1] .. ':metrics', KEYS[1] .. ':report')
+  redis.call('DEL', KEYS[1], KEYS[1] .. ':metrics', KEYS[1] .. ':report', KEYS[1] .. ':attempts')
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
 return status
@@ -71,6 +77,100 @@ if status ~= 'queued' and status ~= 'running' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2], 'error', '')
 return 1
 """
+
+
+# KEYS: the job's hash, its attempts stream. ARGV: worker, now, max attempts.
+# Begins the next attempt: counts it, refuses a finished job, ends one cancelled while its worker was gone,
+# fails one out of attempts (with the reason). Returns {outcome, attempt number or status or reason}.
+_BEGIN = """
+local h = KEYS[1]
+local status = redis.call('HGET', h, 'status')
+if not status then return {'gone', ''} end
+if status ~= 'queued' and status ~= 'running' then return {'finished', status} end
+if redis.call('HGET', h, 'cancel_requested') == '1' then
+  redis.call('HSET', h, 'status', 'cancelled', 'finished_at', ARGV[2])
+  return {'finished', 'cancelled'}
+end
+local attempt = redis.call('HINCRBY', h, 'attempts', 1)
+if attempt > tonumber(ARGV[3]) then
+  local reason = 'gave up after ' .. ARGV[3] .. ' attempts'
+  local err = redis.call('HGET', h, 'error')
+  local last = redis.call('HGET', h, 'worker')
+  if err and err ~= '' then
+    reason = reason .. '; last error: ' .. err
+  elseif status == 'running' and last and last ~= '' then
+    reason = reason .. '; the last, on worker ' .. last .. ', stopped without finishing (its lease expired)'
+  end
+  redis.call('HSET', h, 'status', 'failed', 'error', reason, 'finished_at', ARGV[2])
+  return {'gave_up', reason}
+end
+redis.call('HSET', h, 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2], 'error', '')
+redis.call('XADD', KEYS[2], '*', 'attempt', attempt, 'worker', ARGV[1], 'started_at', ARGV[2])
+return {'run', tostring(attempt)}
+"""
+# Every write below starts with this check. KEYS[1]: the job's hash. ARGV[1]: the writer's attempt number
+# (empty: an unfenced writer); ARGV[2]: '1' when the job must also be running. Refused: returns 0.
+_FENCE = """
+local held = redis.call('HMGET', KEYS[1], 'attempts', 'status')
+if ARGV[1] ~= '' and held[1] ~= ARGV[1] then return 0 end
+if ARGV[2] == '1' and held[2] ~= 'running' then return 0 end
+"""
+# ARGV[3..]: fields and values to set.
+_SET = _FENCE + "redis.call('HSET', KEYS[1], unpack(ARGV, 3))\nreturn 1"
+# KEYS[2]: the metrics stream. ARGV[3]: latest metrics (JSON), ARGV[4]: step, ARGV[5..]: the row.
+# A retried write (its reply lost with a broken connection) finds its row last and does not add it again.
+_METRICS = (
+    _FENCE
+    + """
+local row = {unpack(ARGV, 5)}
+local last = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)[1]
+local same = last ~= nil and #last[2] == #row
+if same then
+  for i = 1, #row do
+    if last[2][i] ~= row[i] then same = false; break end
+  end
+end
+if not same then redis.call('XADD', KEYS[2], '*', unpack(row)) end
+redis.call('HSET', KEYS[1], 'metrics', ARGV[3], 'step', ARGV[4])
+return 1
+"""
+)
+# KEYS[2]: the metrics stream. ARGV[3]: the step resumed from (-1: from scratch), ARGV[4]: latest metrics.
+# Drops rows an earlier attempt logged after its last checkpoint: this attempt logs those steps again.
+_REWIND = (
+    _FENCE
+    + """
+local resume = tonumber(ARGV[3])
+local done = false
+while not done do
+  local entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 100)
+  if #entries == 0 then break end
+  for _, entry in ipairs(entries) do
+    local step = nil
+    for i = 1, #entry[2], 2 do
+      if entry[2][i] == 'step' then step = tonumber(entry[2][i + 1]) end
+    end
+    if step ~= nil and step <= resume then done = true; break end
+    redis.call('XDEL', KEYS[2], entry[1])
+  end
+end
+redis.call('HSET', KEYS[1], 'step', math.max(resume, 0), 'metrics', ARGV[4])
+return 1
+"""
+)
+# KEYS[2]: the report key. ARGV[3]: the report (JSON).
+_REPORT = _FENCE + "redis.call('SET', KEYS[2], ARGV[3])\nreturn 1"
+# KEYS[2]: the jobs stream. ARGV[3]: group, ARGV[4]: consumer, ARGV[5]: message id, ARGV[6]: its idle time.
+_XCLAIM = (
+    _FENCE
+    + """
+local claimed = redis.call('XCLAIM', KEYS[2], ARGV[3], ARGV[4], 0, ARGV[5], 'IDLE', ARGV[6], 'JUSTID')
+return #claimed
+"""
+)
+# KEYS[2]: the jobs stream. ARGV[3]: group, ARGV[4]: message id.
+_ACK = _FENCE + "redis.call('XACK', KEYS[2], ARGV[3], ARGV[4])\nreturn 1"
+_OWNS = _FENCE + "return 1"
 
 
 class JobQueue:
@@ -265,6 +365,54 @@ class JobQueue:
     def ack(self, msg_id: str) -> None:
         self.r.xack(self.stream, GROUP, msg_id)
 
+    def begin_attempt(self, job_id: str, worker: str, max_attempts: int) -> Attempt:
+        """Count a new attempt at a claimed job and mark it running on ``worker``, in one atomic step.
+
+        The attempt's number is its fencing token (see :class:`simtrain.fencing.AttemptQueue`). A job that
+        finished meanwhile, was cancelled while its worker was gone, or has used up ``max_attempts`` is
+        not run: ``Attempt.number`` is None and ``reason`` says why (a job out of attempts is failed).
+        """
+        keys = [self._job_key(job_id), f"{self._job_key(job_id)}:attempts"]
+        outcome, detail = self.r.eval(_BEGIN, 2, *keys, worker, time.time(), max_attempts)
+        if outcome == "run":
+            return Attempt(job_id, int(detail), None)
+        reasons = {
+            "gone": f"job {job_id} no longer exists",
+            "finished": f"job {job_id} is already {detail}",
+            "gave_up": detail,
+        }
+        return Attempt(job_id, None, reasons[outcome])
+
+    def attempt_history(self, job_id: str) -> list[dict[str, Any]]:
+        """Every attempt begun at the job, oldest first: ``attempt``, ``worker``, ``started_at``."""
+        entries = self.r.xrange(f"{self._job_key(job_id)}:attempts")
+        return [
+            {"attempt": int(f["attempt"]), "worker": f["worker"], "started_at": float(f["started_at"])}
+            for _, f in entries
+        ]
+
+    def _fenced(self, script: str, keys: list[str], *args: Any, running: bool = True) -> bool:
+        """Run a write script behind the fence; a queue bound to no attempt (this one) writes unfenced."""
+        return bool(self.r.eval(script, len(keys), *keys, "", "1" if running else "0", *args))
+
+    def fail_if_running(self, job_id: str, error: str) -> bool:
+        """Mark a running job failed, atomically with the check; False when it was no longer running."""
+        fields = ["status", JobStatus.failed.value, "error", error, "finished_at", time.time()]
+        return self._fenced(_SET, [self._job_key(job_id)], *fields)
+
+    def requeue(self, job_id: str) -> bool:
+        """Put a running job back to ``queued`` (its worker stopped it with a checkpoint, to resume later)."""
+        fields = ["status", JobStatus.queued.value, "worker", ""]
+        return self._fenced(_SET, [self._job_key(job_id)], *fields)
+
+    def rewind_metrics(self, job_id: str, step: int, latest: dict[str, float]) -> bool:
+        """Drop the metrics rows after ``step`` (-1: all), which a run resuming at ``step`` logs again."""
+        keys = [self._job_key(job_id), f"{self._job_key(job_id)}:metrics"]
+        return self._fenced(_REWIND, keys, step, json.dumps(latest), running=False)
+
+    def assert_owner(self, job_id: str) -> None:
+        """Raise :class:`LeaseLost` unless the caller's attempt owns the job; unbound: nothing to check."""
+
     def update(self, job_id: str, **fields: Any) -> None:
         self.r.hset(self._job_key(job_id), mapping=_encode_fields(fields))
 
@@ -284,6 +432,27 @@ class JobQueue:
 
     def finish(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
         self.update(job_id, status=status, error=error, finished_at=time.time())
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """The outcome of :meth:`JobQueue.begin_attempt`: an attempt number to run under, or why not."""
+
+    job_id: str
+    number: int | None
+    reason: str | None
+
+
+class LeaseLost(RuntimeError):
+    """A write for an attempt was refused: a newer attempt owns the job, or the job is no longer running."""
+
+    def __init__(self, job_id: str, attempt: int, what: str):
+        super().__init__(
+            f"job {job_id}: attempt {attempt} no longer owns the job (a newer attempt took it over, or it "
+            f"finished); refused to {what}"
+        )
+        self.job_id = job_id
+        self.attempt = attempt
 
 
 class IdempotencyConflict(Exception):

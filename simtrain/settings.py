@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     data_service_retries: int = 5
     data_service_backoff_s: float = 0.2
     device: str = "auto"
+    # How long a worker's writes for a job wait out an unreachable Redis (a restart) before giving the job up.
+    redis_outage_s: float = 60.0
+    # Memory limits on a job spec, checked at submit (422) and by the worker (simtrain/limits.py). The
+    # defaults refuse only what no single machine could train; set them to what your trainers hold.
+    max_model_params: int = 2_000_000_000
+    max_activation_bytes: int = 256 * 2**30
 
     @property
     def prepared_dir(self) -> Path:

@@ -24,8 +24,9 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from simtrain.jobs import JobRecord, JobStatus
-from simtrain.queue import JobQueue
+from simtrain.fencing import AttemptQueue
+from simtrain.jobs import JobRecord
+from simtrain.queue import Attempt, JobQueue
 from simtrain.settings import Settings
 from trainer_service.job_runner import JobRun
 from trainer_service.outcome import Outcome, record_outcome, run_to_outcome
@@ -42,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--job-id", required=True, help="the job to run (its record is in Redis)")
     parser.add_argument("--worker", help="the worker that launched this run and holds the job's lease")
     parser.add_argument("--worker-pid", type=int, help="stop (with a checkpoint) if this process dies")
+    parser.add_argument("--attempt", type=int, help="the attempt the worker began: it fences every write")
     return parser.parse_args(argv)
 
 
@@ -70,20 +72,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def claim(queue: JobQueue, job: JobRecord, settings: Settings) -> str | None:
-    """Rank 0 without a worker: count the attempt and mark the job running. Returns why not, if not."""
-    if job.status.finished:
-        return f"job {job.id} is already {job.status.value}"
-    attempts = queue.incr_attempts(job.id)
-    if attempts > settings.max_attempts:
-        reason = f"gave up after {settings.max_attempts} attempts"
-        if job.error:
-            reason += f"; last error: {job.error}"
-        queue.finish(job.id, JobStatus.failed, reason)
-        return reason
-    if not queue.start(job.id, f"torchrun@{socket.gethostname()}"):
-        return f"job {job.id} was cancelled"
-    return None
+def claim(queue: JobQueue, job: JobRecord, settings: Settings) -> Attempt:
+    """Rank 0 without a worker: begin an attempt (counted, the job marked running), or say why not."""
+    return queue.begin_attempt(job.id, f"torchrun@{socket.gethostname()}", settings.max_attempts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -107,11 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         backend = "nccl" if training.gpus > 0 else "gloo"
         dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     try:
+        attempt = args.attempt
         if args.worker is None:
-            refused = on_main(ranks, lambda: claim(queue, job, settings))
-            if refused:
-                log.info("not running: %s", refused)
+            begun = on_main(ranks, lambda: claim(queue, job, settings))
+            if begun.number is None:
+                log.info("not running: %s", begun.reason)
                 return 0
+            attempt = begun.number
+        if attempt is not None:  # every write for this attempt is refused once a newer one owns the job
+            queue = AttemptQueue(queue, job.id, attempt, settings.redis_outage_s)
         job = queue.get(args.job_id) or job
         outcome = run_to_outcome(job.id, lambda: JobRun(job, settings, queue, stop, ranks).run())
         if ranks.is_main:

@@ -30,6 +30,12 @@ from trainer_service.model import GPT, GPTConfig
 from trainer_service.outcome import JobCancelled, JobInterrupted
 from trainer_service.parallel import Ranks, all_gather, gather_floats, on_main
 from trainer_service.prefetch import Prefetcher
+from trainer_service.report.accuracy import pairs_accuracy
+from trainer_service.report.batch_checks import UnfitBatch
+from trainer_service.report.build import RunShape, fit_sections, json_safe
+from trainer_service.report.monitor import FitMonitor
+from trainer_service.report.plot import save_curves
+from trainer_service.report.preflight import overfit_one_batch
 from trainer_service.trainer import Trainer, TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -67,10 +73,12 @@ class JobRun:
             backoff_s=settings.data_service_backoff_s,
             max_message_bytes=settings.grpc_max_message_bytes,
         )
-        self.curve: dict[str, list[list[float]]] = {"train": [], "val": []}
+        self.curve: dict[str, list[list[float]]] = {"train": [], "val": [], "train_eval": []}
         self.latest: dict[str, float] = {}
         self.interrupted = False
         self.cancelled = False
+        self.unfit: str | None = None  # why training stopped because the data cannot be trained on
+        self._train_s, self._train_tokens, self._wait_s = 0.0, 0, 0.0
 
     def run(self) -> dict[str, Any] | None:
         """Train to the end and return the report (rank 0; other ranks return None).
@@ -88,6 +96,7 @@ class JobRun:
         t, ranks = self.train_spec, self.ranks
         started = time.time()
         raw = on_main(ranks, lambda: self.client.prepare(self.spec.dataset).SerializeToString())
+        prepare_s = time.time() - started  # the data service tokenizes the source while preparing
         self.info = pb.DatasetInfo.FromString(raw)
         self.dataset_id = self.info.dataset_id
         if ranks.is_main:
@@ -110,43 +119,81 @@ class JobRun:
         if ranks.distributed:
             torch.manual_seed(t.seed + ranks.rank)  # but each rank its own dropout masks
         self.trainer = Trainer(self._trainer_config(), self.model, iter(()))
+        self.trainer.trace.add_seconds("encode", prepare_s)
+        pairs = self.info.packing == "pairs"
+        self.monitor = FitMonitor(self.info.vocab_size, pairs, t.block_size, self.spec.checks)
         self.device = self.trainer.device
         self._resume()
-        if self.trainer.iter_num == 0:
-            self._evaluate(step=0)
-
-        batches = Prefetcher(
-            self.client.batches(
-                self.dataset_id,
-                "train",
-                t.batch_size,
-                t.block_size,
-                t.seed,
-                start_step=self.trainer.iter_num,  # the data cursor: batches are a function of the step
-                num_steps=t.max_iters - self.trainer.iter_num,
-                rank=ranks.rank,
-                world_size=ranks.world_size,
-                vocab_size=self.info.vocab_size,
-            ),
-            depth=PREFETCH_DEPTH,
-            transform=pin if self.device.type == "cuda" else None,
-        )
-        self.trainer.batches = batches
-        self.trainer.add_callback("on_batch_end", self._on_batch_end)
-        self._start_window()
-        self._train_s = 0.0
-        self._train_tokens = 0
+        if ranks.is_main:  # rows an earlier attempt logged after its checkpoint are logged again below
+            self.queue.rewind_metrics(self.job.id, self.trainer.iter_num or -1, self.latest)
         try:
-            self.trainer.run()
-        finally:
-            batches.close()
+            if self.trainer.iter_num == 0:
+                self._evaluate(step=0)
+            self._preflight()
+            self._train()
+        except UnfitBatch as e:
+            if ranks.distributed:  # the other ranks are mid-collective: end the job with this rank's message
+                raise
+            self.unfit = str(e)
         if self.cancelled:
             raise JobCancelled(f"cancelled at step {self.trainer.iter_num}; checkpoint saved")
         if self.interrupted:
             raise JobInterrupted(f"stopped at step {self.trainer.iter_num}; checkpoint saved")
         if not ranks.is_main:
             return None
-        return self._report(duration_s=time.time() - started)
+        report = self._report(duration_s=time.time() - started)
+        if self.unfit:
+            self.queue.set_report(self.job.id, report)  # the job fails, and its report says why
+            raise UnfitBatch(f"training stopped, the data is not fit: {self.unfit}")
+        return report
+
+    def _train(self) -> None:
+        t, ranks = self.train_spec, self.ranks
+        stream = self.client.batches(
+            self.dataset_id,
+            "train",
+            t.batch_size,
+            t.block_size,
+            t.seed,
+            start_step=self.trainer.iter_num,  # the data cursor: batches are a function of the step
+            num_steps=t.max_iters - self.trainer.iter_num,
+            rank=ranks.rank,
+            world_size=ranks.world_size,
+        )
+        batches = Prefetcher(
+            # Checked in the prefetch thread: ids against the vocabulary, alignment, masking, overlap.
+            self.monitor.stream(stream, "train", first_step=self.trainer.iter_num),
+            depth=PREFETCH_DEPTH,
+            transform=pin if self.device.type == "cuda" else None,
+        )
+        self.trainer.batches = batches
+        self.trainer.add_callback("on_batch_end", self._on_batch_end)
+        self._start_window()
+        try:
+            self.trainer.run()
+        finally:
+            batches.close()
+
+    def _preflight(self) -> None:
+        """One batch overfits? A copy of the model trains on a few rows of the first train batch (rank 0).
+
+        Recorded in the checkpoint, so a resumed job does not run it again.
+        """
+        checks, t = self.spec.checks, self.train_spec
+        if self.monitor.preflight is not None or checks.overfit_steps == 0 or not self.ranks.is_main:
+            return
+        stream = self.client.batches(self.dataset_id, "train", t.batch_size, t.block_size, t.seed, 0, 1)
+        [(x, y)] = list(self.monitor.stream(stream, "pre-flight"))
+        with self.trainer.trace.span("preflight"):
+            self.monitor.preflight = overfit_one_batch(
+                self.model,
+                x[: checks.overfit_rows],
+                y[: checks.overfit_rows],
+                steps=checks.overfit_steps,
+                lr=checks.overfit_lr,
+                ratio=checks.overfit_ratio,
+                autocast_dtype=self.trainer.autocast_dtype,
+            )
 
     def _trainer_config(self) -> TrainerConfig:
         t = self.train_spec
@@ -195,6 +242,8 @@ class JobRun:
         Collective: every rank calls it at the same step; rank 0 writes. The model is the plain GPT (never
         a DDP or compiled wrapper), so the saved state_dict is exactly minGPT's.
         """
+        started = time.perf_counter()
+        self.trainer.trace.add_seconds("checkpoint", 0.0)  # counted first: the saved trace includes this call
         rngs = all_gather(self.ranks, self._rng_state())
         if not self.ranks.is_main:
             return
@@ -209,8 +258,13 @@ class JobRun:
             "data": self._data_cursor(trainer_state["iter_num"]),
             "curve": self.curve,
             "latest": self.latest,
+            "trace": self.trainer.trace.state_dict(),
+            "fit": self.monitor.state_dict(),
         }
-        save_checkpoint(self.checkpoint_path, state)
+        # Fenced: a worker whose job another attempt took over must not replace that attempt's checkpoint.
+        fence = lambda: self.queue.assert_owner(self.job.id)  # noqa: E731
+        save_checkpoint(self.checkpoint_path, state, before_replace=fence)
+        self.trainer.trace.add_seconds("checkpoint", time.perf_counter() - started, calls=0)
 
     def _resume(self) -> None:
         """Continue from the checkpoint, if any: rank 0 reads it and hands it to the other ranks."""
@@ -241,7 +295,12 @@ class JobRun:
             }
         )
         self.curve = state["curve"]
+        self.curve.setdefault("train_eval", [])
         self.latest = state["latest"]
+        if "trace" in state:  # the job's trace so far, plus this attempt's preparation
+            self.trainer.trace.load_state_dict(state["trace"], keep=("encode",))
+        if "fit" in state:
+            self.monitor.load_state_dict(state["fit"])
         log.info("job %s resumes at step %d", self.job.id, self.trainer.iter_num)
 
     # -- the loop's callback ----------------------------------------------------------------------
@@ -254,6 +313,7 @@ class JobRun:
         step = trainer.iter_num + 1  # optimizer steps done, counting this one
         self._window_steps += 1
         self._window_wait += trainer.data_wait_s
+        self.monitor.on_step(trainer.loss, trainer.grad_norm, step)
         is_eval = step % t.eval_interval == 0 or step == t.max_iters
         is_sync = is_eval or step % t.log_interval == 0
         if not is_sync:
@@ -266,11 +326,15 @@ class JobRun:
         wait_frac = self._window_wait / max(elapsed, 1e-9)
         cancel = self.ranks.is_main and step < t.max_iters and self.queue.cancel_requested(self.job.id)
         stop = step < t.max_iters and self.should_stop()
-        rows = gather_floats(self.ranks, [trainer.loss, wait_frac, float(cancel), float(stop)], self.device)
+        nonfinite = self.monitor.nonfinite_steps()
+        rows = gather_floats(
+            self.ranks, [trainer.loss, wait_frac, float(cancel), float(stop), nonfinite], self.device
+        )
         loss = sum(r[0] for r in rows) / len(rows)
         tokens = self._window_steps * t.batch_size * t.block_size * self.ranks.world_size
         self._train_s += elapsed
         self._train_tokens += tokens
+        self._wait_s += self._window_wait
         row = {
             "step": step,
             "train/loss": loss,
@@ -286,6 +350,10 @@ class JobRun:
             self._log(row)
         self.curve["train"].append([step, loss])
 
+        if any(r[4] for r in rows):  # NaN weights now: nothing after this step means anything
+            self.unfit = f"the loss or the gradient norm was not finite by step {step}"
+            self.trainer.stop()
+            return
         if is_eval:
             self._evaluate(step)
             self._checkpoint()
@@ -315,48 +383,62 @@ class JobRun:
     @torch.no_grad()
     def _evaluate(self, step: int) -> None:
         """Mean loss over ``eval_iters`` fixed batches of each split, dropout off; each rank its shard."""
+        with self.trainer.trace.span("eval"):
+            losses = [self._eval_loss(split) for split in ("train", "val")]
+            rows = gather_floats(self.ranks, losses, self.device)
+        train_loss, val_loss = (sum(r[i] for r in rows) / len(rows) for i in range(2))
+        self.curve["val"].append([step, val_loss])
+        self.curve["train_eval"].append([step, train_loss])
+        if self.ranks.is_main:
+            self._log({"step": step, "val/loss": val_loss, "train/eval_loss": train_loss})
+
+    def _eval_loss(self, split: str) -> torch.Tensor:
         t = self.train_spec
         self.model.eval()
-        losses = []
-        for split in ("train", "val"):
-            total = torch.zeros((), device=self.device)
-            batches = self.client.batches(
-                self.dataset_id,
-                split,
-                t.batch_size,
-                t.block_size,
-                t.seed,
-                start_step=0,
-                num_steps=t.eval_iters,
-                rank=self.ranks.rank,
-                world_size=self.ranks.world_size,
-                vocab_size=self.info.vocab_size,
-            )
-            for x, y in batches:
+        total = torch.zeros((), device=self.device)
+        batches = self.client.batches(
+            self.dataset_id,
+            split,
+            t.batch_size,
+            t.block_size,
+            t.seed,
+            start_step=0,
+            num_steps=t.eval_iters,
+            rank=self.ranks.rank,
+            world_size=self.ranks.world_size,
+        )
+        probe = split == "val" and not self.monitor.val_probed  # every evaluation reads the same batches
+        self.monitor.val_probed |= probe
+        try:
+            for x, y in self.monitor.stream(batches, "val" if probe else f"{split} eval"):
                 with autocast(self.device, self.trainer.autocast_dtype):
                     _, loss = self.model(x.to(self.device), y.to(self.device))
                 total += loss.float()
-            losses.append(total / t.eval_iters)
-        self.model.train()
-        rows = gather_floats(self.ranks, losses, self.device)
-        train_loss, val_loss = (sum(r[i] for r in rows) / len(rows) for i in range(2))
-        self.curve["val"].append([step, val_loss])
-        if self.ranks.is_main:
-            self._log({"step": step, "val/loss": val_loss, "train/eval_loss": train_loss})
+        finally:
+            self.model.train()
+        return total / t.eval_iters
 
     # -- the report (rank 0) ------------------------------------------------------------------------
 
     @torch.no_grad()
-    def _samples(self) -> list[dict[str, str]]:
+    def _samples(self, accuracy: dict[str, Any] | None) -> list[dict[str, str]]:
+        """Prompts and the model's completions as text: for pairs, held-out prompts and greedy answers."""
+        if self.unfit:  # bad ids or NaN weights: nothing worth sampling
+            return []
+        if accuracy and accuracy.get("items"):
+            items = accuracy["items"][:N_SAMPLES]
+            return [{"prompt": i["prompt"], "completion": i["got"], "expected": i["expected"]} for i in items]
         t = self.train_spec
-        x, _ = next(self.client.batches(self.dataset_id, "val", N_SAMPLES, t.block_size, t.seed, 0, 1))
+        stream = self.client.batches(self.dataset_id, "val", N_SAMPLES, t.block_size, t.seed, 0, 1)
+        [(x, _)] = list(self.monitor.stream(stream, "sample"))
         prompts = x[:, :SAMPLE_PROMPT_TOKENS].to(self.device)
         self.model.eval()
         torch.manual_seed(t.seed)
-        with autocast(self.device, self.trainer.autocast_dtype):
+        with self.trainer.trace.span("generate"), autocast(self.device, self.trainer.autocast_dtype):
             out = self.model.generate(prompts, SAMPLE_NEW_TOKENS, temperature=0.8, do_sample=True, top_k=20)
+            rows = out.tolist()
         samples = []
-        for row in out.tolist():
+        for row in rows:
             samples.append(
                 {
                     "prompt": self.client.decode(self.dataset_id, row[:SAMPLE_PROMPT_TOKENS]),
@@ -382,8 +464,79 @@ class JobRun:
             "data_wait_frac": self.latest.get("data_wait_frac"),
         }
 
+    @torch.no_grad()
+    def _accuracy(self) -> dict[str, Any] | None:
+        """Pairs only: exact-match accuracy of greedy answers on held-out pairs."""
+        t, wanted = self.train_spec, self.spec.checks.accuracy_examples
+        if self.info.packing != "pairs" or wanted == 0 or self.unfit:
+            return None
+        held_out = next((s.num_examples for s in self.info.splits if s.name == "val"), 0)
+        if held_out == 0:
+            return {"examples": 0, "correct": 0, "accuracy": None, "items": [], "skipped": "val has no pairs"}
+        stream = self.client.batches(
+            self.dataset_id, "val", min(wanted, held_out), t.block_size, t.seed, 0, 1
+        )
+        [(x, y)] = list(self.monitor.stream(stream, "accuracy"))
+        return pairs_accuracy(
+            self.model,
+            x,
+            y,
+            lambda ids: self.client.decode(self.dataset_id, ids),
+            autocast_dtype=self.trainer.autocast_dtype,
+            on_generate=lambda: self.trainer.trace.span("generate"),
+        )
+
+    def _fit(self, final: dict[str, Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
+        """The report's checks and verdict, from everything the run measured."""
+        t = self.train_spec
+        if not self.unfit:  # as many fresh train batches (another seed) as val ones: the overlap's baseline
+            fresh_seed = (t.seed + 1) % 2**63
+            fresh = self.client.batches(
+                self.dataset_id, "train", t.batch_size, t.block_size, fresh_seed, 0, t.eval_iters
+            )
+            for _ in self.monitor.stream(fresh, "fresh"):
+                pass
+        top = self.monitor.batches.summary()["top_target"]
+        try:
+            stats = json.loads(self.info.stats_json or "{}")
+        except ValueError:
+            stats = {}  # another data service's statistics we cannot read: those checks are skipped
+        shape = RunShape(
+            vocab_size=self.info.vocab_size,
+            pairs=self.info.packing == "pairs",
+            block_size=t.block_size,
+            max_iters=t.max_iters,
+            eval_interval=t.eval_interval,
+            steps_done=self.trainer.iter_num,
+            evaluated_at_init=any(s == 0 for s, _ in self.curve["val"]),
+            stopped_early=self.unfit,
+        )
+        return fit_sections(
+            stats=stats if isinstance(stats, dict) else {},
+            monitor=self.monitor,
+            spec=self.spec.checks,
+            shape=shape,
+            curve=self.curve,
+            final=final,
+            data_wait_share=self._wait_s / self._train_s if self._train_s > 0 else None,
+            trace=self.trainer.trace.summary(),
+            accuracy=accuracy,
+            top_text=self.client.decode(self.dataset_id, [top]) if top is not None else None,
+        )
+
+    def _plot(self, report: dict[str, Any]) -> str | None:
+        """The loss curves as report.png beside report.json; a plotting failure costs the PNG, not the job."""
+        try:
+            title = f"job {self.job.id[:12]}: {report['verdict']}"
+            ln_vocab = report["loss_at_init"]["expected_ln_vocab"]
+            return str(save_curves(self.job_dir / "report.png", report["curve"], ln_vocab, title))
+        except Exception:
+            log.exception("job %s: could not draw the loss curves", self.job.id)
+            return None
+
     def _report(self, duration_s: float) -> dict[str, Any]:
         final = self.latest
+        accuracy = self._accuracy()
         splits = {s.name: {"tokens": s.num_tokens, "examples": s.num_examples} for s in self.info.splits}
         report = {
             "job_id": self.job.id,
@@ -399,16 +552,19 @@ class JobRun:
             "model": {**vars(self.model.config), "num_params": self.model.num_params()},
             "training": self.train_spec.model_dump(),
             "loss_at_init": {
-                "val": self.curve["val"][0][1],
+                "val": self.curve["val"][0][1] if self.curve["val"] else None,
                 "expected_ln_vocab": math.log(self.info.vocab_size),
             },
-            "final": {"train_loss": final["train/eval_loss"], "val_loss": final["val/loss"]},
+            "final": {"train_loss": final.get("train/eval_loss"), "val_loss": final.get("val/loss")},
             "curve": self.curve,
             "speed": self._speed(),
-            "samples": self._samples(),
+            "samples": self._samples(accuracy),
             "duration_s": duration_s,
             "checkpoint": str(self.checkpoint_path),
         }
+        report = json_safe({**report, **self._fit(report["final"], accuracy)})
+        report["plot"] = self._plot(report)
+        self.queue.assert_owner(self.job.id)
         write_report(self.job_dir / "report.json", report)
         return report
 

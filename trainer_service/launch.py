@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from simtrain.fencing import AttemptQueue
 from simtrain.jobs import JobRecord, JobStatus
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
@@ -28,9 +29,12 @@ log = logging.getLogger(__name__)
 LOG_TAIL_LINES = 20
 
 
-def torchrun_command(job_id: str, nproc: int, worker: str, worker_pid: int) -> list[str]:
+def torchrun_command(
+    job_id: str, nproc: int, worker: str, worker_pid: int, attempt: int | None = None
+) -> list[str]:
     """``torchrun --standalone --nproc-per-node=N -m trainer_service.distributed --job-id ID``, run by this
-    interpreter (so the venv's torch), plus who launched it."""
+    interpreter (so the venv's torch), plus who launched it and the attempt the ranks write for (fenced)."""
+    fence = [] if attempt is None else ["--attempt", str(attempt)]
     return [
         sys.executable,
         "-m",
@@ -45,6 +49,7 @@ def torchrun_command(job_id: str, nproc: int, worker: str, worker_pid: int) -> l
         worker,
         "--worker-pid",
         str(worker_pid),
+        *fence,
     ]
 
 
@@ -71,7 +76,8 @@ def run_torchrun(
     nproc = procs_per_node(training)
     log_path = settings.jobs_dir / job.id / "torchrun.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    command = torchrun_command(job.id, nproc, worker, os.getpid())
+    attempt = queue.attempt if isinstance(queue, AttemptQueue) else None
+    command = torchrun_command(job.id, nproc, worker, os.getpid(), attempt)
     log.info("job %s: %s (log %s)", job.id, " ".join(command[1:]), log_path)
     with open(log_path, "ab") as out:
         # A session of its own, so a Ctrl-C meant for the worker reaches the ranks only as our SIGTERM.

@@ -7,7 +7,6 @@ Redis whichever way it ran.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -15,7 +14,7 @@ from typing import Any, Literal
 import redis
 
 from simtrain.jobs import JobStatus
-from simtrain.queue import JobQueue
+from simtrain.queue import JobQueue, LeaseLost
 from trainer_service.data_client import DataServiceError
 from trainer_service.parallel import RemoteError
 
@@ -32,7 +31,8 @@ class JobCancelled(Exception):
 
 @dataclass
 class Outcome:
-    status: Literal["succeeded", "failed", "cancelled", "interrupted"]
+    # lost: a newer attempt took the job over (this one's lease ran out); it records nothing.
+    status: Literal["succeeded", "failed", "cancelled", "interrupted", "lost"]
     error: str | None = None
     report: dict[str, Any] | None = None
     from_rank0: bool = False  # a failure rank 0 had, seen on another rank: rank 0 records it
@@ -48,6 +48,13 @@ def run_to_outcome(job_id: str, run: Callable[[], dict[str, Any] | None]) -> Out
     except JobInterrupted as e:
         log.info("job %s interrupted: %s", job_id, e)
         return Outcome("interrupted")
+    except LeaseLost as e:
+        log.warning("job %s: %s", job_id, e)
+        return Outcome("lost", error=str(e))
+    except (redis.ConnectionError, redis.TimeoutError) as e:
+        # Redis stayed away longer than the writes wait for: not the job's fault, so run it again.
+        log.warning("job %s interrupted: redis unavailable (%s)", job_id, e)
+        return Outcome("interrupted", error=f"redis unavailable: {e}")
     except RemoteError as e:
         return Outcome("failed", error=str(e), from_rank0=True)
     except DataServiceError as e:
@@ -71,24 +78,13 @@ def record_outcome(queue: JobQueue, job_id: str, outcome: Outcome) -> None:
     elif outcome.status == "cancelled":
         queue.finish(job_id, JobStatus.cancelled, None)
     elif outcome.status == "interrupted":
-        queue.update(job_id, status=JobStatus.queued, worker=None)
+        queue.requeue(job_id)
+    elif outcome.status == "lost":
+        pass  # the newer attempt owns the record now
     else:
         fail_if_running(queue, job_id, outcome.error or "failed")
 
 
 def fail_if_running(queue: JobQueue, job_id: str, error: str) -> bool:
     """Mark a running job failed, atomically with the check; False when it was no longer running."""
-    key = f"{queue.prefix}job:{job_id}"
-    with queue.r.pipeline() as pipe:
-        while True:
-            try:
-                pipe.watch(key)
-                if pipe.hget(key, "status") != JobStatus.running.value:
-                    return False
-                pipe.multi()
-                fields = {"status": JobStatus.failed.value, "error": error, "finished_at": time.time()}
-                pipe.hset(key, mapping=fields)
-                pipe.execute()
-                return True
-            except redis.WatchError:
-                continue
+    return queue.fail_if_running(job_id, error)

@@ -4,6 +4,8 @@ The loop is minGPT's (forward, zero_grad, backward, clip, step, then ``on_batch_
 the service needs on top: an lr schedule, resumption mid-run, timing of the wait on data, and the speed
 paths (bf16 autocast, TF32, optional ``torch.compile``, batch copies that overlap compute, DDP when a
 process group is up). On CPU it stays plain float32, so a resumed run repeats an uninterrupted one exactly.
+Every step is traced (``trainer.trace``: batch fetch, lr schedule, forward, loss, backward, gradient clip,
+optimizer step) for the fit report; tracing changes no computation.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from trainer_service.device import (
     resolve_device,
 )
 from trainer_service.model import GPT
+from trainer_service.report.trace import Mark, Trace
 
 Callback = Callable[["Trainer"], None]
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -97,7 +100,15 @@ class Trainer:
         self.data_wait_s = 0.0  # of iter_dt, the seconds spent waiting on the batch iterator
         self.tokens_per_s = 0.0
         self.loss: torch.Tensor | None = None
+        self.grad_norm: torch.Tensor | None = None  # before clipping; a tensor: reading it syncs
         self.lr = self.lr_at(self.iter_num)
+        self.trace = Trace(self.device)
+        self._logits_mark: Mark | None = None
+        lm_head = getattr(model, "lm_head", None)
+        if isinstance(lm_head, nn.Module) and not config.compile:
+            # Where the forward pass ends and the loss begins, without changing how the model computes the
+            # loss (a compiled model would break its graph here, so it reports the two together).
+            lm_head.register_forward_hook(self._mark_logits)
         self._stop_requested = False
         self._mid_step = False  # between optimizer.step() and the iter_num increment, i.e. inside callbacks
 
@@ -132,6 +143,25 @@ class Trainer:
             )
         batches = iter(data)
         self._batches = DeviceBatches(batches, self.device) if self.device.type == "cuda" else batches
+
+    def _mark_logits(self, module: nn.Module, args: Any, output: Any) -> None:
+        if module.training:
+            self._logits_mark = self.trace.mark(device=True)
+
+    def _forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The model's forward and loss (one call, as minGPT's), traced as two functions."""
+        self._logits_mark = None
+        start = self.trace.mark(device=True)
+        with autocast(self.device, self.autocast_dtype):
+            _, loss = model(x, y)
+        end = self.trace.mark(device=True)
+        if self._logits_mark is None:  # no boundary seen: the loss counts, its time is inside forward's
+            self.trace.add("forward", start, end)
+            self.trace.add_seconds("loss", 0.0)
+        else:
+            self.trace.add("forward", start, self._logits_mark)
+            self.trace.add("loss", self._logits_mark, end)
+        return loss
 
     def add_callback(self, onevent: str, callback: Callback) -> None:
         self.callbacks[onevent].append(callback)
@@ -193,21 +223,25 @@ class Trainer:
             except StopIteration:
                 break
             self.data_wait_s = time.perf_counter() - t0
+            self.trace.add_seconds("batch_fetch", self.data_wait_s)
             # No-ops when the batches are already there (CUDA: DeviceBatches copied them on a side stream).
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             if y.dtype != torch.long:  # a narrower wire dtype: widen on the device, after the smaller copy
                 x, y = x.long(), y.long()
 
-            self.lr = self.lr_at(self.iter_num)
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.lr
+            with self.trace.span("lr_schedule"):
+                self.lr = self.lr_at(self.iter_num)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = self.lr
 
-            with autocast(self.device, self.autocast_dtype):
-                _, self.loss = model(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_norm_clip)
-            self.optimizer.step()
+            self.loss = self._forward(model, x, y)
+            with self.trace.span("backward", device=True):
+                self.optimizer.zero_grad(set_to_none=True)
+                self.loss.backward()
+            with self.trace.span("grad_clip", device=True):
+                self.grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_norm_clip)
+            with self.trace.span("optimizer_step", device=True):
+                self.optimizer.step()
 
             # On CUDA these are host-side times: right on average over many steps, or at once if a callback
             # syncs (loss.item() does).

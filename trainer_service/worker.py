@@ -16,35 +16,48 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
 
 import redis
 
-from simtrain.jobs import JobStatus
-from simtrain.queue import JobQueue
+from simtrain.fencing import AttemptQueue
+from simtrain.jobs import JobRecord, JobStatus
+from simtrain.limits import limit_errors
+from simtrain.queue import JobQueue, LeaseLost
 from simtrain.settings import Settings
 from trainer_service.job_runner import JobRun
 from trainer_service.launch import run_torchrun
-from trainer_service.outcome import record_outcome, run_to_outcome
+from trainer_service.outcome import Outcome, record_outcome, run_to_outcome
 from trainer_service.parallel import procs_per_node
 
 log = logging.getLogger(__name__)
 
 
 class LeaseKeeper:
-    """Renews a job's lease every third of the lease time until stopped."""
+    """Renews an attempt's lease every third of the lease time until stopped.
 
-    def __init__(self, queue: JobQueue, msg_id: str, consumer: str):
+    A renewal is fenced: once a newer attempt owns the job (this worker stalled past its lease and another
+    claimed the job), it is refused, and ``on_lost`` is called so the run stops at its next step.
+    """
+
+    def __init__(self, queue: AttemptQueue, msg_id: str, consumer: str, on_lost: Callable[[], None]):
+        self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(
-            target=self._run, args=(queue, msg_id, consumer), name="lease", daemon=True
+            target=self._run, args=(queue, msg_id, consumer, on_lost), name="lease", daemon=True
         )
         self._thread.start()
 
-    def _run(self, queue: JobQueue, msg_id: str, consumer: str) -> None:
+    def _run(self, queue: AttemptQueue, msg_id: str, consumer: str, on_lost: Callable[[], None]) -> None:
         while not self._stop.wait(queue.lease_ms / 3000):
             try:
                 queue.renew(msg_id, consumer)
                 queue.heartbeat(consumer, ttl_s=queue.lease_ms / 1000, state="busy")
+            except LeaseLost as e:
+                log.warning("%s", e)
+                self.lost = True
+                on_lost()
+                return
             except redis.RedisError as e:
                 log.warning("could not renew lease on %s: %s", msg_id, e)
 
@@ -59,6 +72,7 @@ class Worker:
         self.queue = queue or JobQueue.from_url(settings.redis_url, settings.key_prefix, settings.lease_ms)
         self.name = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.stopping = threading.Event()
+        self._job_stop = threading.Event()  # set by stop(), or when the current attempt loses its lease
 
     def run_forever(self) -> None:
         """Work jobs until :meth:`stop`; survive Redis outages by waiting and reconnecting."""
@@ -71,9 +85,12 @@ class Worker:
             except redis.RedisError as e:
                 log.warning("redis unavailable (%s); retrying", e)
                 self.stopping.wait(1.0)
+        log.info("worker %s stopped", self.name)
 
     def stop(self) -> None:
+        """Stop after the current step: the job is checkpointed and handed back, the loop ends."""
         self.stopping.set()
+        self._job_stop.set()
 
     def work_one(self, block_ms: int = 1000) -> bool:
         """Claim and run at most one job. Returns whether there was one."""
@@ -90,36 +107,51 @@ class Worker:
             self.queue.ack(msg_id)  # left queued, for the nodes' torchrun to take
             return True
 
-        attempts = self.queue.incr_attempts(job_id)
-        if attempts > self.settings.max_attempts:
-            reason = f"gave up after {self.settings.max_attempts} attempts"
-            if job.error:
-                reason += f"; last error: {job.error}"
-            self.queue.finish(job_id, JobStatus.failed, reason)
+        begun = self.queue.begin_attempt(job_id, self.name, self.settings.max_attempts)
+        if begun.number is None:
+            log.info("not running job %s: %s", job_id, begun.reason)
             self.queue.ack(msg_id)
             return True
+        queue = AttemptQueue(self.queue, job_id, begun.number, self.settings.redis_outage_s)
+        try:
+            self._run_attempt(queue, msg_id, job.model_copy(update={"attempts": begun.number}))
+        except LeaseLost as e:
+            log.warning("%s; leaving the job to it", e)
+        return True
 
-        if not self.queue.start(job_id, self.name):
-            self.queue.ack(msg_id)  # cancelled while it waited
-            return True
-        lease = LeaseKeeper(self.queue, msg_id, self.name)
+    def _run_attempt(self, queue: AttemptQueue, msg_id: str, job: JobRecord) -> None:
+        """Run one attempt at a job whose record it owns, and record how it ended (every write fenced)."""
+        refused = limit_errors(job.spec, self.settings)
+        if refused:
+            queue.finish(job.id, JobStatus.failed, "refused: " + "; ".join(e.text() for e in refused))
+            queue.ack(msg_id)
+            return
+        self._job_stop = threading.Event()
+        if self.stopping.is_set():
+            self._job_stop.set()
+        job_stop = self._job_stop
+        log.info("job %s attempt %d on %s", job.id, queue.attempt, self.name)
+        lease = LeaseKeeper(queue, msg_id, self.name, on_lost=job_stop.set)
         if procs_per_node(job.spec.training) > 1:
             try:  # the ranks record the outcome themselves
-                outcome = run_torchrun(job, self.settings, self.queue, self.name, self.stopping)
+                outcome = run_torchrun(job, self.settings, queue, self.name, job_stop)
             finally:
                 lease.stop()
         else:
-            outcome = run_to_outcome(
-                job_id, lambda: JobRun(job, self.settings, self.queue, self.stopping.is_set).run()
-            )
-            lease.stop()
-            record_outcome(self.queue, job_id, outcome)
+            try:
+                outcome = run_to_outcome(
+                    job.id, lambda: JobRun(job, self.settings, queue, job_stop.is_set).run()
+                )
+            finally:
+                lease.stop()
+            if lease.lost and outcome.status != "lost":
+                outcome = Outcome("lost", error="the lease was lost")
+            record_outcome(queue, job.id, outcome)
         if outcome.status == "interrupted":
-            self.queue.release(msg_id, self.name)  # another worker resumes it from the checkpoint
-        else:
-            self.queue.ack(msg_id)
-        log.info("job %s %s%s", job_id, outcome.status, f": {outcome.error}" if outcome.error else "")
-        return True
+            queue.release(msg_id, self.name)  # another worker resumes it from the checkpoint
+        elif outcome.status != "lost":
+            queue.ack(msg_id)
+        log.info("job %s %s%s", job.id, outcome.status, f": {outcome.error}" if outcome.error else "")
 
 
 def multinode_note(job_id: str, nodes: int) -> str:

@@ -1,0 +1,51 @@
+"""The fit report for people: ``GET /v1/jobs/{id}/report.html`` (a page) and ``.../report.png`` (the curves).
+
+The JSON stays at ``GET /v1/jobs/{id}/report``. The page is rendered from the same stored report; the PNG is
+the file the trainer saved beside ``report.json`` in the shared state directory.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import FileResponse, HTMLResponse
+
+from gateway.errors import ApiError, error_doc
+from gateway.jobs import Queue, existing_job
+from gateway.report_html import render
+from simtrain.jobs import JobRecord
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+_NOT_FOUND = {404: error_doc("No such job, or no report yet (`report_not_ready`)")}
+
+
+@router.get(
+    "/{job_id}/report.html",
+    response_class=HTMLResponse,
+    responses=_NOT_FOUND | {200: {"content": {"text/html": {}}, "description": "The report as a page"}},
+    summary="The fit report as a page: verdict, loss curves, checks, data statistics, trace, samples",
+)
+def report_page(job: Annotated[JobRecord, Depends(existing_job)], queue: Queue) -> HTMLResponse:
+    report = queue.report(job.id)
+    if report is None:
+        details = [{"job_id": job.id, "status": job.status.value}]
+        raise ApiError(404, "report_not_ready", f"no report yet, job is {job.status.value}", details)
+    png = f"/v1/jobs/{job.id}/report.png" if report.get("plot") else None
+    return HTMLResponse(render(report, png_url=png), headers={"Cache-Control": "no-cache"})
+
+
+@router.get(
+    "/{job_id}/report.png",
+    response_class=FileResponse,
+    responses=_NOT_FOUND
+    | {200: {"content": {"image/png": {}}, "description": "Train and val loss against step"}},
+    summary="The loss curves the trainer drew beside the report (PNG)",
+)
+def report_png(job: Annotated[JobRecord, Depends(existing_job)], request: Request) -> FileResponse:
+    path = request.app.state.settings.jobs_dir / job.id / "report.png"
+    if not path.is_file():
+        details = [{"job_id": job.id, "status": job.status.value}]
+        raise ApiError(404, "report_not_ready", f"no plot yet, job is {job.status.value}", details)
+    return FileResponse(path, media_type="image/png")
