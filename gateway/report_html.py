@@ -2,7 +2,7 @@
 
 Rendered from the report JSON alone (the trainer's ``report.json``, as stored in Redis), with the charts
 as inline SVG and the style inline, so the page needs no script, no second request and no token beyond
-the one that fetched it. Every value from the report is escaped.
+the one that fetched it. Every value taken from the report is escaped.
 """
 
 from __future__ import annotations
@@ -11,18 +11,24 @@ import math
 from html import escape
 from typing import Any
 
-CURVES = (("train", "train (logged steps)", "#3b6ea8"), ("train_eval", "train (eval)", "#8fb3dc"))
-CURVES += (("val", "val", "#d9822b"),)
+CURVES = (
+    ("train", "train (logged steps)", "#3b6ea8"),
+    ("train_eval", "train (eval)", "#8fb3dc"),
+    ("val", "val", "#d9822b"),
+)
+GREY = "#6b6b6b"
 VERDICT_COLOURS = {"fit": "#1f7a3a", "fit with warnings": "#9a6700", "not fit": "#b3261e"}
-PILL_COLOURS = {"pass": "#1f7a3a", "warn": "#9a6700", "fail": "#b3261e", "skip": "#6b6b6b"}
+PILL_COLOURS = {"pass": "#1f7a3a", "warn": "#9a6700", "fail": "#b3261e", "skip": GREY}
 
 STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 0; background: #f6f7f9; color: #1d1d1f; }
 main { max-width: 1100px; margin: 0 auto; padding: 24px; }
-h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 0 0 12px; }
-section { background: #fff; border: 1px solid #dfe1e5; border-radius: 8px; padding: 16px 20px; margin: 16px 0; }
-table { border-collapse: collapse; width: 100%; } td, th { text-align: left; padding: 5px 8px;
-  border-bottom: 1px solid #eceef1; vertical-align: top; } th { font-weight: 600; color: #555; }
+h1 { font-size: 22px; margin: 0 0 4px; } h2 { font-size: 17px; margin: 0 0 12px; } h3 { font-size: 14px; }
+section { background: #fff; border: 1px solid #dfe1e5; border-radius: 8px; padding: 16px 20px;
+  margin: 16px 0; }
+table { border-collapse: collapse; width: 100%; }
+td, th { text-align: left; padding: 5px 8px; border-bottom: 1px solid #eceef1; vertical-align: top; }
+th { font-weight: 600; color: #555; }
 .num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
 .muted { color: #6b6b6b; } .mono { font-family: ui-monospace, monospace; white-space: pre-wrap; }
 .pill { display: inline-block; padding: 1px 8px; border-radius: 10px; color: #fff; font-size: 12px; }
@@ -32,33 +38,68 @@ table { border-collapse: collapse; width: 100%; } td, th { text-align: left; pad
 """
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+# -- small builders ---------------------------------------------------------------------------------
+
+
+def el(tag: str, content: str = "", **attrs: Any) -> str:
+    """An element; ``content`` is markup (escape text first), attribute values are escaped here."""
+    attributes = "".join(
+        f" {k.rstrip('_').replace('_', '-')}='{escape(str(v))}'" for k, v in attrs.items() if v is not None
+    )
+    return f"<{tag}{attributes}>{content}</{tag}>"
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A number for a person (escaped text for anything else); a dash for missing."""
     if value is None:
         return "—"
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e-3 and value else f"{value:,.{digits}f}"
+        return f"{value:.{digits}g}" if value and abs(value) < 1e-3 else f"{value:,.{digits}f}"
     if isinstance(value, int):
         return f"{value:,}"
     return escape(str(value))
 
 
-def _pct(value: Any) -> str:
+def pct(value: Any) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
-def _rows(pairs: list[tuple[str, str]]) -> str:
-    return "".join(f"<tr><td>{escape(k)}</td><td class='num'>{v}</td></tr>" for k, v in pairs)
+def table(rows: list[list[str]], head: list[str] | None = None, numeric: set[int] = frozenset()) -> str:
+    """A table of markup cells; columns in ``numeric`` are right-aligned."""
+
+    def row(cells: list[str], cell: str) -> str:
+        return el(
+            "tr", "".join(el(cell, c, class_="num" if i in numeric else None) for i, c in enumerate(cells))
+        )
+
+    thead = el("thead", row(head, "th")) if head else ""
+    return el("table", thead + el("tbody", "".join(row(r, "td") for r in rows)))
+
+
+def section(name: str, title: str, body: str, class_: str | None = None) -> str:
+    return el("section", el("h2", title) + body, id=name, class_=class_)
+
+
+# -- charts --------------------------------------------------------------------------------------------
 
 
 def _ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-    span = (hi - lo) or 1.0
-    raw = span / count
+    raw = ((hi - lo) or 1.0) / count
     mag = 10 ** math.floor(math.log10(raw))
     step = next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= raw)
     first = math.ceil(lo / step) * step
-    return [first + i * step for i in range(int((hi - first) / step) + 1)]
+    return [first + i * step for i in range(int((hi - first) / step + 1e-9) + 1)]
+
+
+def _text(x: float, y: float, text: str, size: int = 11, anchor: str = "middle") -> str:
+    return el("text", escape(text), x=f"{x:.1f}", y=f"{y:.1f}", font_size=size, text_anchor=anchor)
+
+
+def _line(x1: float, y1: float, x2: float, y2: float, colour: str, dash: str = "") -> str:
+    extra = {"stroke_dasharray": dash} if dash else {}
+    return el("line", x1=f"{x1:.1f}", y1=f"{y1:.1f}", x2=f"{x2:.1f}", y2=f"{y2:.1f}", stroke=colour, **extra)
 
 
 def curves_svg(curve: dict[str, list[list[float]]], ln_vocab: float | None, width: int = 720) -> str:
@@ -69,12 +110,11 @@ def curves_svg(curve: dict[str, list[list[float]]], ln_vocab: float | None, widt
     }
     points = [p for pts in series.values() for p in pts]
     if not points:
-        return "<p class='muted'>No finite loss was recorded.</p>"
+        return el("p", "No finite loss was recorded.", class_="muted")
     height, left, right, top, bottom = 320, 56, 16, 12, 40
-    xs = [s for s, _ in points]
+    x0, x1 = min(0.0, *(s for s, _ in points)), max(s for s, _ in points) or 1.0
     ys = [v for _, v in points] + ([ln_vocab] if ln_vocab else [])
-    x0, x1 = min(0.0, min(xs)), max(xs) or 1.0
-    y0, y1 = min(0.0, min(ys)), max(ys) * 1.05 or 1.0
+    y0, y1 = min(0.0, *ys), (max(ys) * 1.05) or 1.0
 
     def px(s: float) -> float:
         return left + (s - x0) / ((x1 - x0) or 1) * (width - left - right)
@@ -82,223 +122,215 @@ def curves_svg(curve: dict[str, list[list[float]]], ln_vocab: float | None, widt
     def py(v: float) -> float:
         return top + (1 - (v - y0) / ((y1 - y0) or 1)) * (height - top - bottom)
 
-    parts = [f"<svg viewBox='0 0 {width} {height}' width='100%' role='img' aria-label='loss curves'>"]
+    base = height - bottom
+    parts = []
     for t in _ticks(y0, y1):
-        parts.append(
-            f"<line x1='{left}' x2='{width - right}' y1='{py(t):.1f}' y2='{py(t):.1f}' stroke='#eee'/>"
-        )
-        parts.append(
-            f"<text x='{left - 6}' y='{py(t) + 4:.1f}' text-anchor='end' font-size='11'>{t:g}</text>"
-        )
-    for t in _ticks(x0, x1):
-        parts.append(
-            f"<text x='{px(t):.1f}' y='{height - bottom + 16}' text-anchor='middle' font-size='11'>{t:g}</text>"
-        )
-    parts.append(
-        f"<text x='{(left + width) / 2}' y='{height - 6}' text-anchor='middle' font-size='12'>step</text>"
-    )
-    parts.append(
-        f"<line x1='{left}' x2='{left}' y1='{top}' y2='{height - bottom}' stroke='#999'/>"
-        f"<line x1='{left}' x2='{width - right}' y1='{height - bottom}' y2='{height - bottom}' stroke='#999'/>"
-    )
-    if ln_vocab:
-        y = py(ln_vocab)
-        parts.append(
-            f"<line x1='{left}' x2='{width - right}' y1='{y:.1f}' y2='{y:.1f}' stroke='#999' stroke-dasharray='5 4'/>"
-        )
+        parts += [
+            _line(left, py(t), width - right, py(t), "#eee"),
+            _text(left - 6, py(t) + 4, f"{t:g}", anchor="end"),
+        ]
+    parts += [_text(px(t), base + 16, f"{t:g}") for t in _ticks(x0, x1)]
+    parts += [_text((left + width) / 2, height - 6, "step", 12)]
+    parts += [_line(left, top, left, base, "#999"), _line(left, base, width - right, base, "#999")]
     legend = []
-    for i, (name, label, colour) in enumerate(CURVES):
-        pts = series[name]
-        if not pts:
-            continue
-        path = " ".join(f"{px(s):.1f},{py(v):.1f}" for s, v in pts)
-        parts.append(f"<polyline fill='none' stroke='{colour}' stroke-width='2' points='{path}'/>")
-        if name != "train":
-            parts += [f"<circle cx='{px(s):.1f}' cy='{py(v):.1f}' r='3' fill='{colour}'/>" for s, v in pts]
-        legend.append((label, colour, i))
     if ln_vocab:
-        legend.append(("ln(vocab)", "#999", len(legend)))
-    for row, (label, colour, _) in enumerate(legend):
+        parts.append(_line(left, py(ln_vocab), width - right, py(ln_vocab), "#999", dash="5 4"))
+    for name, label, colour in CURVES:
+        if not series[name]:
+            continue
+        path = " ".join(f"{px(s):.1f},{py(v):.1f}" for s, v in series[name])
+        parts.append(el("polyline", fill="none", stroke=colour, stroke_width=2, points=path))
+        if name != "train":
+            parts += [
+                el("circle", cx=f"{px(s):.1f}", cy=f"{py(v):.1f}", r=3, fill=colour) for s, v in series[name]
+            ]
+        legend.append((label, colour))
+    if ln_vocab:
+        legend.append(("ln(vocab)", "#999"))
+    for row, (label, colour) in enumerate(legend):
         y = top + 10 + row * 16
-        parts.append(f"<rect x='{width - right - 150}' y='{y - 8}' width='12' height='4' fill='{colour}'/>")
-        parts.append(f"<text x='{width - right - 132}' y='{y - 2}' font-size='11'>{escape(label)}</text>")
-    parts.append("</svg>")
-    return "".join(parts)
+        parts.append(el("rect", x=width - right - 150, y=y - 8, width=12, height=4, fill=colour))
+        parts.append(_text(width - right - 132, y - 2, label, anchor="start"))
+    return el(
+        "svg", "".join(parts), viewBox=f"0 0 {width} {height}", width="100%", role="img", aria_label="loss"
+    )
 
 
-def histogram_svg(lengths: dict[str, Any] | None, width: int = 480) -> str:
-    """Example lengths in tokens, power-of-two bins, as bars."""
+def histogram_svg(lengths: dict[str, Any] | None, width: int = 900) -> str:
+    """Example lengths in tokens (power-of-two bins) as bars."""
     hist = (lengths or {}).get("histogram")
     if not hist or not hist.get("counts"):
-        return "<p class='muted'>No length histogram.</p>"
+        return el("p", "No length histogram.", class_="muted")
     starts, counts = hist["bin_starts"], hist["counts"]
-    height, bottom, bar = 150, 30, (width - 20) / len(counts)
-    peak = max(counts) or 1
-    parts = [f"<svg viewBox='0 0 {width} {height}' width='100%' role='img' aria-label='example lengths'>"]
+    height, bottom, bar = 160, 30, (width - 20) / len(counts)
+    base, peak = height - bottom, max(counts) or 1
+    parts = []
     for i, (start, n) in enumerate(zip(starts, counts, strict=False)):
-        h = (height - bottom - 14) * n / peak
-        x = 10 + i * bar
-        parts.append(
-            f"<rect x='{x + 1:.1f}' y='{height - bottom - h:.1f}' width='{bar - 2:.1f}' height='{h:.1f}' "
-            f"fill='#3b6ea8'><title>{start}+ tokens: {n}</title></rect>"
-        )
+        h, x = (base - 14) * n / peak, 10 + i * bar
+        tip = el("title", f"{start}+ tokens: {n}")
+        box = {"x": f"{x + 1:.1f}", "y": f"{base - h:.1f}", "width": f"{bar - 2:.1f}", "height": f"{h:.1f}"}
+        parts.append(el("rect", tip, fill="#3b6ea8", **box))
         if n:
-            parts.append(
-                f"<text x='{x + bar / 2:.1f}' y='{height - bottom - h - 3:.1f}' text-anchor='middle' "
-                f"font-size='9'>{n}</text>"
-            )
-        parts.append(
-            f"<text x='{x + bar / 2:.1f}' y='{height - bottom + 12}' text-anchor='middle' font-size='10'>{start}</text>"
-        )
-    parts.append(
-        f"<text x='{width / 2}' y='{height - 4}' text-anchor='middle' font-size='11'>tokens per example</text></svg>"
-    )
-    return "".join(parts)
+            parts.append(_text(x + bar / 2, base - h - 3, str(n), 10))
+        parts.append(_text(x + bar / 2, base + 13, str(start), 11))
+    parts.append(_text(width / 2, height - 3, "tokens per example (bins start at)"))
+    view = f"0 0 {width} {height}"
+    return el("svg", "".join(parts), viewBox=view, width="100%", style="max-width:900px", role="img")
+
+
+# -- sections -------------------------------------------------------------------------------------------
 
 
 def _checks(checks: list[dict[str, Any]]) -> str:
     rows = []
     for c in checks:
-        colour = PILL_COLOURS.get(c.get("verdict"), "#6b6b6b")
-        setting = f"<div class='muted'>{escape(c['setting'])}</div>" if c.get("setting") else ""
-        rows.append(
-            f"<tr><td>{escape(c.get('section', ''))}</td><td>{escape(c.get('title') or c.get('name', ''))}</td>"
-            f"<td><span class='pill' style='background:{colour}'>{escape(str(c.get('verdict', '')))}</span></td>"
-            f"<td>{escape(c.get('reason', ''))}</td><td class='num'>{_fmt(c.get('value'))}</td>"
-            f"<td>{escape(c.get('threshold') or '')}{setting}</td></tr>"
+        verdict = str(c.get("verdict", ""))
+        pill = el(
+            "span", escape(verdict), class_="pill", style=f"background:{PILL_COLOURS.get(verdict, GREY)}"
         )
-    head = (
-        "<tr><th>section</th><th>check</th><th>verdict</th><th>why</th><th>value</th><th>threshold</th></tr>"
-    )
-    return f"<table id='checks'><thead>{head}</thead><tbody>{''.join(rows)}</tbody></table>"
+        setting = el("div", escape(c["setting"]), class_="muted") if c.get("setting") else ""
+        title = escape(c.get("title") or c.get("name", ""))
+        reason = escape(c.get("reason") or "")
+        rows.append([escape(c.get("section", "")), title, pill, reason, fmt(c.get("value"))])
+        rows[-1].append(escape(c.get("threshold") or "") + setting)
+    head = ["section", "check", "verdict", "why", "value", "threshold"]
+    return section("checks", "Checks", table(rows, head, numeric={4}))
 
 
 def _data(report: dict[str, Any]) -> str:
     data = report.get("data") or {}
     b, o = data.get("batches") or {}, data.get("overlap") or {}
     examples, tokens = data.get("examples") or {}, data.get("tokens") or {}
+    unit = o.get("unit", "n-gram")
     service = [
-        ("examples (train / val)", f"{_fmt(examples.get('train'))} / {_fmt(examples.get('val'))}"),
-        ("tokens (train / val)", f"{_fmt(tokens.get('train'))} / {_fmt(tokens.get('val'))}"),
-        ("vocabulary", _fmt(data.get("vocab_size"))),
-        ("packing", _fmt(data.get("packing"))),
-        ("empty examples", _fmt(data.get("empty_examples"))),
-        ("media-only fields", _fmt(data.get("media_only_fields"))),
-        ("duplicate examples", _fmt(data.get("duplicate_examples"))),
-        ("examples in both train and val", _fmt(data.get("train_val_overlap"))),
-        ("val tokens unseen in train", _fmt(data.get("val_tokens_unseen_in_train"))),
+        ["examples (train / val)", f"{fmt(examples.get('train'))} / {fmt(examples.get('val'))}"],
+        ["tokens (train / val)", f"{fmt(tokens.get('train'))} / {fmt(tokens.get('val'))}"],
+        ["vocabulary", fmt(data.get("vocab_size"))],
+        ["packing", fmt(data.get("packing"))],
+        ["empty examples", fmt(data.get("empty_examples"))],
+        ["media-only fields", fmt(data.get("media_only_fields"))],
+        ["duplicate examples", fmt(data.get("duplicate_examples"))],
+        ["examples in both train and val", fmt(data.get("train_val_overlap"))],
+        ["val tokens unseen in train", fmt(data.get("val_tokens_unseen_in_train"))],
     ]
     batches = [
-        ("batches checked", _fmt(b.get("batches"))),
-        ("ids out of range", _fmt(b.get("out_of_range"))),
-        ("targets masked", _pct(b.get("masked_share"))),
-        ("targets padding", _pct(b.get("padded_share"))),
-        ("examples truncated", _pct(b.get("truncated_share"))),
-        ("targets = next input", _pct(b.get("aligned_share"))),
-        ("targets = same-position input", _pct(b.get("same_position_share"))),
-        ("answers inside their prompt", _pct(b.get("leaked_share"))),
-        ("distinct targets", _fmt(b.get("distinct_targets"))),
-        ("commonest target's share", _pct(b.get("top_target_share"))),
-        (f"val {o.get('unit', 'n-gram')}s seen in training", _pct(o.get("val_hits"))),
-        (f"unseen train {o.get('unit', 'n-gram')}s seen in training", _pct(o.get("fresh_hits"))),
+        ["batches checked", fmt(b.get("batches"))],
+        ["ids out of range", fmt(b.get("out_of_range"))],
+        ["targets masked", pct(b.get("masked_share"))],
+        ["targets that are padding", pct(b.get("padded_share"))],
+        ["examples truncated", pct(b.get("truncated_share"))],
+        ["targets = next input", pct(b.get("aligned_share"))],
+        ["targets = input at the same position", pct(b.get("same_position_share"))],
+        ["answers inside their prompt", pct(b.get("leaked_share"))],
+        ["distinct targets", fmt(b.get("distinct_targets"))],
+        ["share of the commonest target", pct(b.get("top_target_share"))],
+        [f"val {unit}s seen in training", pct(o.get("val_hits"))],
+        [f"unseen train {unit}s seen in training", pct(o.get("fresh_hits"))],
     ]
     lengths = data.get("lengths") or {}
     summary = ", ".join(
-        f"{k} {_fmt(lengths.get(k), 1)}" for k in ("min", "p50", "mean", "p95", "max") if k in lengths
+        f"{k} {fmt(lengths.get(k), 1)}" for k in ("min", "p50", "mean", "p95", "max") if k in lengths
     )
-    return (
-        "<section id='data'><h2>Data</h2><div class='grid'>"
-        f"<div><h3>From the data service</h3><table>{_rows(service)}</table></div>"
-        f"<div><h3>From every batch received</h3><table>{_rows(batches)}</table></div></div>"
-        f"<h3>Example lengths</h3><p class='muted'>{escape(summary)}</p>{histogram_svg(lengths)}</section>"
+    columns = el("div", el("h3", "From the data service") + table(service, numeric={1})) + el(
+        "div", el("h3", "From every batch received") + table(batches, numeric={1})
     )
+    body = el("div", columns, class_="grid") + el("h3", "Example lengths") + el("p", summary, class_="muted")
+    return section("data", "Data", body + histogram_svg(lengths))
 
 
 def _trace(report: dict[str, Any]) -> str:
     trace = report.get("trace") or {}
-    functions, expected = trace.get("functions") or {}, trace.get("expected") or {}
-    rows = "".join(
-        f"<tr><td>{escape(name)}</td><td class='num'>{_fmt(f.get('calls'))}</td>"
-        f"<td class='num muted'>{escape(expected.get(name, ''))}</td>"
-        f"<td class='num'>{f.get('total_s', 0):.3f}</td><td class='num'>{1000 * f.get('mean_s', 0):.3f}</td></tr>"
-        for name, f in functions.items()
-    )
-    head = "<tr><th>function</th><th>calls</th><th>expected</th><th>total s</th><th>mean ms</th></tr>"
-    return f"<section id='trace'><h2>Function trace</h2><table><thead>{head}</thead><tbody>{rows}</tbody></table></section>"
+    expected = trace.get("expected") or {}
+    rows = [
+        [escape(name), fmt(f.get("calls")), escape(expected.get(name, "")), f"{f.get('total_s', 0):.3f}"]
+        + [f"{1000 * f.get('mean_s', 0):.3f}"]
+        for name, f in (trace.get("functions") or {}).items()
+    ]
+    head = ["function", "calls", "expected", "total s", "mean ms"]
+    return section("trace", "Function trace", table(rows, head, numeric={1, 2, 3, 4}))
 
 
 def _preflight(report: dict[str, Any]) -> str:
     p = report.get("preflight")
     if not p:
         return ""
-    return (
-        "<section id='preflight'><h2>Pre-flight: one batch overfits</h2><p>"
-        f"{_fmt(p.get('rows'))} rows of the first batch, {_fmt(p.get('steps'))} steps at lr {_fmt(p.get('lr'), 4)}: "
-        f"loss {_fmt(p.get('initial_loss'))} → {_fmt(p.get('final_loss'))} "
-        f"(pass below {_fmt(p.get('ratio'), 2)} × start)</p></section>"
-    )
+    what = f"{fmt(p.get('rows'))} rows of the first batch, {fmt(p.get('steps'))} steps"
+    what += f" at lr {fmt(p.get('lr'), 4)}"
+    loss = f"loss {fmt(p.get('initial_loss'))} → {fmt(p.get('final_loss'))}"
+    return section("preflight", "Pre-flight: one batch overfits", el("p", f"{what}: {loss}"))
 
 
 def _accuracy(report: dict[str, Any]) -> str:
     a = report.get("accuracy")
     if not a:
         return ""
-    rows = "".join(
-        f"<tr><td class='mono'>{escape(i['prompt'])}</td><td class='mono'>{escape(i['expected'])}</td>"
-        f"<td class='mono'>{escape(i['got'])}</td><td>{'✓' if i['ok'] else '✗'}</td></tr>"
+    rows = [
+        [el("span", escape(i[k]), class_="mono") for k in ("prompt", "expected", "got")]
+        + ["✓" if i["ok"] else "✗"]
         for i in a.get("items") or []
+    ]
+    lead = el(
+        "p", f"{fmt(a.get('correct'))} of {fmt(a.get('examples'))} val pairs answered exactly", class_="muted"
     )
-    head = "<tr><th>prompt</th><th>expected</th><th>greedy answer</th><th></th></tr>"
-    return (
-        f"<section id='accuracy'><h2>Held-out accuracy: {_pct(a.get('accuracy'))}</h2>"
-        f"<p class='muted'>{_fmt(a.get('correct'))} of {_fmt(a.get('examples'))} val pairs answered exactly</p>"
-        f"<table><thead>{head}</thead><tbody>{rows}</tbody></table></section>"
-    )
+    body = lead + table(rows, ["prompt", "expected", "greedy answer", ""])
+    return section("accuracy", f"Held-out accuracy: {pct(a.get('accuracy'))}", body)
 
 
 def _samples(report: dict[str, Any]) -> str:
-    items = "".join(
-        f"<p class='mono'><span class='muted'>{escape(s.get('prompt', ''))}</span>{escape(s.get('completion', ''))}"
-        + (f"<br><span class='muted'>expected: {escape(s['expected'])}</span>" if "expected" in s else "")
-        + "</p>"
-        for s in report.get("samples") or []
-    )
-    return f"<section id='samples'><h2>Samples</h2>{items or '<p class=muted>No samples.</p>'}</section>"
+    items = []
+    for s in report.get("samples") or []:
+        text = el("span", escape(s.get("prompt", "")), class_="muted") + escape(s.get("completion", ""))
+        if "expected" in s:
+            text += "<br>" + el("span", f"expected: {escape(s['expected'])}", class_="muted")
+        items.append(el("p", text, class_="mono"))
+    return section("samples", "Samples", "".join(items) or el("p", "No samples.", class_="muted"))
 
 
-def render(report: dict[str, Any], png_url: str | None = None) -> str:
-    """The whole page for one report."""
+def _summary(report: dict[str, Any]) -> str:
     verdict = report.get("verdict") or "no verdict"
     ds, model, speed = report.get("dataset") or {}, report.get("model") or {}, report.get("speed") or {}
     init, final = report.get("loss_at_init") or {}, report.get("final") or {}
-    job = escape(str(report.get("job_id", "")))
-    banner = ""
-    if report.get("stopped_early"):
-        banner = f"<section class='banner'><b>Training stopped early:</b> {escape(report['stopped_early'])}</section>"
+    dataset = f"{ds.get('module')}:{ds.get('source')} · {ds.get('tokenizer')} tokenizer"
+    dataset += f" · vocab {ds.get('vocab_size')}"
+    size = f"{model.get('n_layer')} layers, {model.get('n_embd')} wide"
+    size += f", {fmt(model.get('num_params'))} parameters"
     facts = [
-        (
-            "dataset",
-            f"{escape(str(ds.get('module')))}:{escape(str(ds.get('source')))} · {escape(str(ds.get('tokenizer')))}",
-        ),
-        (
-            "model",
-            f"{model.get('n_layer')} layers × {model.get('n_embd')} wide, {_fmt(model.get('num_params'))} params",
-        ),
-        ("loss at init", f"{_fmt(init.get('val'))} (ln vocab {_fmt(init.get('expected_ln_vocab'))})"),
-        ("final loss", f"train {_fmt(final.get('train_loss'))}, val {_fmt(final.get('val_loss'))}"),
-        ("speed", f"{_fmt(speed.get('tokens_per_s'), 0)} tokens/s on {escape(str(speed.get('device')))}"),
+        ["dataset", escape(dataset)],
+        ["model", size],
+        ["loss at init", f"{fmt(init.get('val'))} (ln vocab = {fmt(init.get('expected_ln_vocab'))})"],
+        ["final loss", f"train {fmt(final.get('train_loss'))}, val {fmt(final.get('val_loss'))}"],
+        ["speed", f"{fmt(speed.get('tokens_per_s'), 0)} tokens/s on {fmt(speed.get('device'))}"],
     ]
-    png = f" <a href='{escape(png_url)}'>PNG</a>" if png_url else ""
-    return (
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>simtrain report {job}</title>"
-        f"<meta name='viewport' content='width=device-width, initial-scale=1'><style>{STYLE}</style></head><body><main>"
-        f"<h1>Fit report</h1><p class='muted mono'>job {job}</p>"
-        f"<section id='verdict'><span class='verdict' style='background:{VERDICT_COLOURS.get(verdict, '#6b6b6b')}'>"
-        f"{escape(verdict)}</span> <span>{escape(report.get('summary') or '')}</span>"
-        f"<table style='margin-top:12px'>{_rows(facts)}</table></section>{banner}"
-        f"<section id='curves'><h2>Loss curves{png}</h2>"
-        f"{curves_svg(report.get('curve') or {}, init.get('expected_ln_vocab'))}</section>"
-        f"<section><h2>Checks</h2>{_checks(report.get('checks') or [])}</section>"
-        f"{_data(report)}{_preflight(report)}{_accuracy(report)}{_samples(report)}{_trace(report)}"
-        "</main></body></html>"
+    badge = el(
+        "span", escape(verdict), class_="verdict", style=f"background:{VERDICT_COLOURS.get(verdict, GREY)}"
     )
+    head = badge + " " + el("span", escape(report.get("summary") or ""))
+    return el("section", head + table(facts), id="verdict")
+
+
+def render(report: dict[str, Any], png_url: str | None = None) -> str:
+    """The whole page for one report; ``png_url`` links the trainer's PNG of the curves."""
+    job = escape(str(report.get("job_id", "")))
+    stopped = report.get("stopped_early")
+    banner = (
+        section("stopped", "Training stopped early", el("p", escape(stopped)), "banner") if stopped else ""
+    )
+    png = " " + el("a", "PNG", href=png_url) if png_url else ""
+    curves = curves_svg(
+        report.get("curve") or {}, (report.get("loss_at_init") or {}).get("expected_ln_vocab")
+    )
+    body = (
+        el("h1", "Fit report")
+        + el("p", f"job {job}", class_="muted mono")
+        + _summary(report)
+        + banner
+        + el("section", el("h2", "Loss curves" + png) + curves, id="curves")
+        + _checks(report.get("checks") or [])
+        + _data(report)
+        + _preflight(report)
+        + _accuracy(report)
+        + _samples(report)
+        + _trace(report)
+    )
+    head = "<meta charset='utf-8'>" + el("title", f"simtrain report {job}") + el("style", STYLE)
+    return "<!doctype html>" + el("html", el("head", head) + el("body", el("main", body)), lang="en")

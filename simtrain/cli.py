@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Column, Table
 
@@ -39,6 +40,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts in
 DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 # `watch` and `submit --watch` exit with the job's outcome.
 EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 3}
+EXIT_NOT_FIT = 4  # `report`: the verdict is "not fit"
 UP_FILE = "simtrain-up.json"
 
 
@@ -212,16 +214,31 @@ def demo(max_iters: Annotated[int, typer.Option(help="Training iterations.")] = 
         stack.stop()
 
 
+def _loss(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
 def _print_report(report: dict[str, Any], gateway_url: str, path: Path) -> None:
     init = report["loss_at_init"]
     final = report["final"]
+    train, val = _loss(final["train_loss"]), _loss(final["val_loss"])
     console.print(
-        f"loss at init {init['val']:.3f} (ln vocab = {init['expected_ln_vocab']:.3f}) → "
-        f"final train loss [bold]{final['train_loss']:.3f}[/], val loss [bold]{final['val_loss']:.3f}[/]"
+        f"loss at init {_loss(init['val'])} (ln vocab = {init['expected_ln_vocab']:.3f}) → "
+        f"final train loss [bold]{train}[/], val loss [bold]{val}[/]"
     )
-    sample = report["samples"][0]
-    console.print(f"sample: [dim]{sample['prompt']}[/]{sample['completion']}", markup=True, highlight=False)
+    if report.get("samples"):
+        sample = report["samples"][0]
+        console.print(
+            f"sample: [dim]{escape(sample['prompt'])}[/]{escape(sample['completion'])}", highlight=False
+        )
+    if report.get("verdict"):
+        colour = {"fit": "green", "fit with warnings": "yellow", "not fit": "red"}.get(
+            report["verdict"], "default"
+        )
+        console.print(f"verdict: [bold {colour}]{report['verdict']}[/] ({escape(report.get('summary', ''))})")
     console.print(f"report: {path}\n        {gateway_url}/v1/jobs/{report['job_id']}/report")
+    if report.get("verdict"):
+        console.print(f"        {gateway_url}/v1/jobs/{report['job_id']}/report.html")
 
 
 def _progress_line(job: dict[str, Any]) -> str:
@@ -467,27 +484,44 @@ def delete(job_id: str, gateway: GatewayOpt = DEFAULT_GATEWAY, token: TokenOpt =
 def report(
     job_id: str, json_out: JsonOpt = False, gateway: GatewayOpt = DEFAULT_GATEWAY, token: TokenOpt = None
 ):
-    """Show a finished job's fit report: losses, checks and samples."""
+    """Show a job's fit report: the checks as a table (failing first) and the verdict.
+
+    Exits 0 when the data is fit (with or without warnings), 4 when it is not fit, 1 when there is no report.
+    """
     with _gateway_errors():
         body = GatewayClient(gateway, token).report(job_id)
     if json_out:
         _print_json(body)
-        return
-    where = Path(body["checkpoint"]).parent / "report.json" if "checkpoint" in body else Path("report.json")
-    _print_report(body, gateway.rstrip("/"), where)
-    checks = body.get("checks") or []
+    else:
+        where = (
+            Path(body["checkpoint"]).parent / "report.json" if "checkpoint" in body else Path("report.json")
+        )
+        _print_checks(body.get("checks") or [])
+        _print_report(body, gateway.rstrip("/"), where)
+    if body.get("verdict") == "not fit":
+        raise typer.Exit(EXIT_NOT_FIT)
+
+
+def _print_checks(checks: list[dict[str, Any]] | dict[str, Any]) -> None:
     if isinstance(checks, dict):
         checks = [{"name": k, **(v if isinstance(v, dict) else {"value": v})} for k, v in checks.items()]
-    if checks:
-        table = Table("check", "verdict", "why", box=None)
-        colour = {"pass": "green", "warn": "yellow", "fail": "red"}
-        for c in checks:
-            verdict = str(c.get("verdict", ""))
-            style = colour.get(verdict, "")
-            table.add_row(
-                str(c.get("name", "")), f"[{style}]{verdict}[/]" if style else verdict, c.get("reason", "")
-            )
-        console.print(table)
+    if not checks:
+        return
+    table = Table("check", "verdict", "value", "threshold", "why", box=None)
+    colour = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+    for c in checks:
+        verdict = str(c.get("verdict", ""))
+        style = colour.get(verdict, "")
+        value = c.get("value")
+        shown = f"{value:.3g}" if isinstance(value, float) else ("" if value is None else str(value))
+        table.add_row(
+            str(c.get("name", "")),
+            f"[{style}]{verdict}[/]" if style else verdict,
+            shown,
+            escape(str(c.get("threshold") or "")),
+            escape(str(c.get("reason", ""))),
+        )
+    console.print(table)
 
 
 @app.command()

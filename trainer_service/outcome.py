@@ -49,7 +49,7 @@ def run_to_outcome(job_id: str, run: Callable[[], dict[str, Any] | None]) -> Out
         log.info("job %s interrupted: %s", job_id, e)
         return Outcome("interrupted")
     except LeaseLost as e:
-        log.warning("job %s: %s", job_id, e)
+        log.warning("%s", e)
         return Outcome("lost", error=str(e))
     except (redis.ConnectionError, redis.TimeoutError) as e:
         # Redis stayed away longer than the writes wait for: not the job's fault, so run it again.

@@ -1,0 +1,84 @@
+"""The report page's rendering: every section from a full report, and no crash on an old or partial one."""
+
+from __future__ import annotations
+
+import math
+
+from gateway.report_html import curves_svg, histogram_svg, render
+
+FULL = {
+    "job_id": "abc123",
+    "verdict": "fit with warnings",
+    "summary": "every check passes but 1 warn: duplicates",
+    "dataset": {"module": "sort", "source": "sort", "tokenizer": "char", "vocab_size": 6},
+    "model": {"n_layer": 2, "n_embd": 32, "num_params": 26176},
+    "loss_at_init": {"val": 1.79, "expected_ln_vocab": 1.79},
+    "final": {"train_loss": 0.01, "val_loss": None},
+    "curve": {"train": [[10, 1.5], [20, 1.0]], "val": [[0, 1.79], [20, math.nan]], "train_eval": [[0, 1.78]]},
+    "checks": [
+        {
+            "name": "duplicates",
+            "section": "data",
+            "title": "duplicates",
+            "verdict": "warn",
+            "reason": "65% repeat",
+        },
+        {"name": "trace", "section": "trace", "title": "function trace", "verdict": "pass", "reason": "ok"},
+    ],
+    "data": {
+        "examples": {"train": 1800, "val": 200},
+        "lengths": {
+            "min": 14,
+            "p50": 14.0,
+            "histogram": {"bin_starts": [0, 1, 2, 4, 8], "counts": [0, 0, 0, 0, 9]},
+        },
+        "batches": {"batches": 10, "masked_share": 0.5},
+        "overlap": {"unit": "example", "val_hits": 0.0},
+    },
+    "trace": {
+        "functions": {"forward": {"calls": 3, "total_s": 0.3, "mean_s": 0.1}},
+        "expected": {"forward": "== 3"},
+    },
+    "preflight": {"rows": 8, "steps": 50, "lr": 0.003, "initial_loss": 1.8, "final_loss": 0.02},
+    "accuracy": {
+        "examples": 2,
+        "correct": 1,
+        "accuracy": 0.5,
+        "items": [
+            {"prompt": "21=", "expected": "12", "got": "12", "ok": True},
+            {"prompt": "31=", "expected": "13", "got": "11", "ok": False},
+        ],
+    },
+    "samples": [{"prompt": "21=", "completion": "12", "expected": "12"}],
+    "stopped_early": None,
+}
+
+
+def test_a_full_report_renders_every_section() -> None:
+    html = render(FULL, png_url="/v1/jobs/abc123/report.png")
+    for part in ("id='verdict'", "id='curves'", "id='checks'", "id='data'", "id='preflight'"):
+        assert part in html
+    for part in ("id='accuracy'", "id='samples'", "id='trace'", "fit with warnings", "65% repeat"):
+        assert part in html
+    assert "href='/v1/jobs/abc123/report.png'" in html
+    assert "Held-out accuracy: 50.0%" in html and "✗" in html
+    assert "Training stopped early" not in html
+
+
+def test_an_old_report_without_checks_still_renders() -> None:
+    old = {"job_id": "x", "loss_at_init": {"val": 3.9, "expected_ln_vocab": 3.87}, "final": {}, "samples": []}
+    html = render(old)
+    assert "no verdict" in html and "No finite loss was recorded" in html and "No samples." in html
+
+
+def test_a_stopped_job_shows_why() -> None:
+    html = render(FULL | {"verdict": "not fit", "stopped_early": "ids <past> the vocabulary"})
+    assert "Training stopped early" in html and "ids &lt;past&gt; the vocabulary" in html
+
+
+def test_the_curves_skip_missing_values_and_draw_ln_vocab() -> None:
+    svg = curves_svg(FULL["curve"], 1.79)
+    assert svg.count("<polyline") == 3 and "stroke-dasharray='5 4'" in svg and "nan" not in svg
+    assert "ln(vocab)" in svg
+    assert "No length histogram" in histogram_svg(None)
+    assert histogram_svg(FULL["data"]["lengths"]).count("<rect") == 5
