@@ -10,10 +10,12 @@ import logging
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -60,6 +62,35 @@ def _status(context: grpc.ServicerContext, method: str) -> Iterator[None]:
         context.abort(grpc.StatusCode.INTERNAL, f"{method} failed: {type(e).__name__}: {e}")
 
 
+@dataclass(frozen=True)
+class _Malformed:
+    """Request bytes that do not parse as the method's message type (kept, to be refused with a reason)."""
+
+    type_name: str
+    reason: str
+
+
+def _lenient(message_type: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: grpc would answer a parse failure with INTERNAL."""
+
+    def parse(data: bytes) -> Any:
+        try:
+            return message_type.FromString(data)
+        except DecodeError as e:
+            return _Malformed(message_type.DESCRIPTOR.full_name, str(e))
+
+    return parse
+
+
+def _well_formed(request: Any) -> Any:
+    """The request, or (for a client stream) its messages, refusing malformed ones as INVALID_ARGUMENT."""
+    if isinstance(request, _Malformed):
+        raise DataError(f"the request is not a valid {request.type_name} message: {request.reason}")
+    if isinstance(request, Iterator):
+        return (_well_formed(message) for message in request)
+    return request
+
+
 def _rpc(method: Callable) -> Callable:
     """Give an RPC method (unary or streaming) real status codes instead of UNKNOWN."""
     if inspect.isgeneratorfunction(method):
@@ -67,14 +98,14 @@ def _rpc(method: Callable) -> Callable:
         @functools.wraps(method)
         def stream(self, request, context):
             with _status(context, method.__name__):
-                yield from method(self, request, context)
+                yield from method(self, _well_formed(request), context)
 
         return stream
 
     @functools.wraps(method)
     def unary(self, request, context):
         with _status(context, method.__name__):
-            return method(self, request, context)
+            return method(self, _well_formed(request), context)
 
     return unary
 
@@ -297,7 +328,7 @@ def add_servicer(servicer: DataServiceServicer, server: grpc.Server) -> None:
         }[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = kind(
             getattr(servicer, method.name),
-            request_deserializer=getattr(pb, method.input_type.name).FromString,
+            request_deserializer=_lenient(getattr(pb, method.input_type.name)),
             response_serializer=_serialize,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))

@@ -72,12 +72,18 @@ def _with_security_doc(app: FastAPI) -> Callable[[], dict[str, Any]]:
             "description": "Missing or wrong API token",
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
         }
+        error_body = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
         for path, operations in schema["paths"].items():
             for operation in operations.values():
                 if path == "/healthz":
                     operation["security"] = []
                 else:
                     operation["responses"].setdefault("401", unauthorized)
+                # Errors are JSON even where the success is a page or a file (FastAPI would document them
+                # with the route's media type).
+                for status, response in operation["responses"].items():
+                    if status[0] in "45" and "application/json" not in response.get("content", {}):
+                        response["content"] = error_body
         return schema
 
     return openapi

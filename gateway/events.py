@@ -19,6 +19,7 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from gateway import examples
+from gateway.errors import error_doc
 from gateway.jobs import existing_job
 from simtrain.jobs import JobRecord, JobStatus
 from simtrain.queue import decode_record
@@ -86,7 +87,10 @@ def _record(raw: dict[str, str]) -> dict[str, Any]:
     response_class=EventSourceResponse,
     summary="Live events: status changes and metrics, as Server-Sent Events",
     description=DESCRIPTION,
-    responses={200: {"content": {"text/event-stream": {"example": examples.EVENTS}}}},
+    responses={
+        200: {"content": {"text/event-stream": {"example": examples.EVENTS}}},
+        404: error_doc("No such job (or not a job id)"),
+    },
 )
 async def job_events(
     job: Annotated[JobRecord, Depends(existing_job)],

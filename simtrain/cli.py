@@ -67,6 +67,12 @@ def _exit_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
+def _ignore_stop_signals() -> None:
+    """From here on, stopping goes to the end: every child is stopped and waited for, none orphaned."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _start_stack(settings: Settings, port: int) -> LocalStack:
     console.print(f"[bold]starting the local stack[/] (logs in {settings.state_dir / 'logs'})")
     try:
@@ -142,6 +148,7 @@ def up(
     except KeyboardInterrupt:
         pass
     finally:
+        _ignore_stop_signals()  # a second Ctrl-C or SIGTERM must not cut the stopping short
         console.print("stopping…")
         stack.stop()
         pid_file.unlink(missing_ok=True)
@@ -210,6 +217,7 @@ def demo(max_iters: Annotated[int, typer.Option(help="Training iterations.")] = 
         console.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
     finally:
+        _ignore_stop_signals()
         console.print("stopping the stack…")
         stack.stop()
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import redis
 
+from simtrain.orphans import guarded
 from simtrain.process import stop_process
 
 
@@ -46,6 +47,8 @@ class PrivateRedis:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen | None = None
     kind: str = ""
+    # Sent SIGTERM when the process that started it dies, even by SIGKILL (see simtrain/orphans.py).
+    guard_parent: bool = False
     _dir: tempfile.TemporaryDirectory | None = None
 
     @property
@@ -68,6 +71,8 @@ class PrivateRedis:
             "--dir",
             self._dir.name,
         ]
+        if self.guard_parent:
+            args = guarded(args)
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while not redis_answers(self.url, 0.2):

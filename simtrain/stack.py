@@ -2,6 +2,8 @@
 
 ``simtrain up`` and ``simtrain demo`` use it, and so does the end-to-end test. Children run in their
 own sessions so Ctrl-C reaches only us; we then stop them in reverse order, each with SIGTERM first.
+Each child, the private Redis included, is started through ``simtrain.orphans`` so that it gets SIGTERM
+if we die without stopping it (killed outright): nothing is left behind.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from simtrain.orphans import guarded
 from simtrain.process import stop_process
 from simtrain.redis_server import PrivateRedis, redis_answers
 from simtrain.settings import Settings
@@ -81,7 +84,8 @@ class LocalStack:
         if wanted and redis_answers(wanted):
             self.redis_url, self.redis_kind = wanted, f"existing Redis at {redact_url(wanted)}"
             return
-        self.redis = PrivateRedis().start()
+        self.redis = PrivateRedis(guard_parent=True)  # held before it starts, so stop() always finds it
+        self.redis.start()
         self.redis_url = self.redis.url
         self.redis_kind = f"private {self.redis.kind} on port {self.redis.port}"
 
@@ -99,7 +103,7 @@ class LocalStack:
         log_path = self.log_dir / f"{module}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", module],
+                guarded([sys.executable, "-m", module]),
                 env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

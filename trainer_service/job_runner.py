@@ -144,7 +144,7 @@ class JobRun:
         report = self._report(duration_s=time.time() - started)
         if self.unfit:
             self.queue.set_report(self.job.id, report)  # the job fails, and its report says why
-            raise UnfitBatch(f"training stopped, the data is not fit: {self.unfit}")
+            raise UnfitBatch(f"not fit, training stopped: {self.unfit} (the report says more)")
         return report
 
     def _train(self) -> None:

@@ -58,6 +58,21 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the training forward/backward (worth it on CUDA, for long jobs)
 
 
+class _LogitsMark:
+    """A forward hook for ``lm_head``: marks the moment the logits exist, i.e. where the loss begins.
+
+    It holds the trace alone (not the trainer), so a model that carries it can still be copied or pickled.
+    """
+
+    def __init__(self, trace: Trace) -> None:
+        self.trace = trace
+        self.mark: Mark | None = None
+
+    def __call__(self, module: nn.Module, args: Any, output: Any) -> None:
+        if module.training:  # evaluation and generation are traced as wholes
+            self.mark = self.trace.mark(device=True)
+
+
 class Trainer:
     """Trains ``model`` on ``(x, y)`` batches until ``max_iters``, the batches run out, or ``stop()``.
 
@@ -103,12 +118,12 @@ class Trainer:
         self.grad_norm: torch.Tensor | None = None  # before clipping; a tensor: reading it syncs
         self.lr = self.lr_at(self.iter_num)
         self.trace = Trace(self.device)
-        self._logits_mark: Mark | None = None
+        self._boundary = _LogitsMark(self.trace)
         lm_head = getattr(model, "lm_head", None)
         if isinstance(lm_head, nn.Module) and not config.compile:
             # Where the forward pass ends and the loss begins, without changing how the model computes the
             # loss (a compiled model would break its graph here, so it reports the two together).
-            lm_head.register_forward_hook(self._mark_logits)
+            lm_head.register_forward_hook(self._boundary)
         self._stop_requested = False
         self._mid_step = False  # between optimizer.step() and the iter_num increment, i.e. inside callbacks
 
@@ -144,23 +159,19 @@ class Trainer:
         batches = iter(data)
         self._batches = DeviceBatches(batches, self.device) if self.device.type == "cuda" else batches
 
-    def _mark_logits(self, module: nn.Module, args: Any, output: Any) -> None:
-        if module.training:
-            self._logits_mark = self.trace.mark(device=True)
-
     def _forward(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The model's forward and loss (one call, as minGPT's), traced as two functions."""
-        self._logits_mark = None
+        self._boundary.mark = None
         start = self.trace.mark(device=True)
         with autocast(self.device, self.autocast_dtype):
             _, loss = model(x, y)
-        end = self.trace.mark(device=True)
-        if self._logits_mark is None:  # no boundary seen: the loss counts, its time is inside forward's
+        end, boundary = self.trace.mark(device=True), self._boundary.mark
+        if boundary is None:  # no boundary seen: the loss counts, its time is inside forward's
             self.trace.add("forward", start, end)
             self.trace.add_seconds("loss", 0.0)
         else:
-            self.trace.add("forward", start, self._logits_mark)
-            self.trace.add("loss", self._logits_mark, end)
+            self.trace.add("forward", start, boundary)
+            self.trace.add("loss", boundary, end)
         return loss
 
     def add_callback(self, onevent: str, callback: Callback) -> None:

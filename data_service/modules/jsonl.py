@@ -16,6 +16,8 @@ from data_service.modules.text import lines
 
 # How many bad lines one error message lists.
 MAX_REPORTED = 5
+# A line is held whole to parse it; past this it is refused rather than allowed to fill the memory.
+MAX_LINE_CHARS = 16 << 20
 
 
 class JsonlModule(DataModule):
@@ -57,13 +59,20 @@ class JsonlModule(DataModule):
 
 
 def _whole_lines(path: Path) -> Iterator[str]:
-    """Lines of any length (``lines`` cuts very long ones into parts)."""
+    """Lines up to MAX_LINE_CHARS long (``lines`` cuts long ones into parts); a longer one is an error."""
     parts: list[str] = []
+    size, number = 0, 1
     for part in lines(path):
         parts.append(part)
+        size += len(part)
+        if size > MAX_LINE_CHARS:
+            raise DataError(
+                f"{path}: line {number} is over {MAX_LINE_CHARS:,} characters long; refused (one JSON "
+                "object per line is expected)"
+            )
         if part.endswith("\n"):
             yield "".join(parts)
-            parts = []
+            parts, size, number = [], 0, number + 1
     if parts:
         yield "".join(parts)
 

@@ -61,12 +61,13 @@ def test_two_processes_train_like_one_with_twice_the_batch(settings: Settings, j
         assert [s for s, _ in got] == [s for s, _ in want]
         assert [v for _, v in got] == pytest.approx([v for _, v in want], abs=1e-4)
 
-    # Rank 0 alone wrote: each logged step once, one checkpoint and one report, nothing else.
+    # Rank 0 alone wrote: each logged step once, one checkpoint and one report (with its plot), nothing else.
     assert [r["step"] for r in ddp_rows if "train/loss" in r] == [2, 4, 6, 8, 10, 12]
     assert [r["step"] for r in ddp_rows if "val/loss" in r] == [0, 6, 12]
     assert sorted(p.name for p in (settings.jobs_dir / ddp.id).iterdir()) == [
         "checkpoint.pt",
         "report.json",
+        "report.png",
         "torchrun.log",
     ]
     report = job_queue.report(ddp.id)

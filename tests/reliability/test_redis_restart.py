@@ -84,13 +84,13 @@ def test_a_worker_rides_out_a_redis_restart_and_its_job_finishes(
     reference = reference_weights(settings, reference_queue, long_spec(data_service.address))
 
     queue = JobQueue.from_url(private_redis.url, prefix=settings.key_prefix)
-    workers.env = worker_env(settings, redis_url=private_redis.url, lease_ms=3000)
+    workers.env = worker_env(settings.model_copy(update={"redis_url": private_redis.url}), lease_ms=3000)
     worker = workers.start("w1")
     job = queue.submit(long_spec(data_service.address))
     wait_until(lambda: queue.get(job.id).progress.step >= 60, 60, "step 60")
 
     private_redis.stop(kill=True)
-    wait_until(lambda: "redis down" in worker.log(), 30, "the worker to find Redis gone")
+    wait_until(lambda: "redis unavailable" in worker.log(), 30, "the worker to find Redis gone")
     private_redis.start()
 
     record = wait_finished(queue, job.id, 90)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 
 import torch
@@ -109,3 +110,10 @@ def test_without_a_boundary_the_loss_is_counted_inside_forward() -> None:
     summary = trainer.trace.summary()
     assert summary["forward"]["calls"] == summary["loss"]["calls"] == 3
     assert summary["loss"]["total_s"] == 0.0
+
+
+def test_a_traced_model_can_still_be_copied() -> None:
+    trainer = Trainer(TrainerConfig(device="cpu", max_iters=1), tiny(), iter(batches(1)))
+    trainer.run()
+    twin = copy.deepcopy(trainer.model)  # the hook holds the trace, not the trainer and its data stream
+    assert torch.equal(twin.lm_head.weight, trainer.model.lm_head.weight)

@@ -3,11 +3,13 @@
 The job runner passes every batch stream through :meth:`FitMonitor.stream` and calls :meth:`on_step` after
 every optimizer step. Finiteness is accumulated on the device, so it costs no sync; the runner reads it
 at the steps where it syncs anyway. Everything here goes into the checkpoint, so a resumed job's report
-covers the whole job.
+covers the whole job. The training stream is checked in the prefetch thread while evaluation streams are
+checked in the main one, so the counts are updated under a lock.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,16 +28,18 @@ class FitMonitor:
         self.preflight: dict[str, Any] | None = None
         self.val_probed = False
         self._bad: torch.Tensor | None = None  # [steps with a non-finite loss or grad norm, first such step]
+        self._lock = threading.Lock()
 
     def stream(self, batches: Iterator[Batch], role: str, first_step: int = 0) -> Iterator[Batch]:
         """Check each batch. ``role``: "train" (trained on: hashed as seen), "val" or "fresh" (probed for
         overlap), anything else (checked only)."""
         for step, (x, y) in enumerate(batches, start=first_step):
-            self.batches.check(x, y, f"{role} batch {step}")
-            if role == "train":
-                self.overlap.add_seen(x, y)
-            elif role in ("val", "fresh"):
-                self.overlap.add_probe(role, x, y)
+            with self._lock:
+                self.batches.check(x, y, f"{role} batch {step}")
+                if role == "train":
+                    self.overlap.add_seen(x, y)
+                elif role in ("val", "fresh"):
+                    self.overlap.add_probe(role, x, y)
             yield x, y
 
     def on_step(self, loss: torch.Tensor, grad_norm: torch.Tensor | None, step: int) -> None:
@@ -60,11 +64,14 @@ class FitMonitor:
         return count, (first if first >= 0 else None)
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "batches": self.batches.state_dict(),
-            "overlap": self.overlap.state_dict(),
-            "preflight": self.preflight,
-        }
+        with self._lock:  # copies: the prefetch thread goes on counting while the checkpoint is written
+            return {
+                "batches": {
+                    k: v.clone() if torch.is_tensor(v) else v for k, v in self.batches.state_dict().items()
+                },
+                "overlap": self.overlap.state_dict(),
+                "preflight": self.preflight,
+            }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batches.load_state_dict(state["batches"])

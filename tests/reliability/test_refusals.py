@@ -1,0 +1,130 @@
+"""Hostile input refused with a clear error, end to end.
+
+Module-level refusals have their own unit tests (``..`` and absolute sources, symlinks out of the root and
+out of a directory source in test_text_module; zip and zstd bombs and oversized members in
+test_anki_module; invalid UTF-8 in the text, jsonl and prepare tests). Here: the same refusals through the
+gRPC surface a client sees, a JSONL line too long to hold, and job specs over the memory limits, refused at
+submit (422 naming the field) and again by the worker.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from data_service.modules import jsonl
+from data_service.server import serve as serve_data
+from gateway.app import create_app
+from simtrain.data.v1 import data_service_pb2 as pb
+from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
+from simtrain.jobs import JobSpec, JobStatus
+from simtrain.limits import activation_bytes, model_params
+from simtrain.queue import JobQueue
+from simtrain.settings import Settings
+from tests.integration.gateway_support import error_of, serve
+from trainer_service.worker import Worker
+
+GPT_NANO = {"dataset": {"module": "text", "source": "tiny.txt"}, "model": {"model_type": "gpt-nano"}}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("hostile")
+    root = base / "data"
+    root.mkdir()
+    (base / "secret.txt").write_text("outside the data root\n")
+    (root / "link.txt").symlink_to(base / "secret.txt")
+    (root / "latin1.txt").write_bytes("caf\xe9\n".encode("latin-1"))
+    (root / "fine.txt").write_text("a story.\n" * 50)
+    # One JSON line longer than the module holds in memory: refused, not read whole.
+    with (root / "huge.jsonl").open("w") as f:
+        f.write('{"text": "' + "x" * (jsonl.MAX_LINE_CHARS + 10) + '"}\n')
+    return root
+
+
+@pytest.fixture(scope="module")
+def stub(data_root: Path) -> Iterator[pb_grpc.DataServiceStub]:
+    server, port = serve_data(Settings(data_root=data_root, state_dir=data_root.parent / "var"), port=0)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield pb_grpc.DataServiceStub(channel)
+    server.stop(None)
+
+
+@pytest.mark.parametrize(
+    ("module", "source", "message"),
+    [
+        ("text", "../secret.txt", "source '../secret.txt' is outside the data root: '..' climbs out of it"),
+        ("text", "/etc/passwd", "source '/etc/passwd' is an absolute path"),
+        ("text", "link.txt", "source 'link.txt' is outside the data root: a symbolic link leads out of it"),
+        ("text", "fine\0.txt", "contains a NUL character"),
+        ("text", "latin1.txt", "latin1.txt is not valid UTF-8: byte 0xe9 at offset 3"),
+        (
+            "jsonl",
+            "huge.jsonl",
+            f"huge.jsonl: line 1 is over {jsonl.MAX_LINE_CHARS:,} characters long; refused",
+        ),
+        ("anki", "fine.txt", "fine.txt is not a valid .apkg file"),
+    ],
+)
+def test_hostile_sources_are_refused_over_grpc(stub, module: str, source: str, message: str):
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.PrepareDataset(pb.PrepareDatasetRequest(module=module, source=source), timeout=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert message in refused.value.details()
+
+
+# -- memory limits ------------------------------------------------------------------------------------
+
+
+def test_the_estimates_match_the_model():
+    from trainer_service.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(n_layer=3, n_head=3, n_embd=48, vocab_size=1, block_size=64))
+    # All but the token embedding (one row here): the figure limits are checked against before a vocabulary.
+    assert model_params(3, 48, 64) == model.num_params() - 48
+    assert activation_bytes(1, 1, 8, 1, 4) == 2 * (4 * 8 * 34 + 5 * 16)
+
+
+@pytest.fixture
+def limited(redis_url: str, key_prefix: str) -> Settings:
+    return Settings(
+        redis_url=redis_url, key_prefix=key_prefix, max_model_params=1_000_000, max_activation_bytes=4 << 30
+    )
+
+
+def test_a_spec_over_the_limits_is_a_422_naming_the_field(limited: Settings, job_queue: JobQueue):
+    with serve(create_app(limited)) as client:
+        big_model = client.post("/v1/jobs", json=GPT_NANO | {"model": {"model_type": "gpt2"}})
+        error = error_of(big_model, 422)
+        assert [d["field"] for d in error["details"]] == ["model.model_type"]
+        assert "SIMTRAIN_MAX_MODEL_PARAMS" in error["message"]
+
+        sizes = {"n_layer": 96, "n_head": 2, "n_embd": 32}
+        huge_steps = GPT_NANO | {"model": sizes, "training": {"batch_size": 4096, "block_size": 4096}}
+        error = error_of(client.post("/v1/jobs", json=huge_steps), 422)
+        assert [d["field"] for d in error["details"]] == ["model.n_embd", "training.block_size"]
+        assert "lower block_size or batch_size" in error["details"][1]["message"]
+
+        assert client.post("/v1/jobs", json=GPT_NANO).status_code == 202
+    assert len(job_queue.list()[0]) == 1  # the refused ones were never queued
+
+
+def test_the_worker_refuses_a_spec_over_its_limits(limited: Settings):
+    """A job put on the queue by another client (not through the gateway) meets the same limits."""
+    queue = JobQueue.from_url(limited.redis_url, prefix=limited.key_prefix)
+    queue.ensure_group()
+    job = queue.submit(
+        JobSpec.model_validate(GPT_NANO | {"training": {"batch_size": 4096, "block_size": 4096}})
+    )
+    started = time.monotonic()
+    assert Worker(limited.model_copy(update={"worker_name": "w"}), queue).work_one(block_ms=100)
+    record = queue.get(job.id)
+    assert record.status == JobStatus.failed
+    assert record.error.startswith(
+        "refused: training.block_size: a step of batch_size 4096 x block_size 4096"
+    )
+    assert time.monotonic() - started < 5  # refused up front, nothing built

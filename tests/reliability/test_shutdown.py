@@ -1,0 +1,109 @@
+"""``simtrain up`` leaves nothing behind: stopped with SIGTERM, with ``simtrain down``, or even killed
+outright, every process it started (its private Redis or Valkey included) is gone, checked by PID."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from simtrain.redis_server import redis_answers
+from tests.reliability.support import wait_until
+
+pytestmark = pytest.mark.timeout(180)
+SERVICES = ("data_service", "trainer_service", "gateway")
+
+
+def children_of(pid: int) -> dict[int, str]:
+    """Every live descendant of ``pid`` (by /proc's parent links), with its command line."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, its_parent in parents.items():
+            if its_parent == parent and child not in found:
+                found[child] = command_line(child)
+                frontier.append(child)
+    return found
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (a zombie has exited; only its exit status waits to be collected)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+@pytest.mark.parametrize("how", ["sigterm", "down", "sigkill"])
+def test_up_leaves_no_process_behind(how: str, tmp_path: Path, key_prefix: str):
+    simtrain = Path(sys.executable).parent / "simtrain"
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SIMTRAIN_REDIS_URL")}
+    env |= {  # no Redis given: `up` starts a private one, which must go too
+        "SIMTRAIN_KEY_PREFIX": key_prefix,
+        "SIMTRAIN_STATE_DIR": str(tmp_path / "var"),
+        "SIMTRAIN_DATA_ROOT": str(tmp_path / "data"),
+        "COLUMNS": "200",
+    }
+    up = subprocess.Popen(
+        [str(simtrain), "up", "--port", "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    started: dict[int, str] = {}
+    threading.Thread(target=lambda: lines.extend(up.stdout), daemon=True).start()
+    try:
+        wait_until(lambda: any("ready" in line for line in lines) or up.poll() is not None, 90, "simtrain up")
+        assert up.poll() is None, "".join(lines)
+        started.update(children_of(up.pid))
+        commands = " ".join(started.values())
+        assert all(f"-m {service}" in commands for service in SERVICES), started
+        assert re.search(r"(redis|valkey)-server", commands), started
+        port = int(re.search(r"private .* on port (\d+)", "".join(lines)).group(1))
+
+        if how == "sigterm":
+            up.send_signal(signal.SIGTERM)
+        elif how == "down":
+            down = subprocess.run(
+                [str(simtrain), "down"], env=env, capture_output=True, text=True, timeout=90
+            )
+            assert down.returncode == 0, down.stdout + down.stderr
+        else:
+            up.send_signal(signal.SIGKILL)  # no chance to stop anything: the children must go by themselves
+        code = up.wait(timeout=90)
+        assert code == (-signal.SIGKILL if how == "sigkill" else 0), "".join(lines)
+
+        wait_until(lambda: not any(running(pid) for pid in started), 60, f"{started} to exit")
+        assert not redis_answers(f"redis://127.0.0.1:{port}/0")
+        if how != "sigkill":
+            assert not (tmp_path / "var" / "simtrain-up.json").exists()
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+        for pid in started:  # only on failure: leave nothing running for the next test
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
