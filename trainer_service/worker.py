@@ -5,6 +5,10 @@ lease. If the worker dies, the lease runs out and another worker claims the job 
 its last checkpoint. Nothing a job's owner sends can crash the worker: every failure becomes the
 job's ``error``.
 
+Each claim begins a numbered attempt, and everything the worker writes for it goes through an
+:class:`~simtrain.fencing.AttemptQueue`: once a newer attempt owns the job (this worker stalled past its
+lease), every write is refused and the worker lets the job go.
+
 A job of several processes on this host (``training.gpus`` > 1, or ``training.nproc`` > 1 on CPU) runs
 under ``torchrun`` as a child (see ``launch.py``) while the worker keeps the lease. A job of several nodes
 is not for one host: it waits, queued, for ``torchrun`` to be started on its nodes (deploy/k8s/multinode).

@@ -57,7 +57,7 @@ def retried(log: str) -> bool:
     return "batch stream broke at step" in log or "unavailable, retrying" in log
 
 
-def test_job_survives_a_data_service_restart_mid_stream(
+def test_job_survives_a_data_service_restart(
     settings: Settings, data_service: DataService, workers: Workers, tmp_path: Path
 ):
     queue = JobQueue.from_url(settings.redis_url, prefix=settings.key_prefix)
