@@ -317,9 +317,12 @@ class JobRun:
         is_eval = step % t.eval_interval == 0 or step == t.max_iters
         is_sync = is_eval or step % t.log_interval == 0
         if not is_sync:
-            # One process checks its stop flag every step; ranks can only agree to stop at sync steps.
-            if not self.ranks.distributed and self.should_stop():
-                self._stop(interrupted=True)
+            # One process checks its flags every step; ranks can only agree to stop at sync steps.
+            if not self.ranks.distributed:
+                if step < t.max_iters and self.queue.cancel_requested(self.job.id):
+                    self._stop(interrupted=False)
+                elif self.should_stop():
+                    self._stop(interrupted=True)
             return
 
         elapsed = time.perf_counter() - self._window_start

@@ -380,7 +380,7 @@ async function download(path, name) {
 }
 
 async function showReport(box, job) {
-  if (job.status !== "succeeded") return;
+  if (!["succeeded", "failed", "cancelled"].includes(job.status)) return;
   let report;
   try {
     report = await api("GET", `/v1/jobs/${job.id}/report`);
@@ -390,7 +390,8 @@ async function showReport(box, job) {
   }
   const init = report.loss_at_init || {};
   const final = report.final || {};
-  const summary = h("section", { class: "card", id: "summary" }, h("h2", {}, "Report"),
+  const summary = h("section", { class: "card", id: "summary" },
+    h("h2", {}, "Report ", h("a", { href: `/v1/jobs/${job.id}/report.html`, class: "muted" }, "(full page with plots)")),
     h("table", {}, h("tbody", {},
       h("tr", {}, h("td", {}, "loss at init"), h("td", { class: "num" }, fmt(init.val, 3)),
         h("td", { class: "muted" }, `ln(vocab) = ${fmt(init.expected_ln_vocab, 3)}`)),
