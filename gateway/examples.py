@@ -77,7 +77,23 @@ REPORT = {
     "loss_at_init": {"val": 3.883, "expected_ln_vocab": 3.871},
     "final": {"train_loss": 0.605, "val_loss": 0.611},
     "curve": {"train": [[10, 3.2], [20, 2.9]], "val": [[0, 3.883], [100, 1.4]]},
-    "checks": [{"name": "loss_falls", "verdict": "pass", "reason": "val loss fell from 3.88 to 0.61"}],
+    "verdict": "fit",
+    "summary": "every check passes",
+    "failing": [],
+    "warnings": [],
+    "checks": [
+        {
+            "name": "token_ids_in_range",
+            "section": "data",
+            "title": "token ids in range",
+            "verdict": "pass",
+            "reason": "every id of 392 batches is below the vocabulary size 48",
+            "value": 0,
+            "threshold": "fail > 0",
+            "setting": None,
+        }
+    ],
+    "trace": {"functions": {"forward": {"calls": 300, "total_s": 2.1, "mean_s": 0.007}}},
     "samples": [{"prompt": "The keeper of th", "completion": "e lighthouse gave it to Ada."}],
 }
 
