@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Column, Table
 
 from simtrain.client import GatewayClient, GatewayError
+from simtrain.process import pid_alive
 from simtrain.settings import Settings
 from simtrain.stack import LocalStack, StackError
 
@@ -109,20 +110,6 @@ def _running_up(path: Path) -> dict[str, Any] | None:
     return info
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    stat = Path(f"/proc/{pid}/stat")
-    try:
-        return stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 @app.command()
 def up(
     port: Annotated[int, typer.Option(help="Gateway port (0 picks a free one).")] = 8000,
@@ -171,7 +158,7 @@ def down(
     while time.monotonic() < deadline:
         # `up` removes its PID file once every service has stopped; a process killed outright leaves
         # the file behind, so its absence (or a zombie waiting for its parent) counts as stopped too.
-        if not pid_file.exists() or not _alive(pid):
+        if not pid_file.exists() or not pid_alive(pid):
             console.print("[green]stopped[/]")
             return
         time.sleep(0.2)

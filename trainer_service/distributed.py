@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import signal
 import socket
 import sys
@@ -26,6 +25,7 @@ import torch.distributed as dist
 
 from simtrain.fencing import AttemptQueue
 from simtrain.jobs import JobRecord
+from simtrain.process import pid_alive
 from simtrain.queue import Attempt, JobQueue
 from simtrain.settings import Settings
 from trainer_service.job_runner import JobRun
@@ -57,19 +57,9 @@ class StopFlag:
             signal.signal(sig, lambda *_: self.event.set())
 
     def __call__(self) -> bool:
-        if self.worker_pid is not None and not _alive(self.worker_pid):
+        if self.worker_pid is not None and not pid_alive(self.worker_pid):
             self.event.set()
         return self.event.is_set()
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def claim(queue: JobQueue, job: JobRecord, settings: Settings) -> Attempt:

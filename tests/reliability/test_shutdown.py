@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from simtrain.process import pid_alive
 from simtrain.redis_server import redis_answers
 from tests.reliability.support import wait_until
 
@@ -44,15 +45,6 @@ def command_line(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return ""
-
-
-def running(pid: int) -> bool:
-    """Alive and not a zombie (a zombie has exited; only its exit status waits to be collected)."""
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 @pytest.mark.parametrize("how", ["sigterm", "down", "sigkill"])
@@ -96,7 +88,7 @@ def test_up_leaves_no_process_behind(how: str, tmp_path: Path, key_prefix: str):
         code = up.wait(timeout=90)
         assert code == (-signal.SIGKILL if how == "sigkill" else 0), "".join(lines)
 
-        wait_until(lambda: not any(running(pid) for pid in started), 60, f"{started} to exit")
+        wait_until(lambda: not any(pid_alive(pid) for pid in started), 60, f"{started} to exit")
         assert not redis_answers(f"redis://127.0.0.1:{port}/0")
         if how != "sigkill":
             assert not (tmp_path / "var" / "simtrain-up.json").exists()
@@ -105,5 +97,5 @@ def test_up_leaves_no_process_behind(how: str, tmp_path: Path, key_prefix: str):
             up.kill()
             up.wait()
         for pid in started:  # only on failure: leave nothing running for the next test
-            if running(pid):
+            if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
