@@ -10,6 +10,8 @@ import pytest
 
 from simtrain.queue import JobQueue
 from simtrain.redis_server import PrivateRedis, redis_answers
+from simtrain.settings import Settings
+from tests.integration.trainer_support import DataService, start_data_service
 
 
 @pytest.fixture(scope="session")
@@ -35,3 +37,16 @@ def job_queue(redis_url: str, key_prefix: str) -> Iterator[JobQueue]:
     keys = list(queue.r.scan_iter(f"{key_prefix}*"))
     if keys:
         queue.r.delete(*keys)
+
+
+@pytest.fixture(scope="module")
+def data_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataService]:
+    """A real data service serving the demo corpus, one per test module (for tests that train jobs)."""
+    yield from start_data_service(tmp_path_factory.mktemp("data-service"))
+
+
+@pytest.fixture
+def settings(data_service: DataService, redis_url: str, key_prefix: str) -> Settings:
+    """Settings that reach this module's data service, with this test's own Redis key prefix."""
+    update = {"redis_url": redis_url, "key_prefix": key_prefix, "data_service_addr": data_service.address}
+    return data_service.settings.model_copy(update=update)

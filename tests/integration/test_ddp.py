@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -19,22 +18,10 @@ from simtrain.jobs import JobStatus
 from simtrain.queue import JobQueue
 from simtrain.redis_server import free_port
 from simtrain.settings import Settings
-from tests.integration.trainer_support import DataService, final_weights, job_spec, start_data_service
+from tests.integration.trainer_support import final_weights, job_spec
 from trainer_service.checkpoint import load_checkpoint
 from trainer_service.launch import settings_env
 from trainer_service.worker import Worker
-
-
-@pytest.fixture(scope="module")
-def data_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataService]:
-    yield from start_data_service(tmp_path_factory.mktemp("ddp"))
-
-
-@pytest.fixture
-def settings(data_service: DataService, redis_url: str, key_prefix: str) -> Settings:
-    return data_service.settings.model_copy(
-        update={"redis_url": redis_url, "key_prefix": key_prefix, "data_service_addr": data_service.address}
-    )
 
 
 def test_two_processes_train_like_one_with_twice_the_batch(settings: Settings, job_queue: JobQueue):

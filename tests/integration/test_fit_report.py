@@ -17,21 +17,11 @@ from simtrain.cli import EXIT_NOT_FIT, app
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from tests.integration.gateway_support import error_of, serve
-from tests.integration.trainer_support import DataService, job_spec, start_data_service
+from tests.integration.trainer_support import DataService, job_spec
 from trainer_service import job_runner
 from trainer_service.job_runner import JobInterrupted, JobRun
 
 LEGACY_KEYS = {"job_id", "dataset", "model", "loss_at_init", "final", "curve", "samples", "checkpoint"}
-
-
-@pytest.fixture(scope="module")
-def data_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataService]:
-    yield from start_data_service(tmp_path_factory.mktemp("fit-report"))
-
-
-@pytest.fixture
-def settings(data_service: DataService, redis_url: str, key_prefix: str) -> Settings:
-    return data_service.settings.model_copy(update={"redis_url": redis_url, "key_prefix": key_prefix})
 
 
 def spec(address: str, **training: Any):

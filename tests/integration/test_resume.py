@@ -6,31 +6,19 @@ Real Redis and a real data service; the job is run by ``JobRun`` in this process
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 
 from simtrain.jobs import JobSpec
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
-from tests.integration.trainer_support import DataService, final_weights, job_spec, start_data_service
+from tests.integration.trainer_support import DataService, final_weights, job_spec
 from trainer_service.checkpoint import load_checkpoint
 from trainer_service.data_client import DataClient
 from trainer_service.job_runner import JobInterrupted, JobRun
 from trainer_service.model import GPT, GPTConfig
 
 STOP_AT = 5  # not a logging step: a worker's stop lands between them
-
-
-@pytest.fixture(scope="module")
-def data_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataService]:
-    yield from start_data_service(tmp_path_factory.mktemp("resume"))
-
-
-@pytest.fixture
-def settings(data_service: DataService, redis_url: str, key_prefix: str) -> Settings:
-    return data_service.settings.model_copy(update={"redis_url": redis_url, "key_prefix": key_prefix})
 
 
 def spec(settings: Settings, address: str) -> JobSpec:

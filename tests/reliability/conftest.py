@@ -8,18 +8,7 @@ from pathlib import Path
 import pytest
 
 from simtrain.settings import Settings
-from tests.integration.trainer_support import DataService, start_data_service
 from tests.reliability.support import Workers, worker_env
-
-
-@pytest.fixture(scope="module")
-def data_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataService]:
-    yield from start_data_service(tmp_path_factory.mktemp("reliability"))
-
-
-@pytest.fixture
-def settings(data_service: DataService, redis_url: str, key_prefix: str) -> Settings:
-    return data_service.settings.model_copy(update={"redis_url": redis_url, "key_prefix": key_prefix})
 
 
 @pytest.fixture
