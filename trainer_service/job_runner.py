@@ -23,6 +23,7 @@ from simtrain.jobs import JobRecord
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from trainer_service import metrics
+from trainer_service.cancel_watch import CancelWatch
 from trainer_service.checkpoint import load_checkpoint, save_checkpoint
 from trainer_service.data_client import DataClient
 from trainer_service.device import autocast, pin
@@ -85,9 +86,13 @@ class JobRun:
 
         Raises JobCancelled or JobInterrupted after checkpointing when asked to stop early.
         """
+        # Only rank 0 reads the flag; the ranks agree on stopping at sync steps.
+        self.cancel_watch = CancelWatch(self.queue, self.job.id) if self.ranks.is_main else None
         try:
             return self._run()
         finally:
+            if self.cancel_watch:
+                self.cancel_watch.close()
             self.client.close()
 
     # -- setup ----------------------------------------------------------------------------------
@@ -319,7 +324,7 @@ class JobRun:
         if not is_sync:
             # One process checks its flags every step; ranks can only agree to stop at sync steps.
             if not self.ranks.distributed:
-                if step < t.max_iters and self.queue.cancel_requested(self.job.id):
+                if step < t.max_iters and self._cancel_seen():
                     self._stop(interrupted=False)
                 elif self.should_stop():
                     self._stop(interrupted=True)
@@ -327,7 +332,7 @@ class JobRun:
 
         elapsed = time.perf_counter() - self._window_start
         wait_frac = self._window_wait / max(elapsed, 1e-9)
-        cancel = self.ranks.is_main and step < t.max_iters and self.queue.cancel_requested(self.job.id)
+        cancel = step < t.max_iters and self._cancel_seen()
         stop = step < t.max_iters and self.should_stop()
         nonfinite = self.monitor.nonfinite_steps()
         rows = gather_floats(
@@ -365,6 +370,9 @@ class JobRun:
         elif any(r[3] for r in rows):
             self._stop(interrupted=True, checkpointed=is_eval)
         self._start_window()
+
+    def _cancel_seen(self) -> bool:
+        return self.cancel_watch is not None and self.cancel_watch.requested.is_set()
 
     def _stop(self, interrupted: bool, checkpointed: bool = False) -> None:
         if not checkpointed:
