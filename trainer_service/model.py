@@ -2,7 +2,8 @@
 
 Compatibility is the point: a minGPT checkpoint loads here with ``strict=True`` and ours loads into minGPT,
 so fit reports can be checked against the reference implementation. Speed comes from PyTorch's fused
-attention (``scaled_dot_product_attention``), fused AdamW, a fused tanh-GELU and, on CPU, a cheaper dropout.
+attention (``scaled_dot_product_attention``), fused AdamW, a fused tanh-GELU (on CPU a kernel compiled at
+first use, see ``ops``) and, on CPU, a cheaper dropout.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from simtrain.model_presets import MODEL_PRESETS
+from trainer_service.ops import gelu
 
 # Device types with a fused AdamW kernel (torch.optim's own list, minus the exotic backends).
 _FUSED_ADAMW_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
@@ -164,7 +166,7 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # The tanh approximation, as in minGPT and GPT-2, so activations match theirs and not just closely.
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        return self.dropout(self.c_proj(gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):

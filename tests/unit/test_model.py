@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from simtrain.model_presets import MODEL_PRESETS
+from trainer_service import ops
 from trainer_service.model import GPT, GPTConfig, dropout, keep_mask
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mingpt_gpt_nano.pt"
@@ -254,3 +255,50 @@ def test_flops_per_token_is_palms_estimate() -> None:
     matmul_weights = 12 * (768 * 2304 + 768 * 768 + 768 * 3072 + 3072 * 768) + 768 * 50257  # lm_head untied
     assert gpt2.flops_per_token() == 6 * matmul_weights + 12 * 12 * 768 * 1024 == 854_438_400
     assert gpt2.flops_per_token(256) < gpt2.flops_per_token()
+
+
+def new_gelu(x: torch.Tensor) -> torch.Tensor:
+    """minGPT's NewGELU, op by op."""
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def test_compiled_gelu_is_as_accurate_as_atens() -> None:
+    """Forward and backward against minGPT's formula in float64, no further off than ATen's float32 GELU."""
+    if ops.kernels() is None:
+        pytest.skip("no C compiler: gelu is F.gelu(approximate='tanh')")
+    torch.manual_seed(0)
+    x = torch.cat([torch.linspace(-12, 12, 10_001), 3 * torch.randn(100_000)]).requires_grad_()
+    grad = torch.randn_like(x)
+    ours = ops.gelu(x)
+    assert "TanhGELU" in type(ours.grad_fn).__name__  # the kernel, not the fallback
+    aten = torch.nn.functional.gelu(x, approximate="tanh")
+    exact = x.detach().double().requires_grad_()
+    reference = new_gelu(exact)
+    (reference_dx,) = torch.autograd.grad(reference, exact, grad.double())
+    for y in (ours, aten):
+        (dx,) = torch.autograd.grad(y, x, grad)
+        torch.testing.assert_close(y.double(), reference, atol=1e-6, rtol=0)
+        torch.testing.assert_close(dx.double(), reference_dx, atol=1e-5, rtol=0)
+
+
+def test_compiled_gelu_is_thread_count_independent_and_leaves_denormals_alone() -> None:
+    if ops.kernels() is None:
+        pytest.skip("no C compiler")
+    x = torch.randn(1_000_003)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = ops.gelu(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, ops.gelu(x))  # bit-exact whatever the split: resumes stay bit-identical
+    assert torch.equal(one[1:], ops.gelu(x[1:]))  # and wherever the tensor starts
+    assert (torch.tensor(1e-40) * 1.0).item() != 0.0  # loading it switched on no flush-to-zero
+
+
+def test_gelu_falls_back_to_aten_where_the_kernel_does_not_apply() -> None:
+    x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(ops.gelu, (x,))
+    torch.testing.assert_close(ops.gelu(x), new_gelu(x))
+    strided = torch.randn(6, 4).t()  # not contiguous: ATen's kernel
+    torch.testing.assert_close(ops.gelu(strided), new_gelu(strided), atol=1e-6, rtol=1e-6)
