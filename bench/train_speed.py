@@ -70,10 +70,11 @@ def build(model_type: str, block_size: int, p: float, plain: bool) -> tuple[nn.M
         model.transformer.drop = nn.Dropout(p)
         for block in model.transformer.h:
             block.attn, block.mlp = PlainAttention(block.attn, p), PlainMLP(block.mlp, p)
-        # minGPT's optimizer: torch's default on CPU is the per-parameter loop; say so explicitly.
-        optimizer = torch.optim.AdamW(
-            optimizer.param_groups, lr=3e-4, betas=(0.9, 0.95), foreach=False, fused=False
-        )
+        # minGPT's optimizer: torch's default on CPU is the per-parameter loop; say so explicitly. Our
+        # groups carry fused=True, which would override the constructor's choice, so take only their
+        # parameters and weight decay.
+        groups = [{"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups]
+        optimizer = torch.optim.AdamW(groups, lr=3e-4, betas=(0.9, 0.95), foreach=False, fused=False)
     return model, optimizer
 
 
