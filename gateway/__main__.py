@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import socket
 import sys
@@ -10,11 +11,12 @@ from types import FrameType
 import uvicorn
 
 from gateway.app import create_app
+from gateway.observability import AccessLog
 from simtrain.settings import get_settings
 
 
 class _Server(uvicorn.Server):
-    """Announces the address actually bound, which is what a caller needs when it asked for port 0."""
+    """Announces the address bound (a caller that asked for port 0 needs it); freezes the startup heap."""
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -22,6 +24,9 @@ class _Server(uvicorn.Server):
             host, port = self.servers[0].sockets[0].getsockname()[:2]
             host = f"[{host}]" if ":" in host else host
             print(f"gateway listening on http://{host}:{port}", flush=True)
+            # What exists now (modules, the app, its clients) lives as long as the process: keep the
+            # collector from walking it again on every full collection, a ~20 ms pause under load.
+            gc.freeze()
 
 
 def _exit_ok(signum: int, frame: FrameType | None) -> None:
@@ -31,7 +36,9 @@ def _exit_ok(signum: int, frame: FrameType | None) -> None:
 
 def main() -> None:
     settings = get_settings()
-    config = uvicorn.Config(create_app(settings), host=settings.gateway_host, port=settings.gateway_port)
+    # The app writes the access log (see gateway.observability.AccessLog), at a fraction of uvicorn's cost.
+    app = create_app(settings, access_log=AccessLog(sys.stdout))
+    config = uvicorn.Config(app, host=settings.gateway_host, port=settings.gateway_port, access_log=False)
     signal.signal(signal.SIGTERM, _exit_ok)
     try:
         _Server(config).run()

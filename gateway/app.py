@@ -18,6 +18,7 @@ from redis.retry import Retry
 from gateway import datasets, events, health, jobs, observability, report_page, web
 from gateway.config import GatewaySettings
 from gateway.errors import install_error_handlers
+from gateway.job_reads import JobReads, RenderedRecords
 from gateway.security import BearerAuth, BodyLimit
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.queue import JobQueue
@@ -89,11 +90,21 @@ def _with_security_doc(app: FastAPI) -> Callable[[], dict[str, Any]]:
     return openapi
 
 
-def create_app(settings: Settings | None = None, gateway: GatewaySettings | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    gateway: GatewaySettings | None = None,
+    access_log: observability.AccessLog | None = None,
+) -> FastAPI:
+    """The app; ``access_log`` is for a server that leaves the access log to it (``python -m gateway``)."""
     settings = settings or get_settings()
     gateway = gateway or GatewaySettings()
+    # /docs is the web page's own (gateway.web): FastAPI's cannot send the token for the OpenAPI document.
     app = FastAPI(
-        title="simtrain gateway", version=version("simtrain"), description=DESCRIPTION, lifespan=_lifespan
+        title="simtrain gateway",
+        version=version("simtrain"),
+        description=DESCRIPTION,
+        lifespan=_lifespan,
+        docs_url=None,
     )
     app.state.settings = settings
     app.state.gw = gateway
@@ -115,7 +126,11 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
     app.mount("/static", web.static_files(), name="static")
     app.openapi = _with_security_doc(app)  # type: ignore[method-assign]
 
-    # Middleware, innermost first: size limits, auth, CORS (so preflights need no token), timing.
+    # Middleware, innermost first: the fast job read, size limits, auth, CORS (so preflights need no token),
+    # timing.
+    get_job = next(r for r in jobs.router.routes if getattr(r, "endpoint", None) is jobs.get_job)
+    app.state.job_records = RenderedRecords()
+    app.add_middleware(JobReads, route=get_job, prefix=settings.key_prefix, records=app.state.job_records)
     app.add_middleware(
         BodyLimit,
         limit=gateway.max_body_bytes,
@@ -132,5 +147,5 @@ def create_app(settings: Settings | None = None, gateway: GatewaySettings | None
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             expose_headers=["Location", "Idempotent-Replayed"],
         )
-    app.add_middleware(observability.RequestTimer, metrics=app.state.metrics)
+    app.add_middleware(observability.RequestTimer, metrics=app.state.metrics, access_log=access_log)
     return app

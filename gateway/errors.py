@@ -132,11 +132,16 @@ def _on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return error_response(exc.status_code, code, message, headers=exc.headers)
 
 
-def _on_redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+def redis_down(exc: redis.RedisError) -> JSONResponse:
+    """The 503 for a job store that does not answer (also sent by :mod:`gateway.job_reads`)."""
     log.warning("redis unavailable: %s", exc)
     message = "the job store (Redis) is unreachable; try again shortly"
     details = [{"dependency": "redis", "reason": type(exc).__name__}]
     return error_response(503, "dependency_unavailable", message, details, headers={"Retry-After": "5"})
+
+
+def _on_redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
+    return redis_down(exc)
 
 
 def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -2,6 +2,7 @@
 
 ``/`` shows the jobs table and the submit form, ``/jobs/{id}`` one job; the script draws both from the
 REST API, so the shell itself holds no data and needs no token (the script sends the token it is given).
+``/docs`` is Swagger UI, likewise a shell that fetches the OpenAPI document with the token.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ def home() -> FileResponse:
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str) -> FileResponse:
     return _page()
+
+
+@router.get("/docs")
+def api_docs() -> FileResponse:
+    return FileResponse(STATIC / "docs.html", headers={"Cache-Control": "no-cache"})
 
 
 def static_files() -> StaticFiles:

@@ -379,6 +379,23 @@ async function download(path, name) {
   setTimeout(() => URL.revokeObjectURL(url), 10_000);
 }
 
+// A page behind the token, in a new tab: a plain link cannot send the Authorization header, so fetch the
+// page with it and open what came back. The tab opens at the click, before the fetch (no pop-up block).
+async function openPage(path) {
+  const tab = window.open("", "_blank");
+  try {
+    const res = await fetch(path, { headers: authHeaders() });
+    if (res.status === 401) needToken();
+    if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
+    const url = URL.createObjectURL(await res.blob());
+    if (tab) tab.location = url;
+    else location.href = url;
+  } catch (err) {
+    if (tab) tab.close();
+    notice(`Could not open the page: ${err.message}`);
+  }
+}
+
 async function showReport(box, job) {
   if (!["succeeded", "failed", "cancelled"].includes(job.status)) return;
   let report;
@@ -391,7 +408,10 @@ async function showReport(box, job) {
   const init = report.loss_at_init || {};
   const final = report.final || {};
   const summary = h("section", { class: "card", id: "summary" },
-    h("h2", {}, "Report ", h("a", { href: `/v1/jobs/${job.id}/report.html`, class: "muted" }, "(full page with plots)")),
+    h("h2", {}, "Report ", h("a", {
+      href: `/v1/jobs/${job.id}/report.html`, class: "muted", id: "report-page",
+      onclick: (e) => { e.preventDefault(); openPage(`/v1/jobs/${job.id}/report.html`); },
+    }, "(full page with plots)")),
     h("table", {}, h("tbody", {},
       h("tr", {}, h("td", {}, "loss at init"), h("td", { class: "num" }, fmt(init.val, 3)),
         h("td", { class: "muted" }, `ln(vocab) = ${fmt(init.expected_ln_vocab, 3)}`)),

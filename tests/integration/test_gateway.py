@@ -262,7 +262,8 @@ def test_openapi_and_docs(client: httpx.Client) -> None:
     assert "JobSpec" in doc["components"]["schemas"]
     docs = client.get("/docs")
     assert docs.status_code == 200
-    assert "/openapi.json" in docs.text
+    assert "swagger-ui" in docs.text and "/static/docs.js" in docs.text
+    assert "/openapi.json" in client.get("/static/docs.js").text
 
 
 def test_healthz(client: httpx.Client) -> None:
@@ -348,6 +349,7 @@ def test_module_runs_and_stops_on_sigterm(redis_url: str, key_prefix: str) -> No
         assert port > 0
         response = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10)
         assert response.json() == {"status": "ok"}
+        assert '"GET /healthz HTTP/1.1" 200' in read_line(proc, timeout_s=10)  # the access log
 
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
@@ -808,8 +810,8 @@ def secured(settings: Settings, job_queue: JobQueue) -> Iterator[httpx.Client]:
         ("POST", "/v1/sources"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
-        ("GET", "/docs"),
         ("GET", "/openapi.json"),
+        ("GET", "/redoc"),
         ("GET", "/no/such/route"),
     ],
 )
@@ -838,6 +840,24 @@ def test_token_opens_the_api(secured: httpx.Client) -> None:
     assert page.status_code == 200 and "<title>simtrain</title>" in page.text
     assert secured.get("/static/app.js").status_code == 200
     assert secured.get("/jobs/abc").status_code == 200
+
+
+def test_api_docs_work_with_a_token(secured: httpx.Client) -> None:
+    # Swagger UI's shell loads without the token; it fetches the OpenAPI document with the token the web
+    # page saved and sends it with "Try it out"; the document declares the bearer scheme for Authorize.
+    docs = secured.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    script = secured.get("/static/docs.js").text
+    assert "simtrain-token" in script and "requestInterceptor" in script
+    assert "simtrain-token" in secured.get("/static/app.js").text  # the same key as the web page
+    error_of(secured.get("/openapi.json"), 401)
+    doc = secured.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    assert doc["components"]["securitySchemes"]["bearerAuth"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "Required when the gateway runs with SIMTRAIN_API_TOKEN set",
+    }
+    assert doc["security"] == [{"bearerAuth": []}]
 
 
 def test_token_never_reaches_the_logs(
