@@ -3,15 +3,17 @@
 Batches of 64 x 256 (x and y, int64: 256 KiB a batch) go to one and to four concurrent client
 processes, from the data service running as its own process. In the same run a raw TCP socket server
 sends frames of the same size to the same number of clients, and the ratio gRPC / raw is printed.
-Measured side by side: our server with a lean client (raw bytes, tensors viewed in place) and with
-the generated protobuf client (what the trainer uses today), and a stock server that builds protobuf
-messages (how the service first worked) with the protobuf client. The goal ratio is 0.30.
+Measured side by side: the trainer's own client (``DataClient.batches``: torch tensors viewed in
+place, several batches per message), the same client asking for one batch per message (what a
+server that ignores ``batches_per_message`` gives), and a stock server that builds protobuf messages
+(how the service first worked) read by the generated protobuf client. The goal ratio is 0.30.
 
-    .venv/bin/python bench/data_stream.py
+    .venv/bin/python bench/data_stream.py [--rounds N]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import multiprocessing as mp
 import socket
@@ -34,23 +36,40 @@ from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc  # noqa: E402
 
 BATCH, BLOCK = 64, 256
 FRAME = 2 * BATCH * BLOCK * 8
-STEPS = {1: 600, 4: 200}  # batches per client
+STEPS = {1: 2000, 4: 500}  # batches per client: 512 MiB in all, either way
 ROUNDS = 3
-OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
-METHOD = "/simtrain.data.v1.DataService/StreamBatches"
 
 
-def grpc_client(
-    address: str, dataset_id: str, steps: int, seed: int, lean: bool, start: mp.Event, out: mp.Queue
+def trainer_client(
+    address: str,
+    dataset_id: str,
+    steps: int,
+    seed: int,
+    per_message: int | None,
+    ready: mp.Queue,
+    start: mp.Event,
+    out: mp.Queue,
 ) -> None:
-    """Read ``steps`` batches and view x and y as arrays, as a trainer must.
+    """Read ``steps`` batches as torch tensors through the trainer's ``DataClient``, as a job does."""
+    from trainer_service.data_client import DataClient
 
-    The protobuf client parses each message with the generated class (two copies of the tensors);
-    the lean one takes the raw bytes and views the tensors in place (``data_service.wire``).
-    """
-    from data_service.wire import decode_batch
+    client = DataClient(address)
+    grpc.channel_ready_future(client.channel).result(timeout=30)
+    ready.put(True)
+    start.wait()
+    t0 = time.monotonic()
+    n = 0
+    for x, y in client.batches(dataset_id, "train", BATCH, BLOCK, seed, 0, steps, per_message=per_message):
+        n += x.numel() * x.element_size() + y.numel() * y.element_size()
+    out.put((t0, time.monotonic(), n))
+    client.close()
 
-    with grpc.insecure_channel(address, options=OPTIONS) as channel:
+
+def protobuf_client(
+    address: str, dataset_id: str, steps: int, seed: int, ready: mp.Queue, start: mp.Event, out: mp.Queue
+) -> None:
+    """Read ``steps`` batches with the generated class (two copies of the tensors) and view them as arrays."""
+    with grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 64 << 20)]) as channel:
         request = pb.StreamBatchesRequest(
             dataset_id=dataset_id,
             split="train",
@@ -59,20 +78,15 @@ def grpc_client(
             seed=seed,
             num_steps=steps,
         )
-        if lean:
-            call = channel.unary_stream(METHOD, request_serializer=pb.StreamBatchesRequest.SerializeToString)
-        else:
-            call = pb_grpc.DataServiceStub(channel).StreamBatches
+        call = pb_grpc.DataServiceStub(channel).StreamBatches
         grpc.channel_ready_future(channel).result(timeout=30)
+        ready.put(True)
         start.wait()
         t0 = time.monotonic()
         n = 0
         for message in call(request):
-            if lean:
-                _, x, y, _ = decode_batch(message)
-            else:
-                x = np.frombuffer(message.x.data, dtype="<i8").reshape(tuple(message.x.shape))
-                y = np.frombuffer(message.y.data, dtype="<i8").reshape(tuple(message.y.shape))
+            x = np.frombuffer(message.x.data, dtype="<i8").reshape(tuple(message.x.shape))
+            y = np.frombuffer(message.y.data, dtype="<i8").reshape(tuple(message.y.shape))
             n += x.nbytes + y.nbytes
         out.put((t0, time.monotonic(), n))
 
@@ -93,10 +107,11 @@ def raw_server(port_out: mp.Queue, clients: int, steps: int) -> None:
                 pool.submit(serve_one, server.accept()[0])
 
 
-def raw_client(port: int, steps: int, start: mp.Event, out: mp.Queue) -> None:
+def raw_client(port: int, steps: int, ready: mp.Queue, start: mp.Event, out: mp.Queue) -> None:
     buf = bytearray(FRAME)
     view = memoryview(buf)
     with socket.create_connection(("127.0.0.1", port)) as conn:
+        ready.put(True)
         start.wait()
         t0 = time.monotonic()
         n = 0
@@ -112,11 +127,12 @@ def raw_client(port: int, steps: int, start: mp.Event, out: mp.Queue) -> None:
 
 def run_clients(target, args_for, clients: int) -> dict:
     ctx = mp.get_context("spawn")
-    start, out = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=target, args=(*args_for(i), start, out)) for i in range(clients)]
+    ready, start, out = ctx.Queue(), ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*args_for(i), ready, start, out)) for i in range(clients)]
     for p in procs:
         p.start()
-    time.sleep(1.0)  # let every client connect before the clock starts
+    for _ in procs:  # every client connected before the clock starts
+        ready.get(timeout=120)
     start.set()
     results = [out.get(timeout=300) for _ in procs]
     for p in procs:
@@ -180,6 +196,9 @@ def stock_server(data_root: str, state_dir: str, port_out: mp.Queue, stop: mp.Ev
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="interleaved rounds (best one reported)")
+    rounds = parser.parse_args().rounds
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "data").mkdir()
@@ -203,7 +222,7 @@ def main() -> None:
             }
             for clients in (1, 4):
                 report[f"{clients}_client" + ("s" if clients > 1 else "")] = measure(
-                    clients, address, stock_address, info.dataset_id
+                    clients, address, stock_address, info.dataset_id, rounds
                 )
         finally:
             child.terminate()
@@ -213,23 +232,23 @@ def main() -> None:
     print(json.dumps(report, indent=2))
 
 
-def measure(clients: int, address: str, stock_address: str, dataset_id: str) -> dict:
-    """ROUNDS rounds, each running every variant once in turn, so other load on the machine hits all
-    of them alike; the best round of each is reported, and the ratio of each round's pair."""
+def measure(clients: int, address: str, stock_address: str, dataset_id: str, num_rounds: int) -> dict:
+    """Rounds that each run every variant once in turn, so other load on the machine hits all of them
+    alike; the best round of each is reported, and the ratio of each round's pair."""
     steps = STEPS[clients]
     variants = {
         "raw_socket": lambda: measure_raw(clients),
-        "grpc_lean_client": lambda: run_clients(
-            grpc_client, lambda i: (address, dataset_id, steps, i, True), clients
+        "trainer_client": lambda: run_clients(
+            trainer_client, lambda i: (address, dataset_id, steps, i, None), clients
         ),
-        "grpc_protobuf_client": lambda: run_clients(
-            grpc_client, lambda i: (address, dataset_id, steps, i, False), clients
+        "trainer_client_one_batch_per_message": lambda: run_clients(
+            trainer_client, lambda i: (address, dataset_id, steps, i, 1), clients
         ),
         "stock_server_protobuf_client": lambda: run_clients(
-            grpc_client, lambda i: (stock_address, dataset_id, steps, i, False), clients
+            protobuf_client, lambda i: (stock_address, dataset_id, steps, i), clients
         ),
     }
-    rounds = [{name: run() for name, run in variants.items()} for _ in range(ROUNDS)]
+    rounds = [{name: run() for name, run in variants.items()} for _ in range(num_rounds)]
     best = {name: max((r[name] for r in rounds), key=lambda m: m["mb_per_s"]) for name in variants}
     grpc_names = [name for name in variants if name != "raw_socket"]
     return {

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -40,6 +41,11 @@ MESSAGE_OVERHEAD_BYTES = 1024
 # A stream maps its split afresh this often (in batches), letting go of the pages it touched. Each
 # window touched maps up to 64 KiB around it (the kernel's fault-around), so a batch of 64 maps ~4 MiB.
 REMAP_STEPS = 16
+# A split this small stays mapped: its pages bound the RSS as tightly as remapping does, and mapping it
+# afresh would only fault the same pages in again (about half the cost of making a batch).
+REMAP_MIN_BYTES = 64 << 20
+# A client may ask for several batches per message (fewer, larger messages stream faster); at most this.
+MAX_BATCHES_PER_MESSAGE = 256
 
 log = logging.getLogger(__name__)
 
@@ -141,13 +147,16 @@ def _check_stream(request: pb.StreamBatchesRequest, world_size: int) -> None:
         raise DataError(
             f"start_step and num_steps must not be negative, got {request.start_step} and {request.num_steps}"
         )
+    if request.batches_per_message < 0:
+        raise DataError(f"batches_per_message must not be negative, got {request.batches_per_message}")
 
 
 class _Batches:
-    """step → the serialised Batch for one StreamBatches request, after checking the split can serve it.
+    """(step, n) → the serialised Batch of n steps for one StreamBatches request, after checking the
+    split can serve it.
 
-    The split's files are mapped afresh every REMAP_STEPS batches: pages a long stream touched then
-    leave the process, so its RSS stays bounded however big the dataset is.
+    A split over REMAP_MIN_BYTES is mapped afresh every REMAP_STEPS batches: pages a long stream
+    touched then leave the process, so its RSS stays bounded however big the dataset is.
     """
 
     def __init__(self, ds: Dataset, request: pb.StreamBatchesRequest, world_size: int) -> None:
@@ -185,27 +194,27 @@ class _Batches:
     def _map(self) -> None:
         self.tokens = self.ds.tokens(self.request.split)
         self.rows = self.ds.rows(self.request.split) if self.pairs else None
+        mapped = self.tokens.nbytes + (self.rows.nbytes if self.pairs else 0)
+        self.remap = mapped > REMAP_MIN_BYTES
 
-    def __call__(self, step: int) -> bytes:
-        """The serialised Batch for ``step``."""
-        self.made += 1
-        if self.made % REMAP_STEPS == 0:
+    def __call__(self, step: int, n: int = 1) -> bytes:
+        """The serialised Batch of steps ``step`` .. ``step + n - 1`` (a plain one-step Batch for n = 1)."""
+        self.made += n
+        if self.remap and self.made >= REMAP_STEPS:
+            self.made = 0
             self._map()
-        r, vocab_size = self.request, self.ds.meta["vocab_size"]
+        steps = range(step, step + n)
+        vocab_size = self.ds.meta["vocab_size"]
         if self.pairs:
-            x, y = pair_batch(
-                self.tokens,
-                self.rows,
-                self.order,
-                block_size=r.block_size,
-                batch_size=r.batch_size,
-                step=step,
-                pad=self.ds.meta["end_token"],
-                rank=r.rank,
-                world_size=self.world_size,
-            )
-            return encode_batch(step, x, y, vocab_size)
-        windows = get_windows(
+            pairs = [self._pair(s) for s in steps]
+            x, y = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+            return encode_batch(step, x[0] if n == 1 else x, y[0] if n == 1 else y, vocab_size)
+        windows = np.stack([self._windows(s) for s in steps])
+        return encode_windows(step, windows[0] if n == 1 else windows, vocab_size)
+
+    def _windows(self, step: int) -> np.ndarray:
+        r = self.request
+        return get_windows(
             self.tokens,
             block_size=r.block_size,
             batch_size=r.batch_size,
@@ -215,7 +224,20 @@ class _Batches:
             rank=r.rank,
             world_size=self.world_size,
         )
-        return encode_windows(step, windows, vocab_size)
+
+    def _pair(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        r = self.request
+        return pair_batch(
+            self.tokens,
+            self.rows,
+            self.order,
+            block_size=r.block_size,
+            batch_size=r.batch_size,
+            step=step,
+            pad=self.ds.meta["end_token"],
+            rank=r.rank,
+            world_size=self.world_size,
+        )
 
 
 class DataServiceServicer:
@@ -290,16 +312,22 @@ class DataServiceServicer:
                 f"{size} bytes, over the message limit of {self.settings.grpc_max_message_bytes}; "
                 "lower batch_size or block_size"
             )
+        per_message = min(
+            max(request.batches_per_message, 1),
+            MAX_BATCHES_PER_MESSAGE,
+            self.settings.grpc_max_message_bytes // size,
+        )
         step = request.start_step
         end = step + request.num_steps if request.num_steps else None
         # gRPC asks for the next message only once the last one is on its way, so a slow client
         # holds this loop back (backpressure) instead of letting batches pile up in memory.
         while (end is None or step < end) and context.is_active():
-            message = batch_fn(step)
+            n = per_message if end is None else min(per_message, end - step)
+            message = batch_fn(step, n)
             with self._count_lock:
-                self.batches_made += 1
+                self.batches_made += n
             yield message
-            step += 1
+            step += n
 
     @_rpc
     def Encode(self, request, context):

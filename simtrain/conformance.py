@@ -3,8 +3,9 @@
 The checks talk only the protocol in ``proto/``, so they judge our own service and any replacement
 alike. Unless told a source already on the server, they upload a small generated corpus and prepare
 it with the ``text`` module and the ``char`` tokenizer, then check listing, idempotent preparation,
-batch shape/dtype/vocab bound, determinism, resume equivalence, rank disjointness, Encode/Decode,
-and the status codes of bad requests.
+batch shape/dtype/vocab bound, determinism, resume equivalence, rank disjointness, several batches
+per message (optional for a server, but what it sends must be the same batches), Encode/Decode, and
+the status codes of bad requests.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from simtrain.batch_wire import DTYPES
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 
-DTYPES = {"int64": "<i8", "int32": "<i4", "int16": "<i2", "uint8": "u1"}
 BATCH, BLOCK, STEPS = 4, 32, 6
 # Codes a bad request may get; never UNKNOWN or INTERNAL.
 REFUSED = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION}
@@ -206,6 +207,28 @@ class Conformance:
             expect(not rows[0] & rows[1], f"ranks 0 and 1 share rows at step {step}")
         return "ranks 0 and 1 of 2 share no rows over 3 steps"
 
+    def _steps(self, messages: list[pb.Batch], most: int) -> list[tuple[int, bytes, bytes, int]]:
+        """(step, x, y, vocab_size) of each batch, messages of several batches split into theirs."""
+        out = []
+        for m in messages:
+            n = m.num_batches or 1
+            expect(1 <= n <= most, f"a message holds {n} batches, asked for at most {most}")
+            x, y = decode(m.x, "x"), decode(m.y, "y")
+            want = (BATCH, BLOCK) if n == 1 and x.ndim == 2 else (n, BATCH, BLOCK)
+            expect(x.shape == y.shape == want, f"a message of {n} batches has shapes {x.shape}, {y.shape}")
+            x, y = x.reshape(n, BATCH, BLOCK), y.reshape(n, BATCH, BLOCK)
+            out += [(m.step + i, x[i].tobytes(), y[i].tobytes(), m.vocab_size) for i in range(n)]
+        return out
+
+    def check_batches_per_message(self) -> str:
+        one = self._stream(start_step=1, num_steps=STEPS - 1)
+        packed = self._stream(start_step=1, num_steps=STEPS - 1, batches_per_message=2)
+        expect(
+            self._steps(packed, 2) == self._steps(one, 1),
+            "asked for 2 batches per message, the batches differ from those sent one per message",
+        )
+        return f"{STEPS - 1} batches asked 2 to a message came in {len(packed)} messages, the same batches"
+
     def check_encode_decode(self) -> str:
         expect(self.info is not None, "no dataset (preparation failed)")
         dataset_id = self.info.dataset_id  # type: ignore[union-attr]
@@ -272,6 +295,7 @@ class Conformance:
             ("determinism", self.check_determinism),
             ("resume equivalence", self.check_resume),
             ("rank disjointness", self.check_ranks),
+            ("batches per message", self.check_batches_per_message),
             ("encode/decode round trip", self.check_encode_decode),
         ]
         if self.source is not None and not any(name == "upload" for name, _ in checks):

@@ -3,12 +3,14 @@
 Every call retries with exponential backoff while the data service is unreachable, so a restart of
 the data service costs a pause, not a job. A broken stream resumes at the exact step it stopped at,
 which is safe because batches are a pure function of (seed, step, rank).
+
+Batches arrive as raw message bytes and become tensors in place (``simtrain.batch_wire``), several
+to a message where the server agrees: per-message costs, not bytes, bound a Python gRPC stream.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -18,6 +20,7 @@ import grpc
 import numpy as np
 import torch
 
+from simtrain import batch_wire
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.jobs import DatasetSpec
@@ -27,35 +30,29 @@ T = TypeVar("T")
 
 # Codes worth retrying: the server is down, restarting or overloaded. Anything else is final.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
-DTYPES = {"int64": torch.int64, "int32": torch.int32, "int16": torch.int16, "uint8": torch.uint8}
+STREAM_BATCHES = "/simtrain.data.v1.DataService/StreamBatches"
+# Batches per message are asked for to fill about this much (int64 x and y), at most MAX of them.
+MESSAGE_BYTES = 2 << 20
+MAX_BATCHES_PER_MESSAGE = 64
 
 
 class DataServiceError(RuntimeError):
     """A data service call failed for good; the message is meant for the job's owner."""
 
 
-def tensor_from_proto(t: pb.Tensor, data: bytes | None = None) -> torch.Tensor:
-    """Wrap the message's bytes as a tensor without copying them (``data``: ``t.data``, if already read).
-
-    The tensor shares the bytes object's memory and keeps it alive; protobuf bytes are read-only, and the
-    trainer never writes into batch tensors.
-    """
-    if t.dtype not in DTYPES:
-        raise DataServiceError(f"data service sent a tensor of unsupported dtype {t.dtype!r}")
-    dtype = DTYPES[t.dtype]
-    shape = tuple(t.shape)
-    data = t.data if data is None else data  # each read of a bytes field may build a new object
-    expected = dtype.itemsize * int(torch.Size(shape).numel())
-    if len(data) != expected:
-        raise DataServiceError(f"data service sent {len(data)} bytes for a {t.dtype} tensor of {shape}")
-    if expected == 0:
-        return torch.empty(shape, dtype=dtype)
-    if sys.byteorder != "little":  # the wire is little-endian: a big-endian host needs a converted copy
-        wire = np.frombuffer(data, dtype=np.dtype(t.dtype).newbyteorder("<"))
-        return torch.from_numpy(wire.astype(t.dtype).reshape(shape))
+def as_tensor(a: np.ndarray) -> torch.Tensor:
+    """The array as a tensor on the same memory (read-only message bytes: the trainer never writes
+    into batches); a big-endian host gets a converted copy, as the wire is little-endian."""
+    if not a.dtype.isnative:
+        a = a.astype(a.dtype.newbyteorder("="))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "the buffer is not writable"
-        return torch.frombuffer(data, dtype=dtype).view(shape)
+        warnings.simplefilter("ignore", UserWarning)  # "the given NumPy array is not writable"
+        return torch.from_numpy(a)
+
+
+def batches_per_message(batch_size: int, block_size: int) -> int:
+    """How many batches to ask for in one message: about MESSAGE_BYTES of them."""
+    return max(1, min(MAX_BATCHES_PER_MESSAGE, MESSAGE_BYTES // (2 * 8 * batch_size * block_size)))
 
 
 def check_ids(x: torch.Tensor, y: torch.Tensor, vocab_size: int, step: int) -> None:
@@ -77,6 +74,10 @@ class DataClient:
         options = [("grpc.max_receive_message_length", max_message_bytes)]
         self.channel = grpc.insecure_channel(address, options=options)
         self.stub = pb_grpc.DataServiceStub(self.channel)
+        # Batches come as raw bytes (no deserializer): batch_wire views the tensors in place.
+        self._stream = self.channel.unary_stream(
+            STREAM_BATCHES, request_serializer=pb.StreamBatchesRequest.SerializeToString
+        )
 
     def close(self) -> None:
         self.channel.close()
@@ -132,12 +133,16 @@ class DataClient:
         rank: int = 0,
         world_size: int = 1,
         vocab_size: int | None = None,
+        per_message: int | None = None,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``num_steps`` batches ``(x, y)`` starting at ``start_step``, reconnecting as needed.
 
         With ``vocab_size`` (the model's), every batch is checked to hold only ids below it (and -1 in y):
         one bad id would otherwise end a CUDA job with a device-side assert instead of a message.
+        ``per_message``: batches to ask for per message (default ``batches_per_message``); a server
+        may send fewer, and any count is read.
         """
+        per_message = per_message or batches_per_message(batch_size, block_size)
         step, end = start_step, start_step + num_steps
         failures = 0
         while step < end:
@@ -151,16 +156,15 @@ class DataClient:
                 num_steps=end - step,
                 rank=rank,
                 world_size=world_size,
+                batches_per_message=per_message,
             )
             try:
-                for batch in self.stub.StreamBatches(request):
-                    if batch.step != step:
-                        raise DataServiceError(f"data service sent step {batch.step}, expected {step}")
-                    x, y = tensor_from_proto(batch.x), tensor_from_proto(batch.y)
-                    if vocab_size is not None:
-                        check_ids(x, y, vocab_size, step)
-                    yield x, y
-                    step += 1
+                for message in self._stream(request):
+                    for x, y in self._split(message, step, end):
+                        if vocab_size is not None:
+                            check_ids(x, y, vocab_size, step)
+                        yield x, y
+                        step += 1
                     failures = 0
             except grpc.RpcError as e:
                 if e.code() not in RETRYABLE or failures == self.retries:
@@ -174,3 +178,18 @@ class DataClient:
             else:
                 if step < end:
                     raise DataServiceError(f"data service ended the {split} stream early, at step {step}")
+
+    @staticmethod
+    def _split(message: bytes, step: int, end: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one message, checked to be the steps expected next: views, not copies."""
+        try:
+            batches = batch_wire.decode(message)
+        except batch_wire.BatchError as e:
+            raise DataServiceError(f"data service sent a malformed batch at step {step}: {e}") from None
+        if batches.step != step or batches.step + len(batches) > end:
+            raise DataServiceError(
+                f"data service sent steps {batches.step}..{batches.step + len(batches) - 1}, "
+                f"expected from {step} to at most {end - 1}"
+            )
+        x, y = as_tensor(batches.x), as_tensor(batches.y)
+        return zip(x, y, strict=True)

@@ -78,6 +78,7 @@ def test_our_service_passes_every_check(ours: str):
         "determinism",
         "resume equivalence",
         "rank disjointness",
+        "batches per message",
     ):
         assert expected in names
     assert sum(r.name.startswith("error code:") for r in results) >= 8
@@ -88,6 +89,7 @@ def test_a_broken_service_fails_what_it_breaks(sloppy: str):
     assert results["determinism"].passed is False
     assert "same request, other batches" in results["determinism"].detail
     assert results["resume equivalence"].passed is False
+    assert results["batches per message"].passed is False
     unknown = results["error code: GetDataset of an unknown id"]
     assert unknown.passed is False and unknown.detail.startswith("UNKNOWN")
     assert results["listing"].passed and results["prepare idempotency"].passed

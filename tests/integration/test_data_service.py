@@ -197,6 +197,40 @@ def test_num_steps_zero_streams_until_cancelled(stub: pb_grpc.DataServiceStub, d
     assert info.value.code() == grpc.StatusCode.CANCELLED
 
 
+def unpack(messages: list[pb.Batch]) -> list[tuple[int, bytes, bytes, int]]:
+    """(step, x, y, vocab_size) per batch, messages of several batches split into theirs."""
+    out = []
+    for m in messages:
+        x, y = array(m.x), array(m.y)
+        if m.num_batches:
+            out += [(m.step + i, x[i].tobytes(), y[i].tobytes(), m.vocab_size) for i in range(m.num_batches)]
+        else:
+            out.append((m.step, x.tobytes(), y.tobytes(), m.vocab_size))
+    return out
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_several_batches_per_message_are_the_same_batches(
+    stub: pb_grpc.DataServiceStub, dataset: pb.DatasetInfo, split: str
+):
+    one = stream(stub, dataset.dataset_id, split=split, start_step=3, num_steps=7)
+    packed = stream(stub, dataset.dataset_id, split=split, start_step=3, num_steps=7, batches_per_message=3)
+    assert [(m.step, m.num_batches, list(m.x.shape)) for m in packed] == [
+        (3, 3, [3, 4, 32]),
+        (6, 3, [3, 4, 32]),
+        (9, 0, [4, 32]),  # the last one left: a plain one-batch message
+    ]
+    assert unpack(packed) == unpack(one)
+    # Resuming inside what was one message gives the same batches from there on.
+    tail = stream(stub, dataset.dataset_id, split=split, start_step=5, num_steps=5, batches_per_message=4)
+    assert unpack(tail) == unpack(one)[2:]
+    # More than a message may hold is read as "as many as fit"; 0 and 1 mean one.
+    assert stream(stub, dataset.dataset_id, num_steps=2, batches_per_message=1) == stream(
+        stub, dataset.dataset_id, num_steps=2
+    )
+    assert len(stream(stub, dataset.dataset_id, num_steps=300, batches_per_message=10**6)) == 2
+
+
 def test_encode_decode_round_trip(stub: pb_grpc.DataServiceStub, dataset: pb.DatasetInfo):
     text = "The cat sat on the mat."
     tokens = stub.Encode(pb.EncodeRequest(dataset_id=dataset.dataset_id, text=text)).tokens
@@ -217,6 +251,7 @@ def test_encode_decode_round_trip(stub: pb_grpc.DataServiceStub, dataset: pb.Dat
         ({"dataset_id": ""}, "dataset_id is empty"),
         ({"block_size": 100_000}, "block_size 100000 is too large for the train split"),
         ({"batch_size": 4096, "block_size": 256}, "over the message limit of 4194304"),
+        ({"batches_per_message": -1}, "batches_per_message must not be negative, got -1"),
     ],
 )
 def test_stream_invalid_arguments(

@@ -195,6 +195,33 @@ def test_the_trainers_client_reads_our_batches(service):
         client.close()
 
 
+def test_the_client_reads_several_batches_per_message_as_the_same_batches(service):
+    """Pairs packing too: the trainer gets identical tensors however many batches a message holds."""
+    stub, servicer, _, port = service
+    client = DataClient(f"127.0.0.1:{port}")
+    try:
+        info = client.prepare(DatasetSpec(module="sort", source="sort", packing="pairs"))
+
+        def read(per_message: int, start: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+            batches = client.batches(
+                info.dataset_id, "train", 4, 8, 1, start, 9 - start, per_message=per_message
+            )
+            return [(x.numpy().copy(), y.numpy().copy()) for x, y in batches]
+
+        one = read(1)
+        before = servicer.batches_made
+        packed = read(4)
+        assert servicer.batches_made - before == 9  # no batch made beyond the 9 asked for
+        assert len(packed) == 9 and all(
+            np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+            for a, b in zip(one, packed, strict=True)
+        )
+        resumed = read(4, start=6)
+        assert all(np.array_equal(a[0], b[0]) for a, b in zip(one[6:], resumed, strict=True))
+    finally:
+        client.close()
+
+
 def test_slow_client_holds_the_stream_back(service):
     stub, servicer, _, _ = service
     text = ("the quick brown fox jumps over the lazy dog\n" * 2000).encode()

@@ -96,7 +96,8 @@ def test_a_broken_stream_resumes_at_the_exact_step(settings: Settings, tmp_path:
         dataset = client.prepare(DatasetSpec(module="text", source="tiny.txt")).dataset_id
         args = (dataset, "train", 4, 32, 7)
         clean = list(client.batches(*args, start_step=0, num_steps=60))
-        stream = client.batches(*args, start_step=0, num_steps=100_000)  # far more than any buffer holds
+        # Far more than any buffer holds; 8 batches a message, so the one holding step 20 ends at 23.
+        stream = client.batches(*args, start_step=0, num_steps=100_000, per_message=8)
         got = [next(stream) for _ in range(20)]
         server.send_signal(signal.SIGKILL)
         server.wait()
@@ -107,6 +108,6 @@ def test_a_broken_stream_resumes_at_the_exact_step(settings: Settings, tmp_path:
         server.kill()
         server.wait()
     broke = [r.getMessage() for r in caplog.records if "batch stream broke" in r.getMessage()]
-    assert broke and broke[0].startswith("batch stream broke at step 20 "), broke
+    assert broke and broke[0].startswith("batch stream broke at step 24 "), broke
     for step, ((x, y), (cx, cy)) in enumerate(zip(got, clean, strict=True)):
         assert torch.equal(x, cx) and torch.equal(y, cy), f"batch {step} differs from the clean stream's"

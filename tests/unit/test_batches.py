@@ -9,25 +9,39 @@ import numpy as np
 import pytest
 import torch
 
+from data_service.wire import encode_windows
 from simtrain.data.v1 import data_service_pb2 as pb
-from trainer_service.data_client import DataServiceError, check_ids, tensor_from_proto
+from trainer_service.data_client import DataClient, DataServiceError, batches_per_message, check_ids
 from trainer_service.prefetch import Prefetcher
 
 
-def test_tensor_wraps_the_message_bytes_without_copying() -> None:
-    values = np.arange(12, dtype="<i8").reshape(3, 4)
-    message = pb.Tensor(dtype="int64", shape=[3, 4], data=values.tobytes())
-    data = message.data
-    tensor = tensor_from_proto(message, data)
-    assert torch.equal(tensor, torch.from_numpy(values))
-    assert tensor.data_ptr() == np.frombuffer(data, dtype=np.uint8).ctypes.data  # the same memory
+def test_batches_are_views_of_the_message_bytes() -> None:
+    windows = np.arange(3 * 2 * 5, dtype=np.uint16).reshape(3, 2, 5)
+    message = encode_windows(4, windows, 100)
+    batches = list(DataClient._split(message, step=4, end=10))
+    assert len(batches) == 3
+    for i, (x, y) in enumerate(batches):
+        assert torch.equal(x, torch.from_numpy(windows[i, :, :-1].astype(np.int64)))
+        assert torch.equal(y, torch.from_numpy(windows[i, :, 1:].astype(np.int64)))
+    start = np.frombuffer(message, dtype=np.uint8).ctypes.data
+    assert start < batches[0][0].data_ptr() < start + len(message)  # the same memory, not a copy
 
 
-def test_tensor_checks_dtype_and_size() -> None:
-    with pytest.raises(DataServiceError, match="unsupported dtype"):
-        tensor_from_proto(pb.Tensor(dtype="float8", shape=[1], data=b"\0"))
-    with pytest.raises(DataServiceError, match="7 bytes"):
-        tensor_from_proto(pb.Tensor(dtype="int64", shape=[1], data=b"\0" * 7))
+def test_a_message_with_other_steps_or_malformed_is_refused() -> None:
+    message = encode_windows(4, np.zeros((3, 2, 5), dtype=np.uint16), 100)
+    with pytest.raises(DataServiceError, match="sent steps 4..6, expected from 5"):
+        DataClient._split(message, step=5, end=10)
+    with pytest.raises(DataServiceError, match="to at most 5"):
+        DataClient._split(message, step=4, end=6)  # more batches than were asked for
+    bad = pb.Batch(step=4, x=pb.Tensor(dtype="float8", shape=[1], data=b"\0")).SerializeToString()
+    with pytest.raises(DataServiceError, match="malformed batch at step 4: x has dtype 'float8'"):
+        DataClient._split(bad, step=4, end=10)
+
+
+def test_batches_per_message_fills_about_two_mib() -> None:
+    assert batches_per_message(64, 256) == 8  # 256 KiB a batch
+    assert batches_per_message(512, 1024) == 1  # 8 MiB a batch: one
+    assert batches_per_message(2, 8) == 64  # tiny batches: at most 64
 
 
 def test_prefetcher_keeps_k_items_ready_and_transforms_them_in_its_thread() -> None:
