@@ -68,7 +68,13 @@ class MisbehavingServicer(DataServiceServicer):
                 message if isinstance(message, bytes) else message.SerializeToString()
             )
             x, y = self.corrupt(_array(batch.x), _array(batch.y), batch.vocab_size)
-            yield pb.Batch(step=batch.step, x=_tensor(x), y=_tensor(y), vocab_size=batch.vocab_size)
+            yield pb.Batch(
+                step=batch.step,
+                x=_tensor(x),
+                y=_tensor(y),
+                vocab_size=batch.vocab_size,
+                num_batches=batch.num_batches,
+            )
 
 
 def serve_misbehaving(settings: Settings, corruption: str) -> tuple[grpc.Server, str]:
