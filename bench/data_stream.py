@@ -3,10 +3,12 @@
 Batches of 64 x 256 (x and y, int64: 256 KiB a batch) go to one and to four concurrent client
 processes, from the data service running as its own process. In the same run a raw TCP socket server
 sends frames of the same size to the same number of clients, and the ratio gRPC / raw is printed.
-Measured side by side: the trainer's own client (``DataClient.batches``: torch tensors viewed in
-place, several batches per message), the same client asking for one batch per message (what a
-server that ignores ``batches_per_message`` gives), and a stock server that builds protobuf messages
-(how the service first worked) read by the generated protobuf client. The goal ratio is 0.30.
+Measured side by side: the trainer's own client (``DataClient.batches``, several batches per
+message) on the same-host fast path (``trainer_client_shm``: tensors in /dev/shm slots named by the
+messages, copied out once) and streaming bytes (``trainer_client``: torch tensors viewed in place in
+the message bytes), the byte client asking for one batch per message (what a server that ignores
+``batches_per_message`` gives), and a stock server that builds protobuf messages (how the service
+first worked) read by the generated protobuf client. The goal ratio is 0.30.
 
     .venv/bin/python bench/data_stream.py [--rounds N]
 """
@@ -46,6 +48,7 @@ def trainer_client(
     steps: int,
     seed: int,
     per_message: int | None,
+    use_shm: bool,
     ready: mp.Queue,
     start: mp.Event,
     out: mp.Queue,
@@ -53,7 +56,7 @@ def trainer_client(
     """Read ``steps`` batches as torch tensors through the trainer's ``DataClient``, as a job does."""
     from trainer_service.data_client import DataClient
 
-    client = DataClient(address)
+    client = DataClient(address, use_shm=use_shm)
     grpc.channel_ready_future(client.channel).result(timeout=30)
     ready.put(True)
     start.wait()
@@ -238,11 +241,14 @@ def measure(clients: int, address: str, stock_address: str, dataset_id: str, num
     steps = STEPS[clients]
     variants = {
         "raw_socket": lambda: measure_raw(clients),
+        "trainer_client_shm": lambda: run_clients(
+            trainer_client, lambda i: (address, dataset_id, steps, i, None, True), clients
+        ),
         "trainer_client": lambda: run_clients(
-            trainer_client, lambda i: (address, dataset_id, steps, i, None), clients
+            trainer_client, lambda i: (address, dataset_id, steps, i, None, False), clients
         ),
         "trainer_client_one_batch_per_message": lambda: run_clients(
-            trainer_client, lambda i: (address, dataset_id, steps, i, 1), clients
+            trainer_client, lambda i: (address, dataset_id, steps, i, 1, False), clients
         ),
         "stock_server_protobuf_client": lambda: run_clients(
             protobuf_client, lambda i: (stock_address, dataset_id, steps, i), clients

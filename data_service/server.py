@@ -24,9 +24,10 @@ from data_service import modules
 from data_service.errors import DataError, NotFoundError, PreconditionError
 from data_service.options import all_options
 from data_service.sampling import EpochOrder, get_windows, pair_batch
+from data_service.shm import ShmWriter
 from data_service.store import SPLITS, Dataset, Store
 from data_service.upload import max_upload_bytes, store_upload
-from data_service.wire import encode_batch, encode_windows
+from data_service.wire import encode_batch
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.settings import Settings
 
@@ -199,18 +200,22 @@ class _Batches:
 
     def __call__(self, step: int, n: int = 1) -> bytes:
         """The serialised Batch of steps ``step`` .. ``step + n - 1`` (a plain one-step Batch for n = 1)."""
+        x, y = self.arrays(step, n)
+        return encode_batch(step, x[0] if n == 1 else x, y[0] if n == 1 else y, self.ds.meta["vocab_size"])
+
+    def arrays(self, step: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """x and y [n, batch, block] of steps ``step`` .. ``step + n - 1``, in the split's dtype (maybe
+        strided views: the one pass that widens them to int64 also packs them)."""
         self.made += n
         if self.remap and self.made >= REMAP_STEPS:
             self.made = 0
             self._map()
         steps = range(step, step + n)
-        vocab_size = self.ds.meta["vocab_size"]
         if self.pairs:
             pairs = [self._pair(s) for s in steps]
-            x, y = np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-            return encode_batch(step, x[0] if n == 1 else x, y[0] if n == 1 else y, vocab_size)
+            return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
         windows = np.stack([self._windows(s) for s in steps])
-        return encode_windows(step, windows[0] if n == 1 else windows, vocab_size)
+        return windows[..., :-1], windows[..., 1:]
 
     def _windows(self, step: int) -> np.ndarray:
         r = self.request
@@ -319,15 +324,56 @@ class DataServiceServicer:
         )
         step = request.start_step
         end = step + request.num_steps if request.num_steps else None
-        # gRPC asks for the next message only once the last one is on its way, so a slow client
-        # holds this loop back (backpressure) instead of letting batches pile up in memory.
-        while (end is None or step < end) and context.is_active():
-            n = per_message if end is None else min(per_message, end - step)
-            message = batch_fn(step, n)
-            with self._count_lock:
-                self.batches_made += n
-            yield message
-            step += n
+        shm = ShmWriter.for_probe(
+            request.shm_probe, per_message * 2 * request.batch_size * request.block_size * 8
+        )
+        if shm is not None:
+            context.add_callback(shm.close)  # however the stream ends, even while this thread writes
+        try:
+            # gRPC asks for the next message only once the last one is on its way, so a slow client
+            # holds this loop back (backpressure) instead of letting batches pile up in memory; on the
+            # fast path the writer also waits for the client to free a slot.
+            while (end is None or step < end) and context.is_active():
+                n = per_message if end is None else min(per_message, end - step)
+                message = None
+                if shm is not None:
+                    try:
+                        if (message := self._shm_batch(batch_fn, shm, step, n, context)) is None:
+                            return
+                    except OSError as e:  # e.g. /dev/shm is full: the stream goes on in bytes
+                        log.warning("shared-memory batches failed (%s); streaming bytes", e)
+                        shm.close()
+                        shm = None
+                if message is None:
+                    message = batch_fn(step, n)
+                with self._count_lock:
+                    self.batches_made += n
+                yield message
+                step += n
+            if shm is not None:
+                shm.drain(context.is_active)
+        finally:
+            if shm is not None:
+                shm.close()
+
+    @staticmethod
+    def _shm_batch(
+        batch_fn: _Batches, shm: ShmWriter, step: int, n: int, context: grpc.ServicerContext
+    ) -> pb.Batch | None:
+        """The Batch of n steps with its tensors in a /dev/shm slot; None if the stream ended meanwhile."""
+        x, y = batch_fn.arrays(step, n)
+        name = shm.write(x, y, context.is_active)
+        if name is None:
+            return None
+        shape = x.shape if n > 1 else x.shape[1:]
+        return pb.Batch(
+            step=step,
+            x=pb.Tensor(dtype="int64", shape=shape),
+            y=pb.Tensor(dtype="int64", shape=shape),
+            vocab_size=batch_fn.ds.meta["vocab_size"],
+            num_batches=n if n > 1 else 0,
+            shm_file=name,
+        )
 
     @_rpc
     def Encode(self, request, context):

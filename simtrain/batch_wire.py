@@ -4,7 +4,8 @@ Parsing with the generated class copies each tensor twice (into the message, the
 at hundreds of MB/s that is most of a client's work. A Batch is a few tagged fields around two byte
 strings, so we walk them ourselves. Any server may send the bytes, so everything is checked, and a
 malformed message raises ``BatchError`` naming the problem; fields we do not know are skipped, as
-protobuf does.
+protobuf does. On the same-host fast path a message names a /dev/shm slot file holding its tensors
+instead (``simtrain.shm``), and they are copied out of it.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from simtrain import shm
 
 # Wire dtypes: packed little-endian, numpy-style names.
 DTYPES = {"int64": "<i8", "int32": "<i4", "int16": "<i2", "uint8": "u1"}
@@ -96,7 +99,32 @@ def _bytes(fields: list[tuple[int, int | memoryview]], number: int) -> memoryvie
     return memoryview(b"") if value is None else value
 
 
-def _tensor(buf: memoryview, what: str) -> np.ndarray:
+@dataclass(frozen=True)
+class _Tensor:
+    """A Tensor message's fields, its data a view of the message."""
+
+    what: str
+    dtype: str
+    shape: list[int]
+    data: memoryview
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes dtype and shape call for (huge for a negative dimension, which reads as 2**64 - k)."""
+        return math.prod(self.shape) * np.dtype(DTYPES[self.dtype]).itemsize
+
+    def array(self, data: memoryview) -> np.ndarray:
+        shape, dtype = self.shape, self.dtype
+        wrong = BatchError(f"{self.what} has {len(data)} bytes for a {dtype} tensor of shape {shape}")
+        if self.nbytes != len(data):
+            raise wrong
+        try:
+            return np.frombuffer(data, dtype=DTYPES[dtype]).reshape(shape)
+        except ValueError:  # e.g. [2**63, 0]: no bytes, but more dimensions than numpy holds
+            raise wrong from None
+
+
+def _tensor(buf: memoryview, what: str) -> _Tensor:
     fields = _fields(buf)
     dtype = bytes(_bytes(fields, 1)).decode(errors="replace")
     if dtype not in DTYPES:
@@ -112,20 +140,37 @@ def _tensor(buf: memoryview, what: str) -> np.ndarray:
         while at < len(value):
             dim, at = _varint(value, at)
             shape.append(dim)
-    data = _bytes(fields, 3)
-    wrong = BatchError(f"{what} has {len(data)} bytes for a {dtype} tensor of shape {shape}")
-    if math.prod(shape) * np.dtype(DTYPES[dtype]).itemsize != len(data):  # a negative dim reads as huge
-        raise wrong
-    try:
-        return np.frombuffer(data, dtype=DTYPES[dtype]).reshape(shape)
-    except ValueError:  # e.g. [2**63, 0]: no bytes, but more dimensions than numpy holds
-        raise wrong from None
+    return _Tensor(what, dtype, shape, _bytes(fields, 3))
 
 
-def decode(data: bytes) -> Batches:
-    """The Batch message in ``data``, its tensors read-only views of ``data`` (which they keep alive)."""
+def _from_slot(reader: shm.ShmReader, name: str, x: _Tensor, y: _Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """x and y copied out of the fast-path slot ``name``, which holds x's bytes then y's."""
+    if len(x.data) or len(y.data):
+        raise BatchError("the message has tensor bytes and names a shared-memory file too")
+    if not 0 < x.nbytes + y.nbytes <= shm.MAX_SLOT_BYTES:
+        raise BatchError(f"x of shape {x.shape} and y of shape {y.shape} do not fit a shared-memory file")
+    data = reader.read(name, x.nbytes + y.nbytes)
+    return x.array(data[: x.nbytes]), y.array(data[x.nbytes :])
+
+
+def decode(data: bytes, reader: shm.ShmReader | None = None) -> Batches:
+    """The Batch message in ``data``, its tensors read-only views of ``data`` (which they keep alive).
+
+    With a ``reader`` (the request carried a probe), a message naming a /dev/shm slot file has its
+    tensors there: they are copied out (freeing the slot) into memory of their own. A slot that
+    cannot be read raises ``shm.ShmError``, and the client streams bytes instead.
+    """
     fields = _fields(memoryview(data))
-    x, y = _tensor(_bytes(fields, 2), "x"), _tensor(_bytes(fields, 3), "y")
+    name = bytes(_bytes(fields, 6)).decode(errors="replace")
+    if name and reader is None:
+        raise BatchError("the message names a shared-memory file, but the request offered none")
+    xt = _tensor(_bytes(fields, 2), "x")
+    if name and reader is not None:
+        x, y = _from_slot(reader, name, xt, _tensor(_bytes(fields, 3), "y"))
+    else:
+        x = xt.array(xt.data)
+        yt = _tensor(_bytes(fields, 3), "y")
+        y = yt.array(yt.data)
     n = _int(fields, 5) or 1
     if x.ndim == 2 and n == 1:
         x, y = x[None], y[None]

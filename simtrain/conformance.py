@@ -4,8 +4,8 @@ The checks talk only the protocol in ``proto/``, so they judge our own service a
 alike. Unless told a source already on the server, they upload a small generated corpus and prepare
 it with the ``text`` module and the ``char`` tokenizer, then check listing, idempotent preparation,
 batch shape/dtype/vocab bound, determinism, resume equivalence, rank disjointness, several batches
-per message (optional for a server, but what it sends must be the same batches), Encode/Decode, and
-the status codes of bad requests.
+per message and the same-host shared-memory fast path (both optional for a server, but what it sends
+must be the same batches), Encode/Decode, and the status codes of bad requests.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from simtrain import batch_wire, shm
 from simtrain.batch_wire import DTYPES
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
@@ -229,6 +230,44 @@ class Conformance:
         )
         return f"{STEPS - 1} batches asked 2 to a message came in {len(packed)} messages, the same batches"
 
+    def check_shm_batches(self) -> str:
+        """Offered the fast path, a server may stream bytes; the slots it fills must hold the same batches."""
+        expect(self.info is not None, "no dataset (preparation failed)")
+        assert self.info is not None
+        request = pb.StreamBatchesRequest(
+            dataset_id=self.info.dataset_id,
+            split="train",
+            batch_size=BATCH,
+            block_size=BLOCK,
+            seed=11,
+            start_step=1,
+            num_steps=STEPS - 1,
+            batches_per_message=2,
+        )
+        stream = self.channel.unary_stream("/simtrain.data.v1.DataService/StreamBatches")
+        got, slots = [], 0
+        with shm.probe() as probe:
+            if probe is None:
+                return "not tried: this machine has no /dev/shm"
+            request.shm_probe = probe
+            reader = shm.ShmReader()
+            try:
+                for message in stream(request.SerializeToString(), timeout=self.timeout_s):
+                    slots += bool(pb.Batch.FromString(message).shm_file)
+                    try:  # each slot read as its message comes: the server waits for that
+                        b = batch_wire.decode(message, reader)
+                    except (batch_wire.BatchError, shm.ShmError) as e:
+                        raise CheckFailed(f"a fast-path message is unreadable: {e}") from None
+                    x, y = b.x.astype(np.int64), b.y.astype(np.int64)
+                    got += [(b.step + i, x[i].tobytes(), y[i].tobytes(), b.vocab_size) for i in range(len(b))]
+            finally:
+                reader.close()
+        want = self._steps(self._stream(start_step=1, num_steps=STEPS - 1), 1)
+        expect(got == want, "the batches sent through shared memory differ from those sent as bytes")
+        if not slots:
+            return "not offered (the server streamed bytes): fine"
+        return f"{slots} messages through /dev/shm slots, the same batches as the byte path"
+
     def check_encode_decode(self) -> str:
         expect(self.info is not None, "no dataset (preparation failed)")
         dataset_id = self.info.dataset_id  # type: ignore[union-attr]
@@ -296,6 +335,7 @@ class Conformance:
             ("resume equivalence", self.check_resume),
             ("rank disjointness", self.check_ranks),
             ("batches per message", self.check_batches_per_message),
+            ("shared-memory fast path", self.check_shm_batches),
             ("encode/decode round trip", self.check_encode_decode),
         ]
         if self.source is not None and not any(name == "upload" for name, _ in checks):

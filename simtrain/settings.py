@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     data_service_retries: int = 5
     data_service_backoff_s: float = 0.2
     device: str = "auto"
+    # Trainers on the data service's host take batches through /dev/shm files instead of gRPC bytes
+    # (simtrain/shm.py) where the service offers it; false always streams bytes.
+    shm_batches: bool = True
     # How long a worker's writes for a job wait out an unreachable Redis (a restart) before giving the job up.
     redis_outage_s: float = 60.0
     # Memory limits on a job spec, checked at submit (422) and by the worker (simtrain/limits.py). The

@@ -5,11 +5,14 @@ the data service costs a pause, not a job. A broken stream resumes at the exact 
 which is safe because batches are a pure function of (seed, step, rank).
 
 Batches arrive as raw message bytes and become tensors in place (``simtrain.batch_wire``), several
-to a message where the server agrees: per-message costs, not bytes, bound a Python gRPC stream.
+to a message where the server agrees: per-message costs, not bytes, bound a Python gRPC stream. On
+the data service's own host they skip gRPC's byte copies where the server agrees: each message names
+a /dev/shm slot holding its tensors (``simtrain.shm``); if that ever fails, the stream goes on in bytes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -20,10 +23,11 @@ import grpc
 import numpy as np
 import torch
 
-from simtrain import batch_wire
+from simtrain import batch_wire, shm
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.jobs import DatasetSpec
+from simtrain.settings import get_settings
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -66,9 +70,16 @@ def check_ids(x: torch.Tensor, y: torch.Tensor, vocab_size: int, step: int) -> N
 
 class DataClient:
     def __init__(
-        self, address: str, retries: int = 5, backoff_s: float = 0.2, max_message_bytes: int = 64 << 20
+        self,
+        address: str,
+        retries: int = 5,
+        backoff_s: float = 0.2,
+        max_message_bytes: int = 64 << 20,
+        use_shm: bool | None = None,
     ):
+        """``use_shm``: offer the same-host fast path (default: the SIMTRAIN_SHM_BATCHES setting)."""
         self.address = address
+        self.use_shm = get_settings().shm_batches if use_shm is None else use_shm
         self.retries = retries
         self.backoff_s = backoff_s
         options = [("grpc.max_receive_message_length", max_message_bytes)]
@@ -158,32 +169,47 @@ class DataClient:
                 world_size=world_size,
                 batches_per_message=per_message,
             )
-            try:
-                for message in self._stream(request):
-                    for x, y in self._split(message, step, end):
-                        if vocab_size is not None:
-                            check_ids(x, y, vocab_size, step)
-                        yield x, y
-                        step += 1
-                    failures = 0
-            except grpc.RpcError as e:
-                if e.code() not in RETRYABLE or failures == self.retries:
-                    raise self._error(f"stream {split} batches", e) from None
-                delay = self.backoff_s * 2**failures
-                failures += 1
-                log.warning(
-                    "batch stream broke at step %d (%s); resuming in %.1fs", step, e.code().name, delay
-                )
-                time.sleep(delay)
-            else:
-                if step < end:
-                    raise DataServiceError(f"data service ended the {split} stream early, at step {step}")
+            with shm.probe() if self.use_shm else contextlib.nullcontext() as probe:
+                request.shm_probe = probe or ""
+                reader = shm.ShmReader() if probe else None
+                call = self._stream(request)
+                try:
+                    for message in call:
+                        for x, y in self._split(message, step, end, reader):
+                            if vocab_size is not None:
+                                check_ids(x, y, vocab_size, step)
+                            yield x, y
+                            step += 1
+                        failures = 0
+                except shm.ShmError as e:
+                    log.warning("shared-memory batches failed at step %d (%s); streaming bytes", step, e)
+                    self.use_shm = False
+                    continue
+                except grpc.RpcError as e:
+                    if e.code() not in RETRYABLE or failures == self.retries:
+                        raise self._error(f"stream {split} batches", e) from None
+                    delay = self.backoff_s * 2**failures
+                    failures += 1
+                    log.warning(
+                        "batch stream broke at step %d (%s); resuming in %.1fs", step, e.code().name, delay
+                    )
+                    time.sleep(delay)
+                    continue
+                finally:
+                    call.cancel()  # a no-op once the stream is done; else the server stops now
+                    if reader is not None:
+                        reader.close()
+            if step < end:
+                raise DataServiceError(f"data service ended the {split} stream early, at step {step}")
 
     @staticmethod
-    def _split(message: bytes, step: int, end: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The batches of one message, checked to be the steps expected next: views, not copies."""
+    def _split(
+        message: bytes, step: int, end: int, reader: shm.ShmReader | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of one message, checked to be the steps expected next: views of the message, or
+        of one copy out of a shared-memory slot."""
         try:
-            batches = batch_wire.decode(message)
+            batches = batch_wire.decode(message, reader)
         except batch_wire.BatchError as e:
             raise DataServiceError(f"data service sent a malformed batch at step {step}: {e}") from None
         if batches.step != step or batches.step + len(batches) > end:

@@ -78,8 +78,11 @@ TRAINING = {
 
 
 def test_alt_service_passes_conformance(alt_service: str):
-    failed = [f"{r.name}: {r.detail}" for r in run_checks(alt_service) if r.passed is False]
+    results = run_checks(alt_service)
+    failed = [f"{r.name}: {r.detail}" for r in results if r.passed is False]
     assert not failed
+    # It ignores shm_probe (it predates the field) and streams bytes: that passes.
+    assert "not offered" in next(r.detail for r in results if r.name == "shared-memory fast path")
 
 
 def test_a_job_trains_against_the_alt_service(stack: LocalStack, alt_service: str):

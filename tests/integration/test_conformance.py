@@ -17,6 +17,7 @@ from data_service.server import DataServiceServicer, add_servicer, serve
 from simtrain.conformance import corpus, run_checks
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.settings import Settings
+from simtrain.shm import HEADER_BYTES
 
 
 def settings_for(base: Path) -> Settings:
@@ -79,8 +80,11 @@ def test_our_service_passes_every_check(ours: str):
         "resume equivalence",
         "rank disjointness",
         "batches per message",
+        "shared-memory fast path",
     ):
         assert expected in names
+    fast = next(r for r in results if r.name == "shared-memory fast path")
+    assert "through /dev/shm slots" in fast.detail
     assert sum(r.name.startswith("error code:") for r in results) >= 8
 
 
@@ -95,6 +99,31 @@ def test_a_broken_service_fails_what_it_breaks(sloppy: str):
     assert results["listing"].passed and results["prepare idempotency"].passed
     # Without a health service registered, the health check fails rather than crashing the run.
     assert results["health"].passed is False
+
+
+class Skewed(DataServiceServicer):
+    """Fills its shared-memory slots with other batches than it streams as bytes."""
+
+    @staticmethod
+    def _shm_batch(batch_fn, shm, step, n, context):
+        message = DataServiceServicer._shm_batch(batch_fn, shm, step, n, context)
+        slot = {name: mm for name, mm, _ in shm.slots}[message.shm_file]
+        slot[HEADER_BYTES] ^= 1  # x's first id, one off
+        return message
+
+
+def test_a_fast_path_of_other_batches_fails(tmp_path: Path):
+    server = grpc.server(ThreadPoolExecutor(max_workers=8))
+    add_servicer(Skewed(settings_for(tmp_path)), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        results = {r.name: r for r in run_checks(f"127.0.0.1:{port}")}
+    finally:
+        server.stop(None)
+    assert results["shared-memory fast path"].passed is False
+    assert "differ from those sent as bytes" in results["shared-memory fast path"].detail
+    assert results["batches per message"].passed
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

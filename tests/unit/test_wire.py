@@ -76,7 +76,7 @@ def test_decode_reads_what_other_encoders_may_send():
         y=pb.Tensor(dtype="int32", shape=[2, 3], data=x.tobytes()),
         vocab_size=9,
     ).SerializeToString()
-    extra = b"\x30\x07" + b"\x39" + bytes(8) + b"\x42\x02hi" + b"\x4d" + bytes(4)  # fields 6, 7, 8, 9
+    extra = b"\x50\x07" + b"\x39" + bytes(8) + b"\x42\x02hi" + b"\x4d" + bytes(4)  # fields 10, 7, 8, 9
     batches = decode(message + extra)
     assert (batches.step, batches.vocab_size) == (-3, 9)
     np.testing.assert_array_equal(batches.x[0], x)

@@ -124,7 +124,7 @@ class DatasetInfo(_message.Message):
     def __init__(self, dataset_id: _Optional[str] = ..., module: _Optional[str] = ..., source: _Optional[str] = ..., tokenizer: _Optional[str] = ..., packing: _Optional[str] = ..., vocab_size: _Optional[int] = ..., splits: _Optional[_Iterable[_Union[SplitInfo, _Mapping]]] = ..., stats_json: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class StreamBatchesRequest(_message.Message):
-    __slots__ = ("dataset_id", "split", "batch_size", "block_size", "seed", "start_step", "num_steps", "rank", "world_size", "batches_per_message")
+    __slots__ = ("dataset_id", "split", "batch_size", "block_size", "seed", "start_step", "num_steps", "rank", "world_size", "batches_per_message", "shm_probe")
     DATASET_ID_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
@@ -135,6 +135,7 @@ class StreamBatchesRequest(_message.Message):
     RANK_FIELD_NUMBER: _ClassVar[int]
     WORLD_SIZE_FIELD_NUMBER: _ClassVar[int]
     BATCHES_PER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    SHM_PROBE_FIELD_NUMBER: _ClassVar[int]
     dataset_id: str
     split: str
     batch_size: int
@@ -145,7 +146,8 @@ class StreamBatchesRequest(_message.Message):
     rank: int
     world_size: int
     batches_per_message: int
-    def __init__(self, dataset_id: _Optional[str] = ..., split: _Optional[str] = ..., batch_size: _Optional[int] = ..., block_size: _Optional[int] = ..., seed: _Optional[int] = ..., start_step: _Optional[int] = ..., num_steps: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., batches_per_message: _Optional[int] = ...) -> None: ...
+    shm_probe: str
+    def __init__(self, dataset_id: _Optional[str] = ..., split: _Optional[str] = ..., batch_size: _Optional[int] = ..., block_size: _Optional[int] = ..., seed: _Optional[int] = ..., start_step: _Optional[int] = ..., num_steps: _Optional[int] = ..., rank: _Optional[int] = ..., world_size: _Optional[int] = ..., batches_per_message: _Optional[int] = ..., shm_probe: _Optional[str] = ...) -> None: ...
 
 class Tensor(_message.Message):
     __slots__ = ("dtype", "shape", "data")
@@ -158,18 +160,20 @@ class Tensor(_message.Message):
     def __init__(self, dtype: _Optional[str] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class Batch(_message.Message):
-    __slots__ = ("step", "x", "y", "vocab_size", "num_batches")
+    __slots__ = ("step", "x", "y", "vocab_size", "num_batches", "shm_file")
     STEP_FIELD_NUMBER: _ClassVar[int]
     X_FIELD_NUMBER: _ClassVar[int]
     Y_FIELD_NUMBER: _ClassVar[int]
     VOCAB_SIZE_FIELD_NUMBER: _ClassVar[int]
     NUM_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    SHM_FILE_FIELD_NUMBER: _ClassVar[int]
     step: int
     x: Tensor
     y: Tensor
     vocab_size: int
     num_batches: int
-    def __init__(self, step: _Optional[int] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., y: _Optional[_Union[Tensor, _Mapping]] = ..., vocab_size: _Optional[int] = ..., num_batches: _Optional[int] = ...) -> None: ...
+    shm_file: str
+    def __init__(self, step: _Optional[int] = ..., x: _Optional[_Union[Tensor, _Mapping]] = ..., y: _Optional[_Union[Tensor, _Mapping]] = ..., vocab_size: _Optional[int] = ..., num_batches: _Optional[int] = ..., shm_file: _Optional[str] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("dataset_id", "text")
