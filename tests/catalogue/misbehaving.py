@@ -63,7 +63,11 @@ class MisbehavingServicer(DataServiceServicer):
     def StreamBatches(
         self, request: pb.StreamBatchesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.Batch]:
-        for message in super().StreamBatches(request, context):
+        # It rewrites bytes, so it offers no /dev/shm fast path: the stream it wraps must carry them.
+        in_bytes = pb.StreamBatchesRequest()
+        in_bytes.CopyFrom(request)
+        in_bytes.shm_probe = ""
+        for message in super().StreamBatches(in_bytes, context):
             batch = pb.Batch.FromString(
                 message if isinstance(message, bytes) else message.SerializeToString()
             )
