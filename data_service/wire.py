@@ -13,20 +13,11 @@ import functools
 
 import numpy as np
 
+from simtrain.protowire import varint
+
 # (field number << 3) | wire type; 0 = varint, 2 = length-delimited.
 _STEP, _X, _Y, _VOCAB, _NUM_BATCHES = b"\x08", b"\x12", b"\x1a", b"\x20", b"\x28"
 _DTYPE, _SHAPE, _DATA = b"\x0a", b"\x12", b"\x1a"
-
-
-def varint(n: int) -> bytes:
-    """A protobuf varint; negative numbers take ten bytes, as int64 does on the wire."""
-    n &= (1 << 64) - 1
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 @functools.lru_cache(maxsize=256)
@@ -68,10 +59,3 @@ def encode_batch(step: int, x: np.ndarray, y: np.ndarray, vocab_size: int) -> by
             buf[at : at + a.size * 8].view("<i8").reshape(a.shape)[...] = a
             at += a.size * 8
     return buf.tobytes()
-
-
-def encode_windows(step: int, windows: np.ndarray, vocab_size: int) -> bytes:
-    """The Batch for token windows [batch, block + 1] (or [n, batch, block + 1]): x is each window
-    but its last token, y each window but its first. The ids are widened to int64 straight into the
-    message buffer."""
-    return encode_batch(step, windows[..., :-1], windows[..., 1:], vocab_size)

@@ -15,15 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from simtrain import shm
+from simtrain import protowire, shm
 
 # Wire dtypes: packed little-endian, numpy-style names.
 DTYPES = {"int64": "<i8", "int32": "<i4", "int16": "<i2", "uint8": "u1"}
-_VARINT, _FIXED64, _BYTES, _FIXED32 = 0, 1, 2, 5
-
-
-class BatchError(ValueError):
-    """Bytes that are not a well-formed Batch."""
+# Bytes that are not a well-formed Batch: the wire reader's error, under the name callers know.
+BatchError = protowire.WireError
 
 
 @dataclass(frozen=True)
@@ -37,45 +34,6 @@ class Batches:
 
     def __len__(self) -> int:
         return len(self.x)
-
-
-def _varint(buf: memoryview, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while shift < 64:
-        if at >= len(buf):
-            raise BatchError("the message ends inside a number")
-        byte = buf[at]
-        value |= (byte & 0x7F) << shift
-        at += 1
-        if byte < 0x80:
-            return value, at
-        shift += 7
-    raise BatchError("a number runs past ten bytes")
-
-
-def _fields(buf: memoryview) -> list[tuple[int, int | memoryview]]:
-    """(field number, value) in order: varints as ints, length-delimited fields as views (no copy)."""
-    out: list[tuple[int, int | memoryview]] = []
-    at = 0
-    while at < len(buf):
-        key, at = _varint(buf, at)
-        number, wire = key >> 3, key & 7
-        if wire == _VARINT:
-            value, at = _varint(buf, at)
-            out.append((number, value))
-        elif wire == _BYTES:
-            length, at = _varint(buf, at)
-            if at + length > len(buf):
-                raise BatchError(f"field {number} claims {length} bytes, past the end of the message")
-            out.append((number, buf[at : at + length]))
-            at += length
-        elif wire in (_FIXED64, _FIXED32):
-            at += 8 if wire == _FIXED64 else 4
-        else:
-            raise BatchError(f"field {number} has wire type {wire}, which a Batch never holds")
-    if at > len(buf):
-        raise BatchError("the message ends inside a field")
-    return out
 
 
 def _last(fields: list[tuple[int, int | memoryview]], number: int) -> int | memoryview | None:
@@ -125,7 +83,7 @@ class _Tensor:
 
 
 def _tensor(buf: memoryview, what: str) -> _Tensor:
-    fields = _fields(buf)
+    fields = protowire.fields(buf)
     dtype = bytes(_bytes(fields, 1)).decode(errors="replace")
     if dtype not in DTYPES:
         raise BatchError(f"{what} has dtype {dtype!r}, not one of {', '.join(DTYPES)}")
@@ -138,7 +96,7 @@ def _tensor(buf: memoryview, what: str) -> _Tensor:
             continue
         at = 0
         while at < len(value):
-            dim, at = _varint(value, at)
+            dim, at = protowire.read_varint(value, at)
             shape.append(dim)
     return _Tensor(what, dtype, shape, _bytes(fields, 3))
 
@@ -160,7 +118,7 @@ def decode(data: bytes, reader: shm.ShmReader | None = None) -> Batches:
     tensors there: they are copied out (freeing the slot) into memory of their own. A slot that
     cannot be read raises ``shm.ShmError``, and the client streams bytes instead.
     """
-    fields = _fields(memoryview(data))
+    fields = protowire.fields(memoryview(data))
     name = bytes(_bytes(fields, 6)).decode(errors="replace")
     if name and reader is None:
         raise BatchError("the message names a shared-memory file, but the request offered none")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_service.wire import encode_windows
+from data_service.wire import encode_batch
 from simtrain.data.v1 import data_service_pb2 as pb
 from trainer_service.data_client import DataClient, DataServiceError, batches_per_message, check_ids
 from trainer_service.prefetch import Prefetcher
@@ -17,7 +17,7 @@ from trainer_service.prefetch import Prefetcher
 
 def test_batches_are_views_of_the_message_bytes() -> None:
     windows = np.arange(3 * 2 * 5, dtype=np.uint16).reshape(3, 2, 5)
-    message = encode_windows(4, windows, 100)
+    message = encode_batch(4, windows[..., :-1], windows[..., 1:], 100)
     batches = list(DataClient._split(message, step=4, end=10))
     assert len(batches) == 3
     for i, (x, y) in enumerate(batches):
@@ -28,7 +28,8 @@ def test_batches_are_views_of_the_message_bytes() -> None:
 
 
 def test_a_message_with_other_steps_or_malformed_is_refused() -> None:
-    message = encode_windows(4, np.zeros((3, 2, 5), dtype=np.uint16), 100)
+    windows = np.zeros((3, 2, 5), dtype=np.uint16)
+    message = encode_batch(4, windows[..., :-1], windows[..., 1:], 100)
     with pytest.raises(DataServiceError, match="sent steps 4..6, expected from 5"):
         DataClient._split(message, step=5, end=10)
     with pytest.raises(DataServiceError, match="to at most 5"):

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from data_service.wire import encode_batch, encode_windows, varint
+from data_service.wire import encode_batch
 from simtrain.batch_wire import BatchError, decode
 from simtrain.data.v1 import data_service_pb2 as pb
+from simtrain.protowire import varint
 
 
 @pytest.mark.parametrize(
@@ -39,13 +40,13 @@ def test_several_batches_encode_as_protobuf_would():
         vocab_size=70,
         num_batches=3,
     )
-    assert encode_windows(5, windows, 70) == expected.SerializeToString()
+    assert encode_batch(5, windows[..., :-1], windows[..., 1:], 70) == expected.SerializeToString()
 
 
 def test_decode_views_the_tensors_in_place():
     rng = np.random.default_rng(0)
     windows = rng.integers(0, 500, (4, 9)).astype(np.uint16)
-    data = encode_windows(12, windows, 500)
+    data = encode_batch(12, windows[..., :-1], windows[..., 1:], 500)
     batches = decode(data)
     assert (batches.step, batches.vocab_size, len(batches)) == (12, 500, 1)
     np.testing.assert_array_equal(batches.x[0], windows[:, :-1])
@@ -53,16 +54,16 @@ def test_decode_views_the_tensors_in_place():
     x = batches.x
     assert x.dtype == np.dtype("<i8") and not x.flags.writeable and x.base is not None
     # Step 0 and vocab 0 are left out on the wire, as protobuf does.
-    empty = decode(encode_windows(0, windows, 0))
+    empty = decode(encode_batch(0, windows[..., :-1], windows[..., 1:], 0))
     assert (empty.step, empty.vocab_size) == (0, 0)
 
 
 def test_a_message_of_several_batches_decodes_to_the_single_ones():
     windows = np.random.default_rng(2).integers(0, 90, (5, 3, 7)).astype(np.uint16)
-    packed = decode(encode_windows(20, windows, 90))
+    packed = decode(encode_batch(20, windows[..., :-1], windows[..., 1:], 90))
     assert (packed.step, len(packed)) == (20, 5)
     for i in range(5):
-        one = decode(encode_windows(20 + i, windows[i], 90))
+        one = decode(encode_batch(20 + i, windows[i][..., :-1], windows[i][..., 1:], 90))
         np.testing.assert_array_equal(packed.x[i], one.x[0])
         np.testing.assert_array_equal(packed.y[i], one.y[0])
 

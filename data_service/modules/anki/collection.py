@@ -8,6 +8,8 @@ import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+from simtrain import protowire
+
 FIELD_SEPARATOR = "\x1f"
 
 
@@ -34,39 +36,14 @@ def _has_table(db: sqlite3.Connection, name: str) -> bool:
     )
 
 
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if at >= len(data):
-            raise ValueError("truncated varint")
-        byte = data[at]
-        value |= (byte & 0x7F) << shift
-        at += 1
-        if byte < 0x80:
-            return value, at
-        shift += 7
-
-
 def _notetype_kind(config: bytes) -> int:
     """Field 1 (``kind``: 0 normal, 1 cloze) of the NotetypeConfig protobuf in ``notetypes.config``."""
-    at = 0
-    while at < len(config):
-        key, at = _varint(config, at)
-        number, wire = key >> 3, key & 7
-        if wire == 0:
-            value, at = _varint(config, at)
-            if number == 1:
-                return value
-        elif wire == 2:
-            length, at = _varint(config, at)
-            at += length
-        elif wire == 1:
-            at += 8
-        elif wire == 5:
-            at += 4
-        else:
-            raise ValueError(f"unexpected protobuf wire type {wire}")
-    return 0
+    kinds = [
+        value
+        for number, value in protowire.fields(memoryview(config))
+        if number == 1 and isinstance(value, int)
+    ]
+    return kinds[-1] if kinds else 0
 
 
 def notetypes(db: sqlite3.Connection) -> dict[int, NoteType]:
