@@ -22,7 +22,7 @@ from gateway import examples
 from gateway.errors import error_doc
 from gateway.jobs import existing_job
 from simtrain.jobs import JobRecord, JobStatus
-from simtrain.queue import decode_record
+from simtrain.queue import decode_record, job_key
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ def _row(fields: dict[str, str]) -> dict[str, float]:
 async def _job_events(
     r: aioredis.Redis, prefix: str, job_id: str, after: str
 ) -> AsyncIterator[ServerSentEvent]:
-    job_key = f"{prefix}job:{job_id}"
-    metrics_key = f"{job_key}:metrics"
+    record_key = job_key(prefix, job_id)
+    metrics_key = f"{record_key}:metrics"
     last_status = None
     block: int | None = None  # the first read does not wait
     while True:
@@ -59,7 +59,7 @@ async def _job_events(
             for entry_id, fields in entries:
                 after = entry_id
                 yield ServerSentEvent(event="metrics", id=entry_id, data=_row(fields))
-        raw = await r.hgetall(job_key)
+        raw = await r.hgetall(record_key)
         if not raw:
             yield ServerSentEvent(event="end", data={"id": job_id, "status": "deleted"})
             return

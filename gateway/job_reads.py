@@ -16,10 +16,11 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import redis_down
-from simtrain.queue import decode_record
+from gateway.jobs import JOB_ID
+from simtrain.queue import decode_record, job_key
 
-# The ids the route accepts (see gateway.jobs._JOB_ID); others go on to it for their 404.
-_PATH = re.compile(r"/v1/jobs/([0-9a-f]{1,64})")
+# The ids the route accepts; others go on to it for their 404.
+_PATH = re.compile(f"/v1/jobs/({JOB_ID.pattern})")
 
 
 class RenderedRecords:
@@ -54,7 +55,7 @@ class JobReads:
     def __init__(self, app: ASGIApp, route: BaseRoute, prefix: str, records: RenderedRecords) -> None:
         self.app = app
         self.route = route
-        self.key_prefix = f"{prefix}job:"
+        self.prefix = prefix
         self.records = records
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -64,7 +65,7 @@ class JobReads:
             return
         job_id = match.group(1)
         try:
-            fields = await scope["app"].state.aredis.hgetall(self.key_prefix + job_id)
+            fields = await scope["app"].state.aredis.hgetall(job_key(self.prefix, job_id))
         except (redis.ConnectionError, redis.TimeoutError) as e:
             await redis_down(e)(scope, receive, send)
             return

@@ -15,13 +15,13 @@ from gateway.errors import ApiError, error_doc
 from simtrain.jobs import JobRecord, JobSpec, JobStatus
 from simtrain.limits import limit_errors
 from simtrain.model_presets import MODEL_PRESETS
-from simtrain.queue import IdempotencyConflict, JobQueue, decode_record
+from simtrain.queue import IdempotencyConflict, JobQueue, decode_record, job_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 models_router = APIRouter(prefix="/v1/models", tags=["jobs"])
 
 # Job ids are uuid4 hex; allow some slack for other clients, but never junk as a Redis key or a path.
-_JOB_ID = re.compile(r"[0-9a-f]{1,64}")
+JOB_ID = re.compile(r"[0-9a-f]{1,64}")
 
 _NOT_FOUND = {404: error_doc("No such job (or not a job id)")}
 
@@ -75,7 +75,7 @@ async def _queue(request: Request) -> JobQueue:
 
 async def _job_id(job_id: str) -> str:
     """Turn a path id that cannot name a job into a 404 before it reaches Redis or the disk."""
-    if not _JOB_ID.fullmatch(job_id):
+    if not JOB_ID.fullmatch(job_id):
         raise ApiError(404, "not_found", "not a job id: job ids are 1 to 64 lowercase hex digits")
     return job_id
 
@@ -91,7 +91,7 @@ async def existing_job(job_id: JobId, request: Request) -> JobRecord:
     never waits for a thread.
     """
     prefix = request.app.state.settings.key_prefix
-    fields = await request.app.state.aredis.hgetall(f"{prefix}job:{job_id}")
+    fields = await request.app.state.aredis.hgetall(job_key(prefix, job_id))
     if not fields:
         raise ApiError(404, "not_found", f"no job with id {job_id}")
     return decode_record(fields)

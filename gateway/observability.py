@@ -99,9 +99,10 @@ class AccessLog:
 
     def request(self, scope: Scope, status: int, seconds: float) -> None:
         host, port = scope.get("client") or ("-", 0)
-        path = urllib.parse.quote(scope["path"])  # quoted: a path cannot forge a line of its own
+        # Quoted, the query too (its escapes kept): no request can forge a line or a field of its own.
+        path = urllib.parse.quote(scope["path"])
         if scope["query_string"]:
-            path += "?" + scope["query_string"].decode("ascii", "replace")
+            path += "?" + urllib.parse.quote(scope["query_string"].decode("latin-1"), safe="=&%+/:,;@")
         line = f'INFO:     {host}:{port} - "{scope["method"]} {path} HTTP/{scope["http_version"]}" {status}'
         if not self.lines:
             asyncio.get_running_loop().call_soon(self.flush)

@@ -187,7 +187,7 @@ class JobQueue:
         return cls(client, prefix, lease_ms)
 
     def _job_key(self, job_id: str) -> str:
-        return f"{self.prefix}job:{job_id}"
+        return job_key(self.prefix, job_id)
 
     # -- clients --------------------------------------------------------------------------------
 
@@ -250,7 +250,7 @@ class JobQueue:
                     continue
                 last, seen = (score, job_id), seen + 1
                 if fields and (status is None or fields["status"] == status.value):
-                    page.append(_from_hash(fields))
+                    page.append(decode_record(fields))
                 if len(page) == limit or seen == scan:
                     break
         assert last is not None
@@ -296,7 +296,7 @@ class JobQueue:
 
     def get(self, job_id: str) -> JobRecord | None:
         fields = self.r.hgetall(self._job_key(job_id))
-        return _from_hash(fields) if fields else None
+        return decode_record(fields) if fields else None
 
     def metrics(self, job_id: str, since_step: int = 0) -> list[dict[str, float]]:
         """Logged metrics of a job, in step order, from ``since_step`` on."""
@@ -520,12 +520,14 @@ def _to_hash(job: JobRecord) -> dict[str, str]:
     )
 
 
-def decode_record(fields: dict[str, str]) -> JobRecord:
-    """A job record from its Redis hash, for readers with a client of their own (an asyncio one, say)."""
-    return _from_hash(fields)
+def job_key(prefix: str, job_id: str) -> str:
+    """The Redis hash of a job's record, for readers with a client of their own (an asyncio one, say)."""
+    return f"{prefix}job:{job_id}"
 
 
-def _from_hash(h: dict[str, str]) -> JobRecord:
+def decode_record(h: dict[str, str]) -> JobRecord:
+    """A job record from its Redis hash (see :func:`job_key`)."""
+
     def opt(key: str) -> str | None:
         return h.get(key) or None
 

@@ -20,7 +20,7 @@ from gateway.config import GatewaySettings
 from gateway.job_reads import JobReads, RenderedRecords
 from gateway.observability import AccessLog
 from simtrain.jobs import JobStatus
-from simtrain.queue import JobQueue
+from simtrain.queue import JobQueue, job_key
 from simtrain.settings import Settings
 from tests.integration.gateway_support import error_of, serve
 
@@ -121,7 +121,7 @@ def test_a_record_written_by_an_older_version_or_another_client(
         "max_iters": "300",
         "created_at": "1700000000.5",
     }
-    job_queue.r.hset(f"{job_queue.prefix}job:{job_id}", mapping=fields)
+    job_queue.r.hset(job_key(job_queue.prefix, job_id), mapping=fields)
     fast = client.get(f"/v1/jobs/{job_id}")
     assert fast.status_code == 200
     assert fast.content == framework_only.get(f"/v1/jobs/{job_id}").content
