@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from simtrain.jobs import JobStatus
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from tests.integration.gateway_support import FakeDataService, GrpcServer, serve
+from tests.simtrain_up import SIMTRAIN, stack_env, start_up
 
 TOKEN = "cli-token"
 
@@ -248,42 +248,23 @@ def test_datasets_commands(
 
 
 def test_up_then_down(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
-    simtrain = Path(sys.executable).parent / "simtrain"
-    env = os.environ | {
-        "REDIS_URL": redis_url,
-        "SIMTRAIN_KEY_PREFIX": key_prefix,
-        "SIMTRAIN_STATE_DIR": str(tmp_path / "var"),
-        "SIMTRAIN_DATA_ROOT": str(tmp_path / "data"),
-        "COLUMNS": "200",
-    }
-    up = subprocess.Popen(
-        [str(simtrain), "up", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    env = stack_env(os.environ | {"REDIS_URL": redis_url}, key_prefix, tmp_path)
+    up, _ = start_up(env)
     try:
-        lines: list[str] = []
-        threading.Thread(target=lambda: lines.extend(up.stdout), daemon=True).start()
-        deadline = time.monotonic() + 90
-        while not any("ready" in line for line in lines):
-            assert up.poll() is None and time.monotonic() < deadline, "".join(lines)
-            time.sleep(0.1)
         pid_file = tmp_path / "var" / "simtrain-up.json"
         info = json.loads(pid_file.read_text())
         assert info["pid"] == up.pid
         assert httpx.get(f"{info['gateway']}/healthz").json() == {"status": "ok"}
 
-        again = subprocess.run([str(simtrain), "up"], env=env, capture_output=True, text=True, timeout=30)
+        again = subprocess.run([str(SIMTRAIN), "up"], env=env, capture_output=True, text=True, timeout=30)
         assert again.returncode == 1 and "already running" in again.stdout
 
-        down = subprocess.run([str(simtrain), "down"], env=env, capture_output=True, text=True, timeout=90)
+        down = subprocess.run([str(SIMTRAIN), "down"], env=env, capture_output=True, text=True, timeout=90)
         assert down.returncode == 0, down.stdout + down.stderr
         assert "stopped" in down.stdout
         assert up.wait(timeout=10) == 0
         assert not pid_file.exists()
-        nothing = subprocess.run([str(simtrain), "down"], env=env, capture_output=True, text=True, timeout=30)
+        nothing = subprocess.run([str(SIMTRAIN), "down"], env=env, capture_output=True, text=True, timeout=30)
         assert nothing.returncode == 0 and "no local stack is running" in nothing.stdout
     finally:
         if up.poll() is None:

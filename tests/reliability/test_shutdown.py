@@ -7,8 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,6 +14,7 @@ import pytest
 from simtrain.process import pid_alive
 from simtrain.redis_server import redis_answers
 from tests.reliability.support import wait_until
+from tests.simtrain_up import SIMTRAIN, stack_env, start_up
 
 pytestmark = pytest.mark.timeout(180)
 SERVICES = ("data_service", "trainer_service", "gateway")
@@ -49,27 +48,12 @@ def command_line(pid: int) -> str:
 
 @pytest.mark.parametrize("how", ["sigterm", "down", "sigkill"])
 def test_up_leaves_no_process_behind(how: str, tmp_path: Path, key_prefix: str):
-    simtrain = Path(sys.executable).parent / "simtrain"
-    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SIMTRAIN_REDIS_URL")}
-    env |= {  # no Redis given: `up` starts a private one, which must go too
-        "SIMTRAIN_KEY_PREFIX": key_prefix,
-        "SIMTRAIN_STATE_DIR": str(tmp_path / "var"),
-        "SIMTRAIN_DATA_ROOT": str(tmp_path / "data"),
-        "COLUMNS": "200",
-    }
-    up = subprocess.Popen(
-        [str(simtrain), "up", "--port", "0"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    lines: list[str] = []
+    # No Redis given: `up` starts a private one, which must go too.
+    no_redis = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SIMTRAIN_REDIS_URL")}
+    env = stack_env(no_redis, key_prefix, tmp_path)
+    up, lines = start_up(env)
     started: dict[int, str] = {}
-    threading.Thread(target=lambda: lines.extend(up.stdout), daemon=True).start()
     try:
-        wait_until(lambda: any("ready" in line for line in lines) or up.poll() is not None, 90, "simtrain up")
-        assert up.poll() is None, "".join(lines)
         started.update(children_of(up.pid))
         commands = " ".join(started.values())
         assert all(f"-m {service}" in commands for service in SERVICES), started
@@ -80,7 +64,7 @@ def test_up_leaves_no_process_behind(how: str, tmp_path: Path, key_prefix: str):
             up.send_signal(signal.SIGTERM)
         elif how == "down":
             down = subprocess.run(
-                [str(simtrain), "down"], env=env, capture_output=True, text=True, timeout=90
+                [str(SIMTRAIN), "down"], env=env, capture_output=True, text=True, timeout=90
             )
             assert down.returncode == 0, down.stdout + down.stderr
         else:
