@@ -22,10 +22,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
-from gateway_common import gateway, new_prefix, redis_url, summary  # noqa: E402
+from gateway_common import gateway, new_prefix, summary  # noqa: E402
 
 from simtrain.jobs import JobStatus  # noqa: E402
 from simtrain.queue import JobQueue  # noqa: E402
+from simtrain.redis_server import answering_redis  # noqa: E402
 
 SPEC = {"dataset": {"module": "text", "source": "tiny.txt"}, "training": {"max_iters": 10}}
 
@@ -60,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
 
     prefix = new_prefix()
-    with redis_url() as redis, gateway(redis, prefix) as (host, port):
+    with answering_redis(os.environ.get("REDIS_URL")) as redis, gateway(redis, prefix) as (host, port):
         queue = JobQueue.from_url(redis, prefix)
         trainer = StandInTrainer(queue)
         trainer.start()

@@ -23,20 +23,8 @@ from typing import cast
 import uvloop
 
 from simtrain.process import stop_process
-from simtrain.redis_server import PrivateRedis, redis_answers
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-@contextmanager
-def redis_url() -> Iterator[str]:
-    """REDIS_URL when it answers, else a private server for the run."""
-    wanted = os.environ.get("REDIS_URL", "")
-    if wanted and redis_answers(wanted):
-        yield wanted
-        return
-    with PrivateRedis() as server:
-        yield server.url
 
 
 @contextmanager

@@ -19,9 +19,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
-from gateway_common import gateway, load, new_prefix, redis_url, request_bytes  # noqa: E402
+from gateway_common import gateway, load, new_prefix, request_bytes  # noqa: E402
 
 from simtrain.queue import JobQueue  # noqa: E402
+from simtrain.redis_server import answering_redis  # noqa: E402
 
 SPEC = {
     "dataset": {"module": "text", "source": "tiny.txt"},
@@ -37,7 +38,7 @@ def main() -> None:
     args = parser.parse_args()
 
     prefix = new_prefix()
-    with redis_url() as redis, gateway(redis, prefix) as (host, port):
+    with answering_redis(os.environ.get("REDIS_URL")) as redis, gateway(redis, prefix) as (host, port):
         base = f"http://{host}:{port}"
         job_id = httpx.post(f"{base}/v1/jobs", json=SPEC).json()["id"]
         body = json.dumps(SPEC).encode()

@@ -9,19 +9,16 @@ from collections.abc import Iterator
 import pytest
 
 from simtrain.queue import JobQueue
-from simtrain.redis_server import PrivateRedis, redis_answers
+from simtrain.redis_server import answering_redis
 from simtrain.settings import Settings
 from tests.integration.trainer_support import DataService, start_data_service
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    url = os.environ.get("REDIS_URL", "")
-    if url and redis_answers(url):
+    """REDIS_URL when it answers, else a private server for the session."""
+    with answering_redis(os.environ.get("REDIS_URL")) as url:
         yield url
-        return
-    with PrivateRedis() as server:
-        yield server.url
 
 
 @pytest.fixture
