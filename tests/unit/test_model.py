@@ -300,5 +300,18 @@ def test_gelu_falls_back_to_aten_where_the_kernel_does_not_apply() -> None:
     x = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(ops.gelu, (x,))
     torch.testing.assert_close(ops.gelu(x), new_gelu(x))
-    strided = torch.randn(6, 4).t()  # not contiguous: ATen's kernel
-    torch.testing.assert_close(ops.gelu(strided), new_gelu(strided), atol=1e-6, rtol=1e-6)
+    strided = torch.randn(6, 4).t().requires_grad_()  # not contiguous: ATen's kernel
+    y = ops.gelu(strided)
+    assert type(y.grad_fn).__name__ == "GeluBackward0"
+    torch.testing.assert_close(y, new_gelu(strided), atol=1e-6, rtol=1e-6)
+
+
+def test_without_a_c_compiler_gelu_is_atens(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ops.shutil, "which", lambda name: None)
+    ops.kernels.cache_clear()
+    try:
+        assert ops.kernels() is None
+        y = ops.gelu(torch.randn(64, requires_grad=True))
+        assert type(y.grad_fn).__name__ == "GeluBackward0"
+    finally:
+        ops.kernels.cache_clear()  # the next caller builds the kernel again
