@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/gateway_claim.py
 	$(BIN)/python bench/data_memory.py
 	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/cpu_attention.py
 	$(BIN)/python bench/train_data_wait.py
 
 # Containers (deploy/): the GPU host stack; CPU=1 adds the override for hosts without a GPU,

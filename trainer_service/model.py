@@ -1,9 +1,9 @@
 """A GPT that is minGPT-compatible (same presets, state_dict keys, init and losses) but faster.
 
 Compatibility is the point: a minGPT checkpoint loads here with ``strict=True`` and ours loads into minGPT,
-so fit reports can be checked against the reference implementation. Speed comes from PyTorch's fused
-attention (``scaled_dot_product_attention``), fused AdamW, a fused tanh-GELU (on CPU a kernel compiled at
-first use, see ``ops``) and, on CPU, a cheaper dropout.
+so fit reports can be checked against the reference implementation. Speed comes from fused attention
+(``scaled_dot_product_attention``, or on CPU without dropout a kernel of ours), fused AdamW, a fused
+tanh-GELU (on CPU a kernel compiled at first use: both in ``ops``) and, on CPU, a cheaper dropout.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from simtrain.model_presets import MODEL_PRESETS
-from trainer_service.ops import gelu
+from trainer_service.ops import causal_attention, gelu, merge_heads, split_heads
 
 # Device types with a fused AdamW kernel (torch.optim's own list, minus the exotic backends).
 _FUSED_ADAMW_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
@@ -119,30 +119,25 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = Dropout(config.resid_pdrop)
         self.n_head = config.n_head
         self.attn_pdrop = config.attn_pdrop
-        # minGPT's causal mask, kept so state_dicts match minGPT's. SDPA masks by itself; only the CPU path
-        # with attention dropout reads it.
+        # minGPT's causal mask, kept so state_dicts match minGPT's. The attention kernels mask by themselves;
+        # only the CPU path with attention dropout reads it.
         mask = torch.tril(torch.ones(config.block_size, config.block_size))
         self.register_buffer("bias", mask.view(1, 1, config.block_size, config.block_size))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, n_head, T, head_size)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        qkv = self.c_attn(x)
         dropout_p = self.attn_pdrop if self.training else 0.0
         if 0.0 < dropout_p < _MAX_MASK_P and x.device.type == "cpu":
-            y = self._attention_with_cpu_dropout(q, k, v, dropout_p)
+            y = self._attention_with_cpu_dropout(qkv, dropout_p)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)
+            y = causal_attention(qkv, self.n_head, dropout_p)
         return self.resid_dropout(self.c_proj(y))
 
-    def _attention_with_cpu_dropout(
-        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: float
-    ) -> torch.Tensor:
+    def _attention_with_cpu_dropout(self, qkv: torch.Tensor, p: float) -> torch.Tensor:
         """CPU SDPA has no fused kernel with dropout: its fallback rebuilds the mask every call. This uses
         the stored mask, folded into the score matmul as an additive bias, and the cheaper dropout mask,
         with dropout's 1/(1-p) applied to the output (T x head_size) instead of the weights (T x T)."""
+        q, k, v = split_heads(qkv, self.n_head)
         T = q.size(-2)
         mask = self.bias[0, 0, :T, :T]
         bias = torch.zeros_like(mask, dtype=q.dtype).masked_fill_(mask == 0, float("-inf"))
@@ -154,7 +149,7 @@ class CausalSelfAttention(nn.Module):
         if p > 0.0:
             keep, kept = keep_mask(att.shape, p)
             att = torch.where(keep, att, 0.0)
-        return torch.bmm(att, v.flatten(0, 1)).mul_(1.0 / kept).view_as(v)
+        return merge_heads(torch.bmm(att, v.flatten(0, 1)).mul_(1.0 / kept).view_as(v))
 
 
 class MLP(nn.Module):

@@ -1,20 +1,30 @@
-"""minGPT's tanh-GELU for CPU training, one memory pass each way, from a small C kernel compiled at first use.
+"""Our own CPU ops for training, from small C kernels (``kernels/``) compiled at first use.
 
-ATen's CPU tanh-GELU runs far below memory speed (forward or backward takes about six times what
-``torch.tanh`` over the same tensor does): at ``gpt-mini`` sizes it was a sixth of a training step. The
+**tanh-GELU.** ATen's CPU tanh-GELU runs far below memory speed (forward or backward takes about six times
+what ``torch.tanh`` over the same tensor does): at ``gpt-mini`` sizes it was a sixth of a training step. The
 kernel is a plain loop that gcc vectorizes with glibc's vector ``tanhf`` and splits over torch's OpenMP
 threads. Every element goes through the same vector code (there is no scalar remainder loop), so results
 are bit-identical whatever the thread count or alignment: CPU resumes stay exact. The arithmetic is minGPT's
 NewGELU op by op in float32 (and backward that of autograd through it, in its order, without FMA contraction):
 only ``tanhf`` differs (glibc's, not ATen's), so training stays within the minGPT fixture's 1e-5, which
-looser rewrites (a sigmoid form, a closed-form derivative) did not. Off CPU, for other dtypes,
-under ``torch.compile`` or where no C compiler works, :func:`gelu` is ``F.gelu(x, approximate="tanh")``.
+looser rewrites (a sigmoid form, a closed-form derivative) did not.
+
+**Causal self-attention.** PyTorch's CPU flash attention tiles for long sequences; at minGPT's sizes (head
+size 16 to 64, a few hundred positions) its forward and backward took a fifth to a third of a step. The
+kernel takes c_attn's output as it is, keeps one head's q, k and v in cache, and writes the output and the
+gradient in the layouts the neighbouring Linear layers use (see ``kernels/attention.c``). It is exact
+attention, within float32 rounding of SDPA, and its sums do not depend on the thread count either.
+
+Off CPU, for other dtypes, under ``torch.compile``, with attention dropout, or where no C compiler works,
+:func:`gelu` is ``F.gelu(x, approximate="tanh")`` and :func:`causal_attention` is
+``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import shutil
 import subprocess
 import tempfile
@@ -24,59 +34,32 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-_SOURCE = r"""
-#include <math.h>
-#include <string.h>
-#pragma omp declare simd notinbranch
-float tanhf(float);
-
-#define K 0.7978845608028654f /* sqrt(2 / pi) */
-#define A 0.044715f
-#define W 16 /* every element goes through the same vector code: no scalar remainder loop */
-
-static void forward_block(const float *x, float *y) {
-#pragma omp simd
-  for (int i = 0; i < W; i++) {
-    float v = x[i];
-    y[i] = (0.5f * v) * (1.0f + tanhf(K * (v + A * (v * v * v))));
-  }
+_KERNELS = Path(__file__).with_name("kernels")
+_POINTER, _LONG, _FLOAT = ctypes.c_void_p, ctypes.c_long, ctypes.c_float
+# Per kernel source: its own compiler flags and its functions' C signatures (argument types, result type).
+_LIBRARIES: dict[str, tuple[list[str], dict[str, tuple[list, type | None]]]] = {
+    # NewGELU op by op: no FMA may merge two of its operations.
+    "gelu": (
+        ["-ffp-contract=off"],
+        {
+            "gelu_forward": ([_POINTER] * 2 + [_LONG], None),
+            "gelu_backward": ([_POINTER] * 3 + [_LONG], None),
+        },
+    ),
+    # Matmul-like loops: FMAs wanted; and the row copies stay loops rather than calls to memcpy.
+    "attention": (
+        ["-fno-tree-loop-distribute-patterns"],
+        {
+            "attention_forward": ([_POINTER] * 3 + [_LONG] * 4 + [_FLOAT], ctypes.c_int),
+            "attention_backward": ([_POINTER] * 4 + [_LONG] * 4 + [_FLOAT], ctypes.c_int),
+        },
+    ),
 }
-
-static void backward_block(const float *grad, const float *x, float *dx) {
-#pragma omp simd
-  for (int i = 0; i < W; i++) {
-    float v = x[i], t = tanhf(K * (v + A * (v * v * v)));
-    float g = grad[i], g_inner = (g * (0.5f * v)) * (1.0f - t * t) * K;
-    dx[i] = ((g * (1.0f + t)) * 0.5f + g_inner) + (g_inner * A) * (3.0f * (v * v));
-  }
-}
-
-void gelu_forward(const float *x, float *y, long n) {
-#pragma omp parallel for schedule(static)
-  for (long i = 0; i < n / W * W; i += W) forward_block(x + i, y + i);
-  long tail = n % W, i = n - tail;
-  float xt[W] = {0}, yt[W];
-  memcpy(xt, x + i, tail * sizeof(float));
-  forward_block(xt, yt);
-  memcpy(y + i, yt, tail * sizeof(float));
-}
-
-void gelu_backward(const float *grad, const float *x, float *dx, long n) {
-#pragma omp parallel for schedule(static)
-  for (long i = 0; i < n / W * W; i += W) backward_block(grad + i, x + i, dx + i);
-  long tail = n % W, i = n - tail;
-  float gt[W] = {0}, xt[W] = {0}, dt[W];
-  memcpy(gt, grad + i, tail * sizeof(float));
-  memcpy(xt, x + i, tail * sizeof(float));
-  backward_block(gt, xt, dt);
-  memcpy(dx + i, dt, tail * sizeof(float));
-}
-"""
 
 
 @functools.cache
-def kernels() -> ctypes.CDLL | None:
-    """The compiled kernels, or None without a working C compiler (then callers use ATen's GELU).
+def library(name: str) -> ctypes.CDLL | None:
+    """The compiled ``kernels/<name>.c``, or None without a working C compiler (callers then use ATen's op).
 
     Built per process for the CPU it runs on (``-march=native``; about 0.1 s), so no cached binary can
     meet another CPU. ``libgomp.so.1`` resolves to the one torch has already loaded: one thread pool.
@@ -86,20 +69,26 @@ def kernels() -> ctypes.CDLL | None:
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         return None
+    extra_flags, functions = _LIBRARIES[name]
     with tempfile.TemporaryDirectory() as tmp:
-        source, library = Path(tmp, "gelu.c"), Path(tmp, "gelu.so")
-        source.write_text(_SOURCE)
-        flags = ["-O3", "-march=native", "-ffp-contract=off", "-fopenmp", "-shared", "-fPIC"]
-        command = [compiler, *flags, str(source), "-o", str(library), "-lm"]
+        built = Path(tmp, f"{name}.so")
+        flags = ["-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", *extra_flags]
+        command = [compiler, *flags, str(_KERNELS / f"{name}.c"), "-o", str(built), "-lm"]
         try:
             subprocess.run(command, capture_output=True, check=True, timeout=60)
-            lib = ctypes.CDLL(str(library))  # mapped now: the file may go with the directory
+            lib = ctypes.CDLL(str(built))  # mapped now: the file may go with the directory
         except (OSError, subprocess.SubprocessError):  # no OpenMP, no vector tanhf (glibc < 2.35), ...
             return None
-    for name, n_pointers in (("gelu_forward", 2), ("gelu_backward", 3)):
-        getattr(lib, name).argtypes = [ctypes.c_void_p] * n_pointers + [ctypes.c_long]
-        getattr(lib, name).restype = None
+    for function, (argtypes, restype) in functions.items():
+        getattr(lib, function).argtypes = argtypes
+        getattr(lib, function).restype = restype
     return lib
+
+
+def _applies(x: torch.Tensor, name: str) -> bool:
+    """Whether the kernel ``name`` can take ``x``: float32 on CPU, contiguous, outside torch.compile."""
+    fits = x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
+    return fits and not torch.compiler.is_compiling() and library(name) is not None
 
 
 class _TanhGELU(torch.autograd.Function):
@@ -109,7 +98,7 @@ class _TanhGELU(torch.autograd.Function):
     def forward(ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(x)
         y = torch.empty_like(x)
-        kernels().gelu_forward(x.data_ptr(), y.data_ptr(), x.numel())
+        library("gelu").gelu_forward(x.data_ptr(), y.data_ptr(), x.numel())
         return y
 
     @staticmethod
@@ -118,13 +107,72 @@ class _TanhGELU(torch.autograd.Function):
         (x,) = ctx.saved_tensors
         grad = grad.contiguous()
         dx = torch.empty_like(x)
-        kernels().gelu_backward(grad.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel())
+        library("gelu").gelu_backward(grad.data_ptr(), x.data_ptr(), dx.data_ptr(), x.numel())
         return dx
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """minGPT's NewGELU, ``0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``: the kernel where it applies."""
-    fits = x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
-    if fits and not torch.compiler.is_compiling() and kernels() is not None:
+    if _applies(x, "gelu"):
         return _TanhGELU.apply(x)
     return F.gelu(x, approximate="tanh")
+
+
+class _CausalAttention(torch.autograd.Function):
+    """Saves c_attn's output and each row's softmax max and 1 / sum; backward recomputes the probabilities
+    from them, as flash attention does, rather than keeping T x T of them per head."""
+
+    @staticmethod
+    def forward(ctx: torch.autograd.function.FunctionCtx, qkv: torch.Tensor, n_head: int) -> torch.Tensor:
+        B, T, C3 = qkv.shape
+        head_size = C3 // 3 // n_head
+        y = qkv.new_empty(B, T, C3 // 3)
+        stats = qkv.new_empty(B, n_head, T, 2) if ctx.needs_input_grad[0] else None
+        status = library("attention").attention_forward(
+            qkv.data_ptr(), y.data_ptr(), None if stats is None else stats.data_ptr(),
+            B, T, n_head, head_size, 1.0 / math.sqrt(head_size),
+        )  # fmt: skip
+        if status:
+            raise MemoryError(f"attention kernel: no memory for its per-thread scratch (T={T})")
+        ctx.n_head = n_head
+        ctx.save_for_backward(qkv, stats)
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor) -> tuple[torch.Tensor, None]:
+        qkv, stats = ctx.saved_tensors
+        B, T, C3 = qkv.shape
+        head_size = C3 // 3 // ctx.n_head
+        dy = dy.contiguous()
+        dqkv = torch.empty_like(qkv)
+        status = library("attention").attention_backward(
+            qkv.data_ptr(), dy.data_ptr(), stats.data_ptr(), dqkv.data_ptr(),
+            B, T, ctx.n_head, head_size, 1.0 / math.sqrt(head_size),
+        )  # fmt: skip
+        if status:
+            raise MemoryError(f"attention kernel: no memory for its per-thread scratch (T={T})")
+        return dqkv, None
+
+
+def causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal self-attention over c_attn's output ``qkv [B, T, 3C]``: ``y [B, T, C]``, heads side by side.
+
+    The kernel where it applies (no dropout); else SDPA, which also does attention dropout.
+    """
+    if dropout_p == 0.0 and _applies(qkv, "attention"):
+        return _CausalAttention.apply(qkv, n_head)
+    q, k, v = split_heads(qkv, n_head)
+    return merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True))
+
+
+def split_heads(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``qkv [B, T, 3C]`` as q, k and v views of ``[B, n_head, T, head_size]``."""
+    B, T, C = qkv.size(0), qkv.size(1), qkv.size(2) // 3
+    return tuple(t.view(B, T, n_head, C // n_head).transpose(1, 2) for t in qkv.split(C, dim=2))
+
+
+def merge_heads(y: torch.Tensor) -> torch.Tensor:
+    """``[B, n_head, T, head_size]`` back to ``[B, T, C]``, heads side by side."""
+    B, n_head, T, head_size = y.shape
+    return y.transpose(1, 2).contiguous().view(B, T, n_head * head_size)

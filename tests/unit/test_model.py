@@ -215,14 +215,85 @@ def test_state_dict_is_minGPTs_and_nothing_else(mingpt: dict) -> None:
             assert torch.equal(ours[name], value), name  # minGPT's lower-triangular mask, as it keeps it
 
 
+def sdpa(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
+    """Causal attention over ``qkv [B, T, 3C]`` by PyTorch's SDPA: the reference for ours."""
+    q, k, v = ops.split_heads(qkv, n_head)
+    return ops.merge_heads(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
+
+
 def test_cpu_attention_with_dropout_matches_sdpa_when_nothing_drops() -> None:
     """The CPU path used while attention dropout is on computes the same attention as SDPA."""
     torch.manual_seed(0)
     attn = nano(dropout=0.1, block_size=16).transformer.h[0].attn
-    q, k, v = torch.randn(3, 2, 3, 16, 16).unbind(0)
-    explicit = attn._attention_with_cpu_dropout(q, k, v, p=0.0)
-    fused = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-    torch.testing.assert_close(explicit, fused, atol=1e-6, rtol=1e-5)
+    qkv = torch.randn(2, 16, 3 * 48)
+    explicit = attn._attention_with_cpu_dropout(qkv, p=0.0)
+    torch.testing.assert_close(explicit, sdpa(qkv, 3), atol=1e-6, rtol=1e-5)
+
+
+needs_attention_kernel = pytest.mark.skipif(
+    ops.library("attention") is None, reason="no C compiler: attention is SDPA's"
+)
+
+
+@needs_attention_kernel
+@pytest.mark.parametrize(
+    "B, T, n_head, head_size",
+    [(2, 1, 1, 16), (3, 7, 2, 16), (2, 37, 3, 24), (4, 128, 6, 32), (2, 130, 2, 64), (1, 20, 1, 5)],
+)
+def test_attention_kernel_is_as_accurate_as_sdpa(B: int, T: int, n_head: int, head_size: int) -> None:
+    """Output and gradient against SDPA in float64, no further off than SDPA's own float32 (with slack)."""
+    torch.manual_seed(0)
+    exact = torch.randn(B, T, 3 * n_head * head_size, dtype=torch.float64, requires_grad=True)
+    reference = sdpa(exact, n_head)
+    grad = torch.randn_like(reference)
+    (reference_dqkv,) = torch.autograd.grad(reference, exact, grad)
+    qkv = exact.detach().float().requires_grad_()
+    ours = ops.causal_attention(qkv, n_head)
+    assert type(ours.grad_fn).__name__ == "_CausalAttentionBackward"  # the kernel, not the fallback
+    (dqkv,) = torch.autograd.grad(ours, qkv, grad.float())
+    torch.testing.assert_close(ours.double(), reference, atol=3e-6, rtol=0)
+    torch.testing.assert_close(dqkv.double(), reference_dqkv, atol=1e-5, rtol=0)
+    with torch.no_grad():  # inference keeps no log-sum-exp but computes the same
+        assert torch.equal(ops.causal_attention(qkv, n_head), ours.detach())
+
+
+@needs_attention_kernel
+def test_attention_kernel_is_thread_count_independent() -> None:
+    torch.manual_seed(0)
+    qkv = torch.randn(5, 70, 3 * 4 * 16, requires_grad=True)
+    grad = torch.randn(5, 70, 4 * 16)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        y = ops.causal_attention(qkv, 4)
+        return y, torch.autograd.grad(y, qkv, grad)[0]
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = run()
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(a, b) for a, b in zip(one, run(), strict=True))
+
+
+def test_attention_is_sdpas_where_the_kernel_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    exact = torch.randn(2, 9, 3 * 2 * 8, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: ops.causal_attention(t, 2), (exact,))  # float64: SDPA
+    qkv = torch.randn(2, 9, 3 * 2 * 8, requires_grad=True)
+    with_dropout = ops.causal_attention(qkv, 2, dropout_p=0.5)  # only SDPA does dropout
+    assert "CausalAttention" not in type(with_dropout.grad_fn).__name__
+    strided = torch.randn(3 * 2 * 8, 9, 2).permute(2, 1, 0).requires_grad_()  # not contiguous
+    assert "CausalAttention" not in type(ops.causal_attention(strided, 2).grad_fn).__name__
+    monkeypatch.setattr(ops.shutil, "which", lambda name: None)
+    ops.library.cache_clear()
+    try:
+        assert ops.library("attention") is None
+        y = ops.causal_attention(qkv, 2)
+        assert "CausalAttention" not in type(y.grad_fn).__name__
+        torch.testing.assert_close(y, sdpa(qkv, 2))
+    finally:
+        ops.library.cache_clear()  # the next caller builds the kernels again
 
 
 def test_cpu_dropout_keeps_the_distribution_and_its_gradient_mask() -> None:
@@ -264,7 +335,7 @@ def new_gelu(x: torch.Tensor) -> torch.Tensor:
 
 def test_compiled_gelu_is_as_accurate_as_atens() -> None:
     """Forward and backward against minGPT's formula in float64, no further off than ATen's float32 GELU."""
-    if ops.kernels() is None:
+    if ops.library("gelu") is None:
         pytest.skip("no C compiler: gelu is F.gelu(approximate='tanh')")
     torch.manual_seed(0)
     x = torch.cat([torch.linspace(-12, 12, 10_001), 3 * torch.randn(100_000)]).requires_grad_()
@@ -282,7 +353,7 @@ def test_compiled_gelu_is_as_accurate_as_atens() -> None:
 
 
 def test_compiled_gelu_is_thread_count_independent_and_leaves_denormals_alone() -> None:
-    if ops.kernels() is None:
+    if ops.library("gelu") is None:
         pytest.skip("no C compiler")
     x = torch.randn(1_000_003)
     threads = torch.get_num_threads()
@@ -308,10 +379,10 @@ def test_gelu_falls_back_to_aten_where_the_kernel_does_not_apply() -> None:
 
 def test_without_a_c_compiler_gelu_is_atens(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ops.shutil, "which", lambda name: None)
-    ops.kernels.cache_clear()
+    ops.library.cache_clear()
     try:
-        assert ops.kernels() is None
+        assert ops.library("gelu") is None
         y = ops.gelu(torch.randn(64, requires_grad=True))
         assert type(y.grad_fn).__name__ == "GeluBackward0"
     finally:
-        ops.kernels.cache_clear()  # the next caller builds the kernel again
+        ops.library.cache_clear()  # the next caller builds the kernel again
