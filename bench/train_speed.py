@@ -3,9 +3,11 @@
 The plain one does what minGPT does: attention as an explicit masked softmax, the GELU written out as a
 formula, ``nn.Dropout``, and AdamW without fused or foreach kernels. Both start from the same weights
 and train on the same batches, alternating step by step; the median step time of each is kept, so a
-noisy machine slows both alike. The JSON carries both figures and their ratio.
+noisy machine slows both alike. The JSON carries both figures and their ratio. Where oneDNN offers bf16
+on this CPU, a third run times ours under bf16 autocast (a job's ``precision: bf16``), reported apart:
+the goals are for float32, the same arithmetic as the plain one.
 
-    .venv/bin/python bench/train_speed.py [--presets gpt-nano,gpt-micro] [--budget-s 10] [--batch-size 32]
+    .venv/bin/python bench/train_speed.py [--presets gpt-nano,gpt-micro] [--budget-s 10] [--no-bf16]
 """
 
 from __future__ import annotations
@@ -81,8 +83,11 @@ def build(model_type: str, block_size: int, p: float, plain: bool) -> tuple[nn.M
 class Run:
     """One implementation training on a fixed cycle of batches: the minGPT loop, timed."""
 
-    def __init__(self, model_type: str, batch_size: int, block_size: int, p: float, plain: bool) -> None:
+    def __init__(
+        self, model_type: str, batch_size: int, block_size: int, p: float, plain: bool, bf16: bool = False
+    ) -> None:
         self.model, self.optimizer = build(model_type, block_size, p, plain)
+        self.bf16 = bf16
         self.model.train()
         g = torch.Generator().manual_seed(1)
         tokens = torch.randint(0, VOCAB, (8, batch_size, block_size + 1), generator=g)
@@ -92,7 +97,8 @@ class Run:
 
     def step(self) -> None:
         x, y = self.batches[self.step_num % len(self.batches)]
-        _, loss = self.model(x, y)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            _, loss = self.model(x, y)
         self.model.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -109,21 +115,25 @@ class Run:
         return (time.perf_counter() - start) / steps
 
 
-def compare(model_type: str, p: float, batch_size: int, block_size: int, budget_s: float) -> dict:
-    ours = Run(model_type, batch_size, block_size, p, plain=False)
-    plain = Run(model_type, batch_size, block_size, p, plain=True)
-    for run in (ours, plain):  # warm up: allocator, kernels, first-touch memory
+def compare(model_type: str, p: float, batch_size: int, block_size: int, budget_s: float, bf16: bool) -> dict:
+    runs = {
+        "ours": Run(model_type, batch_size, block_size, p, plain=False),
+        "plain": Run(model_type, batch_size, block_size, p, plain=True),
+    }
+    if bf16:
+        runs["ours_bf16"] = Run(model_type, batch_size, block_size, p, plain=False, bf16=True)
+    for run in runs.values():  # warm up: allocator, kernels, first-touch memory
         run.timed(2)
-    pairs = max(5, round(budget_s / (ours.timed(1) + plain.timed(1))))
-    # Step by step, alternating which goes first: a burst of load elsewhere lands on both alike, and the
+    pairs = max(5, round(budget_s / sum(run.timed(1) for run in runs.values())))
+    # Step by step, alternating which goes first: a burst of load elsewhere lands on all alike, and the
     # median of single steps ignores it.
-    times: dict[str, list[float]] = {"ours": [], "plain": []}
+    times: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(pairs):
-        for name, run in [("ours", ours), ("plain", plain)][:: 1 if i % 2 == 0 else -1]:
+        for name, run in list(runs.items())[:: 1 if i % 2 == 0 else -1]:
             times[name].append(run.timed(1))
     tokens = batch_size * block_size
     result: dict = {"model_type": model_type, "dropout": p, "steps": pairs}
-    for name in ("ours", "plain"):
+    for name in runs:
         s = statistics.median(times[name])
         result[name] = {
             "ms_per_iter": 1000 * s,
@@ -133,9 +143,11 @@ def compare(model_type: str, p: float, batch_size: int, block_size: int, budget_
     result["speedup"] = result["plain"]["ms_per_iter"] / result["ours"]["ms_per_iter"]
     result["goal"] = GOALS.get(p)
     result["goal_met"] = result["goal"] is not None and result["speedup"] >= result["goal"]
+    if bf16:
+        result["speedup_bf16"] = result["plain"]["ms_per_iter"] / result["ours_bf16"]["ms_per_iter"]
     if p == 0.0:  # with no randomness the two must compute the same loss: the same model, not a faster other
-        result["first_loss"] = {"ours": ours.first_loss, "plain": plain.first_loss}
-        assert abs(ours.first_loss - plain.first_loss) < 1e-4, result["first_loss"]
+        result["first_loss"] = {name: run.first_loss for name, run in runs.items()}
+        assert abs(runs["ours"].first_loss - runs["plain"].first_loss) < 1e-4, result["first_loss"]
     return result
 
 
@@ -148,9 +160,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--block-size", type=int, default=128)
     parser.add_argument("--budget-s", type=float, default=10.0, help="about this long per configuration")
+    parser.add_argument("--no-bf16", action="store_true", help="leave out the bf16 autocast run")
     args = parser.parse_args()
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() and not args.no_bf16
     results = [
-        compare(model_type, float(p), args.batch_size, args.block_size, args.budget_s)
+        compare(model_type, float(p), args.batch_size, args.block_size, args.budget_s, bf16)
         for model_type in args.presets.split(",")
         for p in args.dropouts.split(",")
     ]
@@ -166,6 +180,7 @@ def main() -> None:
                 "vocab_size": VOCAB,
                 "plain": "minGPT-style: explicit masked-softmax attention, NewGELU formula, nn.Dropout, "
                 "AdamW(foreach=False, fused=False)",
+                "ours_bf16": "ours under CPU bf16 autocast (not float32: no goal)" if bf16 else None,
                 "results": results,
             },
             indent=2,

@@ -84,6 +84,8 @@ class TrainingSpec(_Strict):
     eval_iters: int = Field(default=10, ge=1, le=10_000)
     log_interval: int = Field(default=10, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto: bf16 autocast on CUDA where supported, float32 on CPU; bf16 on CPU pays on CPUs with bf16 math.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Parallelism (torchrun + DDP): GPUs per node (0: none needed), nodes, and CPU processes per node (DDP
     # over gloo) when gpus is 0. batch_size is per process. compile: torch.compile the model (CUDA).
     gpus: int = Field(default=0, ge=0, le=64)

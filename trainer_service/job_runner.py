@@ -218,6 +218,7 @@ class JobRun:
             grad_norm_clip=t.grad_norm_clip,
             lr_schedule=t.lr_schedule,
             warmup_iters=t.warmup_iters,
+            precision=t.precision,
             compile=t.compile,
         )
 

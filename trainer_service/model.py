@@ -17,7 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from simtrain.model_presets import MODEL_PRESETS
-from trainer_service.ops import causal_attention, gelu, merge_heads, split_heads
+from trainer_service.ops import attention_kernel_applies, causal_attention, gelu, merge_heads, split_heads
 
 # Device types with a fused AdamW kernel (torch.optim's own list, minus the exotic backends).
 _FUSED_ADAMW_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
@@ -127,16 +127,18 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.c_attn(x)
         dropout_p = self.attn_pdrop if self.training else 0.0
-        if 0.0 < dropout_p < _MAX_MASK_P and x.device.type == "cpu":
+        cpu_dropout = 0.0 < dropout_p < _MAX_MASK_P and x.device.type == "cpu"
+        if cpu_dropout and not attention_kernel_applies(qkv, dropout_p):
             y = self._attention_with_cpu_dropout(qkv, dropout_p)
         else:
             y = causal_attention(qkv, self.n_head, dropout_p)
         return self.resid_dropout(self.c_proj(y))
 
     def _attention_with_cpu_dropout(self, qkv: torch.Tensor, p: float) -> torch.Tensor:
-        """CPU SDPA has no fused kernel with dropout: its fallback rebuilds the mask every call. This uses
-        the stored mask, folded into the score matmul as an additive bias, and the cheaper dropout mask,
-        with dropout's 1/(1-p) applied to the output (T x head_size) instead of the weights (T x T)."""
+        """CPU attention dropout where our kernel cannot run (no C compiler, torch.compile). CPU SDPA has no
+        fused kernel with dropout: its fallback rebuilds the mask every call. This uses the stored mask,
+        folded into the score matmul as an additive bias, and the cheaper dropout mask, with dropout's
+        1/(1-p) applied to the output (T x head_size) instead of the weights (T x T)."""
         q, k, v = split_heads(qkv, self.n_head)
         T = q.size(-2)
         mask = self.bias[0, 0, :T, :T]

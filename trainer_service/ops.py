@@ -36,6 +36,8 @@ from torch.autograd.function import once_differentiable
 
 _KERNELS = Path(__file__).with_name("kernels")
 _POINTER, _LONG, _FLOAT = ctypes.c_void_p, ctypes.c_long, ctypes.c_float
+# The scale, then dropout: seed, threshold (a hash below it drops), 1 / kept share.
+_ATTENTION_SCALARS = [_FLOAT, ctypes.c_ulonglong, ctypes.c_uint, _FLOAT]
 # Per kernel source: its own compiler flags and its functions' C signatures (argument types, result type).
 _LIBRARIES: dict[str, tuple[list[str], dict[str, tuple[list, type | None]]]] = {
     # NewGELU op by op: no FMA may merge two of its operations.
@@ -50,8 +52,8 @@ _LIBRARIES: dict[str, tuple[list[str], dict[str, tuple[list, type | None]]]] = {
     "attention": (
         ["-fno-tree-loop-distribute-patterns"],
         {
-            "attention_forward": ([_POINTER] * 3 + [_LONG] * 4 + [_FLOAT], ctypes.c_int),
-            "attention_backward": ([_POINTER] * 4 + [_LONG] * 4 + [_FLOAT], ctypes.c_int),
+            "attention_forward": ([_POINTER] * 3 + [_LONG] * 4 + _ATTENTION_SCALARS, ctypes.c_int),
+            "attention_backward": ([_POINTER] * 4 + [_LONG] * 4 + _ATTENTION_SCALARS, ctypes.c_int),
         },
     ),
 }
@@ -85,9 +87,9 @@ def library(name: str) -> ctypes.CDLL | None:
     return lib
 
 
-def _applies(x: torch.Tensor, name: str) -> bool:
-    """Whether the kernel ``name`` can take ``x``: float32 on CPU, contiguous, outside torch.compile."""
-    fits = x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous()
+def _applies(x: torch.Tensor, name: str, dtypes: tuple[torch.dtype, ...] = (torch.float32,)) -> bool:
+    """Whether the kernel ``name`` takes ``x``: on CPU, of ``dtypes``, contiguous, outside torch.compile."""
+    fits = x.device.type == "cpu" and x.dtype in dtypes and x.is_contiguous()
     return fits and not torch.compiler.is_compiling() and library(name) is not None
 
 
@@ -120,50 +122,68 @@ def gelu(x: torch.Tensor) -> torch.Tensor:
 
 class _CausalAttention(torch.autograd.Function):
     """Saves c_attn's output and each row's softmax max and 1 / sum; backward recomputes the probabilities
-    from them, as flash attention does, rather than keeping T x T of them per head."""
+    from them, as flash attention does, rather than keeping T x T of them per head, and redraws the dropout
+    mask from its seed."""
 
     @staticmethod
-    def forward(ctx: torch.autograd.function.FunctionCtx, qkv: torch.Tensor, n_head: int) -> torch.Tensor:
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx, qkv: torch.Tensor, n_head: int, seed: int, threshold: int
+    ) -> torch.Tensor:
         B, T, C3 = qkv.shape
-        head_size = C3 // 3 // n_head
         y = qkv.new_empty(B, T, C3 // 3)
         stats = qkv.new_empty(B, n_head, T, 2) if ctx.needs_input_grad[0] else None
+        ctx.sizes = (B, T, n_head, C3 // 3 // n_head)
+        ctx.dropout = (seed, threshold, 1.0 / (1.0 - threshold / 2**32))
+        stats_ptr = None if stats is None else stats.data_ptr()
         status = library("attention").attention_forward(
-            qkv.data_ptr(), y.data_ptr(), None if stats is None else stats.data_ptr(),
-            B, T, n_head, head_size, 1.0 / math.sqrt(head_size),
-        )  # fmt: skip
+            qkv.data_ptr(), y.data_ptr(), stats_ptr, *ctx.sizes, _scale(ctx.sizes), *ctx.dropout
+        )
         if status:
             raise MemoryError(f"attention kernel: no memory for its per-thread scratch (T={T})")
-        ctx.n_head = n_head
         ctx.save_for_backward(qkv, stats)
         return y
 
     @staticmethod
     @once_differentiable
-    def backward(ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor) -> tuple[torch.Tensor, None]:
+    def backward(ctx: torch.autograd.function.FunctionCtx, dy: torch.Tensor) -> tuple[torch.Tensor, ...]:
         qkv, stats = ctx.saved_tensors
-        B, T, C3 = qkv.shape
-        head_size = C3 // 3 // ctx.n_head
         dy = dy.contiguous()
         dqkv = torch.empty_like(qkv)
+        pointers = (qkv.data_ptr(), dy.data_ptr(), stats.data_ptr(), dqkv.data_ptr())
         status = library("attention").attention_backward(
-            qkv.data_ptr(), dy.data_ptr(), stats.data_ptr(), dqkv.data_ptr(),
-            B, T, ctx.n_head, head_size, 1.0 / math.sqrt(head_size),
-        )  # fmt: skip
+            *pointers, *ctx.sizes, _scale(ctx.sizes), *ctx.dropout
+        )
         if status:
-            raise MemoryError(f"attention kernel: no memory for its per-thread scratch (T={T})")
-        return dqkv, None
+            raise MemoryError(f"attention kernel: no memory for its per-thread scratch (T={ctx.sizes[1]})")
+        return dqkv, None, None, None
+
+
+def _scale(sizes: tuple[int, int, int, int]) -> float:
+    """Attention's 1 / sqrt(head_size), from (B, T, n_head, head_size)."""
+    return 1.0 / math.sqrt(sizes[3])
+
+
+def attention_kernel_applies(qkv: torch.Tensor, dropout_p: float = 0.0) -> bool:
+    """Whether :func:`causal_attention` runs our kernel for ``qkv``: on CPU, in float32 (or in bf16 from
+    autocast, which it widens), contiguous, outside torch.compile, and with dropout below 1."""
+    return dropout_p < 1.0 and _applies(qkv, "attention", (torch.float32, torch.bfloat16))
 
 
 def causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
-    """Causal self-attention over c_attn's output ``qkv [B, T, 3C]``: ``y [B, T, C]``, heads side by side.
+    """Causal self-attention over c_attn's output ``qkv [B, T, 3C]``, with minGPT's attention dropout:
+    ``y [B, T, C]``, heads side by side. Our kernel where it applies, else SDPA.
 
-    The kernel where it applies (no dropout); else SDPA, which also does attention dropout.
+    The kernel's drop rate is ``dropout_p`` rounded to a multiple of 2^-32, kept entries scaled by the exact
+    kept share; its mask comes from a seed drawn from torch's CPU generator, so seeded and resumed runs draw
+    the same masks.
     """
-    if dropout_p == 0.0 and _applies(qkv, "attention"):
-        return _CausalAttention.apply(qkv, n_head)
-    q, k, v = split_heads(qkv, n_head)
-    return merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True))
+    if not attention_kernel_applies(qkv, dropout_p):
+        q, k, v = split_heads(qkv, n_head)
+        return merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True))
+    threshold = min(round(dropout_p * 2**32), 2**32 - 1)  # a hash below it drops the entry
+    seed = int(torch.empty((), dtype=torch.int64).random_()) if threshold else 0
+    # Under CPU autocast c_attn gives bf16: the kernel in float32 is far quicker than SDPA in bf16.
+    return _CausalAttention.apply(qkv.float(), n_head, seed, threshold)
 
 
 def split_heads(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -54,7 +54,7 @@ class TrainerConfig:
     lr_schedule: Literal["constant", "cosine"] = "constant"
     warmup_iters: int = 0
     min_lr_ratio: float = 0.1  # the cosine schedule ends at learning_rate * min_lr_ratio
-    precision: Precision = "auto"  # auto: bf16 autocast on CUDA where supported, float32 elsewhere
+    precision: Precision = "auto"  # auto: bf16 autocast on CUDA where supported, float32 on CPU
     compile: bool = False  # torch.compile the training forward/backward (worth it on CUDA, for long jobs)
 
 

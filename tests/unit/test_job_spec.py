@@ -58,6 +58,7 @@ def test_explicit_sizes():
         ({"training": {"max_iters": 0}}, "training.max_iters"),
         ({"training": {"learning_rate": -1}}, "training.learning_rate"),
         ({"training": {"max_itres": 5}}, "training.max_itres"),
+        ({"training": {"precision": "fp16"}}, "training.precision"),
         ({"model": {"model_type": "gpt-huge"}}, "model.model_type"),
         ({"model": {"model_type": "gpt-nano", "n_layer": 2}}, "model"),
         ({"model": {"n_layer": 2, "n_head": 3, "n_embd": 32}}, "model"),

@@ -263,9 +263,10 @@ def test_attention_kernel_is_thread_count_independent() -> None:
     qkv = torch.randn(5, 70, 3 * 4 * 16, requires_grad=True)
     grad = torch.randn(5, 70, 4 * 16)
 
-    def run() -> tuple[torch.Tensor, torch.Tensor]:
-        y = ops.causal_attention(qkv, 4)
-        return y, torch.autograd.grad(y, qkv, grad)[0]
+    def run() -> tuple[torch.Tensor, ...]:
+        torch.manual_seed(0)
+        y, dropped = ops.causal_attention(qkv, 4), ops.causal_attention(qkv, 4, dropout_p=0.2)
+        return y, dropped, *torch.autograd.grad((y, dropped), qkv, (grad, grad))
 
     threads = torch.get_num_threads()
     try:
@@ -276,13 +277,59 @@ def test_attention_kernel_is_thread_count_independent() -> None:
     assert all(torch.equal(a, b) for a, b in zip(one, run(), strict=True))
 
 
+def dropout_mask(seed: int, B: int, T: int, n_head: int, p: float) -> tuple[torch.Tensor, float]:
+    """The kernel's attention-dropout mask ``[B, n_head, T, T]`` (1 = kept) for torch seed ``seed``, and the
+    kept share, read off its output: equal scores (q = 0) and one-hot values (v_j = e_j) give
+    ``y_i[j] = mask_ij / (kept * (i + 1))``."""
+    qkv = torch.zeros(B, T, 3, n_head, T)
+    qkv[:, :, 2] = torch.eye(T).unsqueeze(1)  # v of position t: e_t, in every head
+    torch.manual_seed(seed)
+    y = ops.causal_attention(qkv.view(B, T, -1), n_head, dropout_p=p).view(B, T, n_head, T).transpose(1, 2)
+    kept = 1.0 - round(p * 2**32) / 2**32
+    return (y * kept * torch.arange(1, T + 1).view(1, 1, T, 1)).round(), kept
+
+
+@needs_attention_kernel
+def test_attention_dropout_keeps_the_right_share_with_masks_of_their_own() -> None:
+    mask, _ = dropout_mask(0, B=32, T=16, n_head=4, p=0.1)
+    causal = torch.tril(torch.ones(16, 16, dtype=torch.bool))
+    assert set(mask.unique().tolist()) <= {0.0, 1.0} and not mask[..., ~causal].any()
+    assert mask[..., causal].mean().item() == pytest.approx(0.9, abs=0.01)  # of 17,408 draws
+    assert not torch.equal(mask[0, 0], mask[0, 1]) and not torch.equal(mask[0, 0], mask[1, 0])
+    assert torch.equal(mask, dropout_mask(0, B=32, T=16, n_head=4, p=0.1)[0])  # the seed decides it
+    assert not torch.equal(mask, dropout_mask(1, B=32, T=16, n_head=4, p=0.1)[0])
+
+
+@needs_attention_kernel
+def test_attention_dropout_gradient_is_that_of_minGPTs_dropout() -> None:
+    """With the same torch seed the mask is the same whatever the data: minGPT's attention in float64 with
+    that mask (dropout on the probabilities, scaled by 1 / kept) gives the same output and gradient."""
+    B, T, n_head, head_size = 3, 16, 2, 16
+    mask, kept = dropout_mask(5, B, T, n_head, p=0.3)
+    torch.manual_seed(0)
+    exact = torch.randn(B, T, 3 * n_head * head_size, dtype=torch.float64, requires_grad=True)
+    q, k, v = ops.split_heads(exact, n_head)
+    scores = (q @ k.transpose(-2, -1)) / head_size**0.5
+    future = ~torch.tril(torch.ones(T, T, dtype=torch.bool))
+    att = torch.softmax(scores.masked_fill(future, float("-inf")), dim=-1)
+    reference = ops.merge_heads((att * mask / kept) @ v)
+    grad = torch.randn_like(reference)
+    (reference_dqkv,) = torch.autograd.grad(reference, exact, grad)
+    qkv = exact.detach().float().requires_grad_()
+    torch.manual_seed(5)
+    ours = ops.causal_attention(qkv, n_head, dropout_p=0.3)
+    (dqkv,) = torch.autograd.grad(ours, qkv, grad.float())
+    torch.testing.assert_close(ours.double(), reference, atol=3e-6, rtol=0)
+    torch.testing.assert_close(dqkv.double(), reference_dqkv, atol=1e-5, rtol=0)
+
+
 def test_attention_is_sdpas_where_the_kernel_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     exact = torch.randn(2, 9, 3 * 2 * 8, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: ops.causal_attention(t, 2), (exact,))  # float64: SDPA
     qkv = torch.randn(2, 9, 3 * 2 * 8, requires_grad=True)
-    with_dropout = ops.causal_attention(qkv, 2, dropout_p=0.5)  # only SDPA does dropout
-    assert "CausalAttention" not in type(with_dropout.grad_fn).__name__
+    all_dropped = ops.causal_attention(qkv, 2, dropout_p=1.0)  # nothing kept: SDPA's zeros
+    assert "CausalAttention" not in type(all_dropped.grad_fn).__name__
     strided = torch.randn(3 * 2 * 8, 9, 2).permute(2, 1, 0).requires_grad_()  # not contiguous
     assert "CausalAttention" not in type(ops.causal_attention(strided, 2).grad_fn).__name__
     monkeypatch.setattr(ops.shutil, "which", lambda name: None)

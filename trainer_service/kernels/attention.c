@@ -6,8 +6,10 @@
    as flash attention does, instead of storing T x T of them. The output is written in (B, T, C) order and the
    gradient straight into the (B, T, 3C) layout of c_attn's output, so neither needs a transpose or a cat.
 
-   Every (batch, head) runs the same code whatever thread takes it, and sums always go in the same order:
-   results do not depend on the thread count. */
+   Attention dropout, as minGPT applies it (to the probabilities, scaled by 1 / kept share), keeps or drops
+   each (head, row, key) by a hash of those and a seed: the backward draws the same mask again instead of
+   storing it. Every (batch, head) runs the same code whatever thread takes it, and sums always go in the
+   same order: results do not depend on the thread count. */
 
 #include <math.h>
 #include <stdlib.h>
@@ -18,6 +20,7 @@
 
 typedef float vec __attribute__((vector_size(W * sizeof(float))));
 typedef int ivec __attribute__((vector_size(W * sizeof(int))));
+typedef unsigned uvec __attribute__((vector_size(W * sizeof(unsigned))));
 
 static inline vec blend(ivec mask, vec a, vec b) { return (vec)(((ivec)a & mask) | ((ivec)b & ~mask)); }
 
@@ -55,6 +58,39 @@ static inline float scale_and_mask(vec *row, long n_cols, long valid, float scal
   float largest = -INFINITY;
   for (int l = 0; l < W; l++) largest = top[l] > largest ? top[l] : largest;
   return largest;
+}
+
+/* Attention dropout: keep where the hash is >= threshold (p * 2^32), scaling kept entries by inv_kept. */
+typedef struct {
+  unsigned long long seed;
+  unsigned threshold; /* 0: no dropout */
+  float inv_kept;
+} dropout_t;
+
+/* murmur3's 32-bit finalizer and splitmix64's: every input bit flips about half of the output bits. */
+static inline uvec mix32(uvec h) {
+  h ^= h >> 16, h *= 0x85ebca6bu, h ^= h >> 13, h *= 0xc2b2ae35u;
+  return h ^ (h >> 16);
+}
+
+static inline unsigned long long mix64(unsigned long long z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull, z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+/* Rows i0..i0+R-1 (of head bh) times their dropout mask and 1 / kept share, in place. */
+static void drop(float *rows, long Tp, long i0, long T, long n_cols, long bh, const dropout_t *d) {
+  for (int r = 0; r < R && i0 + r < T; r++) {
+    const unsigned long long key = mix64(d->seed + (unsigned long long)(bh * T + i0 + r) * 0x9e3779b97f4a7c15ull);
+    const unsigned lo = (unsigned)key, hi = (unsigned)(key >> 32);
+    const vec zero = {0};
+    vec *row = (vec *)(rows + r * Tp);
+    for (long c = 0; c < n_cols / W; c++) {
+      const uvec key_index = (uvec)LANES + (unsigned)(c * W);
+      const ivec keep = mix32(mix32(key_index ^ hi) ^ lo) >= d->threshold;
+      row[c] = blend(keep, row[c] * d->inv_kept, zero);
+    }
+  }
 }
 
 static inline float sum_lanes(vec v) {
@@ -162,8 +198,10 @@ static void softmax_rows_again(float *s, long Tp, long i0, long T, long n_cols, 
 
 /* qkv: (B, T, 3C) with C = H * D; y: (B, T, C); stats: (B, H, T, 2), or NULL when no backward follows.
    Returns 0, or -1 when scratch memory ran out. */
-int attention_forward(const float *qkv, float *y, float *stats, long B, long T, long H, long D, float scale) {
+int attention_forward(const float *qkv, float *y, float *stats, long B, long T, long H, long D, float scale,
+                      unsigned long long seed, unsigned threshold, float inv_kept) {
   const long C = H * D, Tp = round_up(T, W), Dp = round_up(D, W);
+  const dropout_t dropout = {seed, threshold, inv_kept};
   int failed = 0;
 #pragma omp parallel
   {
@@ -186,6 +224,7 @@ int attention_forward(const float *qkv, float *y, float *stats, long B, long T, 
         const long n = i0 + R, n_cols = round_up(n, W); /* keys 0..i0+R-1 are all any row here sees */
         rows_times_cols(q + i0 * Dp, Dp, kt, Tp, D, n_cols, p);
         softmax_rows(p, Tp, i0, T, n_cols, scale, stats ? stats + bh * T * 2 : NULL);
+        if (dropout.threshold) drop(p, Tp, i0, T, n_cols, bh, &dropout);
         rows_times_matrix(p, Tp, n, v, Dp, o);
         store_rows(o, Dp, (T - i0 < R ? T - i0 : R), D, y + (b * T + i0) * C + h * D, C);
       }
@@ -198,16 +237,17 @@ int attention_forward(const float *qkv, float *y, float *stats, long B, long T, 
 /* dy: (B, T, C); stats from the forward; dqkv: (B, T, 3C), written in full. The softmax's backward is
    minGPT's (autograd's): P * (dP - sum_j P dP). */
 int attention_backward(const float *qkv, const float *dy, const float *stats, float *dqkv, long B, long T,
-                       long H, long D, float scale) {
+                       long H, long D, float scale, unsigned long long seed, unsigned threshold, float inv_kept) {
   const long C = H * D, Tp = round_up(T, W), Dp = round_up(D, W);
+  const dropout_t dropout = {seed, threshold, inv_kept};
   int failed = 0;
 #pragma omp parallel
   {
     float *q = scratch(Tp * Dp), *k = scratch(Tp * Dp), *v = scratch(Tp * Dp);
     float *kt = scratch(D * Tp), *vt = scratch(D * Tp);
     float *dout = scratch(Tp * Dp), *dk = scratch(Tp * Dp), *dv = scratch(Tp * Dp);
-    float *p = scratch(R * Tp), *ds = scratch(R * Tp), *dq = scratch(R * Dp);
-    if (!q || !k || !v || !kt || !vt || !dout || !dk || !dv || !p || !ds || !dq) {
+    float *p = scratch(R * Tp), *kept = scratch(R * Tp), *ds = scratch(R * Tp), *dq = scratch(R * Dp);
+    if (!q || !k || !v || !kt || !vt || !dout || !dk || !dv || !p || !kept || !ds || !dq) {
 #pragma omp atomic write
       failed = 1;
     }
@@ -228,8 +268,15 @@ int attention_backward(const float *qkv, const float *dy, const float *stats, fl
         const long n = i0 + R, n_cols = round_up(n, W);
         rows_times_cols(q + i0 * Dp, Dp, kt, Tp, D, n_cols, p);
         softmax_rows_again(p, Tp, i0, T, n_cols, scale, stats + bh * T * 2);
-        add_cols_times_rows(p, Tp, n, dout + i0 * Dp, Dp, dv);      /* dV += P^T dO */
+        const float *p_used = p; /* the probabilities the forward multiplied V by: after dropout */
+        if (dropout.threshold) {
+          memcpy(kept, p, R * Tp * sizeof(float));
+          drop(kept, Tp, i0, T, n_cols, bh, &dropout);
+          p_used = kept;
+        }
+        add_cols_times_rows(p_used, Tp, n, dout + i0 * Dp, Dp, dv); /* dV += P^T dO */
         rows_times_cols(dout + i0 * Dp, Dp, vt, Tp, D, n_cols, ds); /* dP = dO V^T */
+        if (dropout.threshold) drop(ds, Tp, i0, T, n_cols, bh, &dropout); /* back through the dropout */
         for (int r = 0; r < R; r++) { /* dS = P * (dP - sum_j P dP), times the scale the scores got */
           const vec *pr = (const vec *)(p + r * Tp);
           vec *dsr = (vec *)(ds + r * Tp), dot = {0};
@@ -245,7 +292,7 @@ int attention_backward(const float *qkv, const float *dy, const float *stats, fl
       store_rows(dv, Dp, T, D, dqkv + b * T * 3 * C + 2 * C + h * D, 3 * C);
     }
     free(q), free(k), free(v), free(kt), free(vt), free(dout), free(dk), free(dv);
-    free(p), free(ds), free(dq);
+    free(p), free(kept), free(ds), free(dq);
   }
   return failed ? -1 : 0;
 }
