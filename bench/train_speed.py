@@ -115,6 +115,25 @@ class Run:
         return (time.perf_counter() - start) / steps
 
 
+def matmul_ms(model: nn.Module, tokens: int, repeats: int = 5) -> float:
+    """Milliseconds of a training step's Linear matmuls alone, each timed on its own (the forward product
+    and backward's two per layer, median of ``repeats``): a floor no float32 implementation of this model
+    goes under with these matmul kernels."""
+    total = 0.0
+    for layer in (m for m in model.modules() if isinstance(m, nn.Linear)):
+        x, w = torch.randn(tokens, layer.in_features), layer.weight.detach()
+        grad = torch.randn(tokens, layer.out_features)
+        for a, b in ((x, w.t()), (grad, w), (grad.t(), x)):
+            a @ b  # warm
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                a @ b
+                times.append(time.perf_counter() - start)
+            total += statistics.median(times)
+    return 1000 * total
+
+
 def compare(model_type: str, p: float, batch_size: int, block_size: int, budget_s: float, bf16: bool) -> dict:
     runs = {
         "ours": Run(model_type, batch_size, block_size, p, plain=False),
@@ -141,6 +160,9 @@ def compare(model_type: str, p: float, batch_size: int, block_size: int, budget_
             "best_ms": 1000 * min(times[name]),
         }
     result["speedup"] = result["plain"]["ms_per_iter"] / result["ours"]["ms_per_iter"]
+    # The best any float32 implementation could do here: the plain step over its matmuls alone.
+    result["matmul_ms"] = matmul_ms(runs["ours"].model, tokens)
+    result["speedup_ceiling"] = result["plain"]["ms_per_iter"] / result["matmul_ms"]
     result["goal"] = GOALS.get(p)
     result["goal_met"] = result["goal"] is not None and result["speedup"] >= result["goal"]
     if bf16:

@@ -45,6 +45,19 @@ static inline vec exp_vec(vec x) {
   return blend(underflow, zero, p * (vec)two_to_n);
 }
 
+/* Sums and maxima across lanes, halving: a dependency chain of 4 steps rather than 16. */
+static inline float sum_lanes(vec v) {
+  for (int width = W / 2; width > 0; width /= 2)
+    for (int i = 0; i < width; i++) v[i] += v[i + width];
+  return v[0];
+}
+
+static inline float max_lanes(vec v) {
+  for (int width = W / 2; width > 0; width /= 2)
+    for (int i = 0; i < width; i++) v[i] = v[i + width] > v[i] ? v[i + width] : v[i];
+  return v[0];
+}
+
 static const ivec LANES = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 /* A row of scores in place: scaled, and -inf past its first ``valid`` keys. Returns its largest entry. */
@@ -55,9 +68,7 @@ static inline float scale_and_mask(vec *row, long n_cols, long valid, float scal
     row[c] = blend(LANES + (int)(c * W) < (int)valid, row[c] * scale, minus_inf);
     top = blend(row[c] > top, row[c], top);
   }
-  float largest = -INFINITY;
-  for (int l = 0; l < W; l++) largest = top[l] > largest ? top[l] : largest;
-  return largest;
+  return max_lanes(top);
 }
 
 /* Attention dropout: keep where the hash is >= threshold (p * 2^32), scaling kept entries by inv_kept. */
@@ -93,11 +104,6 @@ static void drop(float *rows, long Tp, long i0, long T, long n_cols, long bh, co
   }
 }
 
-static inline float sum_lanes(vec v) {
-  float s = 0.0f;
-  for (int i = 0; i < W; i++) s += v[i];
-  return s;
-}
 
 static long round_up(long n, long m) { return (n + m - 1) / m * m; }
 
@@ -144,8 +150,10 @@ static void add_cols_times_rows(const float *p, long Tp, long n, const float *a,
 
 /* Copies D floats per row of a strided (T x D) matrix into zero-padded rows of Dp. */
 static void load_rows(const float *src, long stride, long T, long D, float *dst, long Dp) {
-  for (long t = 0; t < T; t++)
+  for (long t = 0; t < T; t++) {
+    __builtin_prefetch(src + (t + 8) * stride); /* rows a head apart: ask for the line early */
     for (long d = 0; d < D; d++) dst[t * Dp + d] = src[t * stride + d];
+  }
 }
 
 /* The transpose of a local (T x Dp) matrix, already in cache, into D rows of Tp. */
