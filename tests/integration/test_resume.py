@@ -21,9 +21,14 @@ from trainer_service.model import GPT, GPTConfig
 STOP_AT = 5  # not a logging step: a worker's stop lands between them
 
 
-def spec(settings: Settings, address: str) -> JobSpec:
+def spec(settings: Settings, address: str, precision: str = "auto") -> JobSpec:
     # Dropout on, so the RNG state must come back too; cosine with warmup, so the step count must too.
-    return job_spec(address, dropout=0.1, max_iters=12, lr_schedule="cosine", warmup_iters=3)
+    return job_spec(
+        address, dropout=0.1, max_iters=12, lr_schedule="cosine", warmup_iters=3, precision=precision
+    )
+
+
+CPU_BF16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bf16 on this CPU")
 
 
 @pytest.fixture
@@ -41,13 +46,16 @@ def train_streams(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     return opened
 
 
+@pytest.mark.parametrize("precision", ["auto", pytest.param("bf16", marks=CPU_BF16)])
 def test_resumed_job_is_bit_identical_to_an_uninterrupted_one(
-    settings: Settings, data_service: DataService, job_queue: JobQueue, train_streams: list
+    settings: Settings, data_service: DataService, job_queue: JobQueue, train_streams: list, precision: str
 ):
-    straight = job_queue.submit(spec(settings, data_service.address))
+    """On CPU in float32 (the default) and under bf16 autocast alike."""
+    straight = job_queue.submit(spec(settings, data_service.address, precision))
     straight_report = JobRun(straight, settings, job_queue, lambda: False).run()
+    assert straight_report["speed"]["precision"] == ("bf16" if precision == "bf16" else "fp32")
 
-    job = job_queue.submit(spec(settings, data_service.address))
+    job = job_queue.submit(spec(settings, data_service.address, precision))
     first = JobRun(job, settings, job_queue, lambda: first.trainer.iter_num + 1 >= STOP_AT)
     with pytest.raises(JobInterrupted):
         first.run()
