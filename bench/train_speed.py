@@ -143,7 +143,7 @@ def compare(model_type: str, p: float, batch_size: int, block_size: int, budget_
         runs["ours_bf16"] = Run(model_type, batch_size, block_size, p, plain=False, bf16=True)
     for run in runs.values():  # warm up: allocator, kernels, first-touch memory
         run.timed(2)
-    pairs = max(5, round(budget_s / sum(run.timed(1) for run in runs.values())))
+    pairs = max(9, round(budget_s / sum(run.timed(1) for run in runs.values())))
     # Step by step, alternating which goes first: a burst of load elsewhere lands on all alike, and the
     # median of single steps ignores it.
     times: dict[str, list[float]] = {name: [] for name in runs}
