@@ -167,6 +167,17 @@ static void store_rows(const float *src, long Dp, long T, long D, float *dst, lo
     for (long d = 0; d < D; d++) dst[t * stride + d] = src[t * Dp + d];
 }
 
+/* Head h of batch element b: its q, k and v rows out of c_attn's output (B, T, 3C), and k transposed. */
+static void load_head(const float *qkv, long b, long h, long T, long C, long D, float *q, float *k, float *v,
+                      float *kt) {
+  const long Tp = round_up(T, W), Dp = round_up(D, W);
+  const float *base = qkv + b * T * 3 * C + h * D;
+  load_rows(base, 3 * C, T, D, q, Dp);
+  load_rows(base + C, 3 * C, T, D, k, Dp);
+  load_rows(base + 2 * C, 3 * C, T, D, v, Dp);
+  transpose(k, Dp, T, D, kt, Tp);
+}
+
 /* Per-thread scratch: n floats, zeroed, 64-byte aligned. */
 static float *scratch(long n) {
   float *p = aligned_alloc(64, round_up(n * sizeof(float), 64));
@@ -223,11 +234,7 @@ int attention_forward(const float *qkv, float *y, float *stats, long B, long T, 
     for (long bh = 0; bh < B * H; bh++) {
       if (failed) continue;
       const long b = bh / H, h = bh % H;
-      const float *base = qkv + b * T * 3 * C + h * D;
-      load_rows(base, 3 * C, T, D, q, Dp);
-      load_rows(base + C, 3 * C, T, D, k, Dp);
-      load_rows(base + 2 * C, 3 * C, T, D, v, Dp);
-      transpose(k, Dp, T, D, kt, Tp);
+      load_head(qkv, b, h, T, C, D, q, k, v, kt);
       for (long i0 = 0; i0 < T; i0 += R) {
         const long n = i0 + R, n_cols = round_up(n, W); /* keys 0..i0+R-1 are all any row here sees */
         rows_times_cols(q + i0 * Dp, Dp, kt, Tp, D, n_cols, p);
@@ -263,12 +270,8 @@ int attention_backward(const float *qkv, const float *dy, const float *stats, fl
     for (long bh = 0; bh < B * H; bh++) {
       if (failed) continue;
       const long b = bh / H, h = bh % H;
-      const float *base = qkv + b * T * 3 * C + h * D;
-      load_rows(base, 3 * C, T, D, q, Dp);
-      load_rows(base + C, 3 * C, T, D, k, Dp);
-      load_rows(base + 2 * C, 3 * C, T, D, v, Dp);
+      load_head(qkv, b, h, T, C, D, q, k, v, kt);
       load_rows(dy + b * T * C + h * D, C, T, D, dout, Dp);
-      transpose(k, Dp, T, D, kt, Tp);
       transpose(v, Dp, T, D, vt, Tp);
       memset(dk, 0, Tp * Dp * sizeof(float));
       memset(dv, 0, Tp * Dp * sizeof(float));
