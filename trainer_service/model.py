@@ -2,8 +2,8 @@
 
 Compatibility is the point: a minGPT checkpoint loads here with ``strict=True`` and ours loads into minGPT,
 so fit reports can be checked against the reference implementation. Speed comes from fused attention
-(``scaled_dot_product_attention``, or on CPU without dropout a kernel of ours), fused AdamW, a fused
-tanh-GELU (on CPU a kernel compiled at first use: both in ``ops``) and, on CPU, a cheaper dropout.
+(``scaled_dot_product_attention``, or on CPU a kernel of ours, attention dropout included), fused AdamW, a
+fused tanh-GELU (on CPU a kernel compiled at first use: both in ``ops``) and, on CPU, a cheaper dropout.
 """
 
 from __future__ import annotations

@@ -10,14 +10,14 @@ only ``tanhf`` differs (glibc's, not ATen's), so training stays within the minGP
 looser rewrites (a sigmoid form, a closed-form derivative) did not.
 
 **Causal self-attention.** PyTorch's CPU flash attention tiles for long sequences; at minGPT's sizes (head
-size 16 to 64, a few hundred positions) its forward and backward took a fifth to a third of a step. The
-kernel takes c_attn's output as it is, keeps one head's q, k and v in cache, and writes the output and the
-gradient in the layouts the neighbouring Linear layers use (see ``kernels/attention.c``). It is exact
-attention, within float32 rounding of SDPA, and its sums do not depend on the thread count either.
+size 16 to 64, a few hundred positions) its forward and backward took a fifth to a third of a step, and it
+has no fused path with dropout at all. The kernel takes c_attn's output as it is, keeps one head's q, k and
+v in cache, and writes the output and the gradient in the layouts the neighbouring Linear layers use (see
+``kernels/attention.c``). It is exact attention, within float32 rounding of SDPA, with minGPT's attention
+dropout drawn inside it, and its results do not depend on the thread count either.
 
-Off CPU, for other dtypes, under ``torch.compile``, with attention dropout, or where no C compiler works,
-:func:`gelu` is ``F.gelu(x, approximate="tanh")`` and :func:`causal_attention` is
-``F.scaled_dot_product_attention``.
+Off CPU, for other dtypes, under ``torch.compile``, or where no C compiler works, :func:`gelu` is
+``F.gelu(x, approximate="tanh")`` and :func:`causal_attention` is ``F.scaled_dot_product_attention``.
 """
 
 from __future__ import annotations
