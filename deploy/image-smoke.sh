@@ -4,7 +4,7 @@
 #   1. debootstrap a minimal Debian (python3, python3-venv) and import it as the local base image;
 #   2. podman build --isolation=chroot each target (gateway, data-service, trainer) on that base;
 #   3. buildah run, in each image: `simtrain --help`, `id -u` (must not be 0), then the service's
-#      own command with its HEALTHCHECK command against it.
+#      own command with its HEALTHCHECK command against it; in the trainer, its CPU kernels compile.
 #
 # Optional and slow (minutes; not part of `make test`). Needs root and Debian's podman, buildah and
 # debootstrap. Where a CPU build of torch lies in SMOKE_WHEELS (default /opt/wheels), every image
@@ -99,6 +99,12 @@ for target in $TARGETS; do
     echo "uid $uid"
     step "buildah run $target: service and health check"
     service_check "$ctr" "$target" || fail "$target: health check failed"
+    if [ "$target" = trainer ]; then
+        step "buildah run trainer: its CPU kernels compile"
+        buildah run --isolation chroot "$ctr" -- python -c \
+            "from trainer_service import ops; raise SystemExit(not all(map(ops.library, ('gelu', 'attention'))))" \
+            || fail "trainer: its CPU kernels did not compile (no C compiler in the image?)"
+    fi
     buildah rm "$ctr" >/dev/null
     trap - EXIT
 done
