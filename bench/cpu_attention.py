@@ -1,7 +1,8 @@
 """CPU causal attention, forward and backward: our kernel against PyTorch's SDPA, side by side.
 
 Both take c_attn's output ``[B, T, 3C]`` and give ``[B, T, C]``, as the model uses them (SDPA with the
-head split and merge it needs); the two alternate call by call and the median of each is kept.
+head split and merge it needs); the two alternate call by call and the median of each is kept. Two rows
+add minGPT's attention dropout (0.1), for which PyTorch's CPU SDPA has no fused kernel.
 
     .venv/bin/python bench/cpu_attention.py [--repeats 20]
 """
@@ -18,26 +19,32 @@ import torch.nn.functional as F
 
 from trainer_service import ops
 
-# (name, batch, positions, heads, head size): minGPT's small presets at block 128, then longer and wider.
+# (name, batch, positions, heads, head size, dropout): minGPT's small presets at block 128, then longer
+# and wider, then two with attention dropout.
 SHAPES = [
-    ("gpt-nano", 32, 128, 3, 16),
-    ("gpt-micro", 32, 128, 4, 32),
-    ("gpt-mini", 32, 128, 6, 32),
-    ("gpt2 heads, T=256", 8, 256, 12, 64),
-    ("gpt2 heads, T=1024", 2, 1024, 12, 64),
-    ("head size 128", 4, 256, 4, 128),
+    ("gpt-nano", 32, 128, 3, 16, 0.0),
+    ("gpt-micro", 32, 128, 4, 32, 0.0),
+    ("gpt-mini", 32, 128, 6, 32, 0.0),
+    ("gpt2 heads, T=256", 8, 256, 12, 64, 0.0),
+    ("gpt2 heads, T=1024", 2, 1024, 12, 64, 0.0),
+    ("head size 128", 4, 256, 4, 128, 0.0),
+    ("gpt-nano, dropout", 32, 128, 3, 16, 0.1),
+    ("gpt-mini, dropout", 32, 128, 6, 32, 0.1),
 ]
 
 
-def sdpa(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
+def sdpa(qkv: torch.Tensor, n_head: int, dropout_p: float) -> torch.Tensor:
     q, k, v = ops.split_heads(qkv, n_head)
-    return ops.merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True))
+    return ops.merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True))
 
 
-def compare(batch: int, positions: int, n_head: int, head_size: int, repeats: int) -> dict:
+def compare(batch: int, positions: int, n_head: int, head_size: int, dropout: float, repeats: int) -> dict:
     qkv = torch.randn(batch, positions, 3 * n_head * head_size, requires_grad=True)
     grad = torch.randn(batch, positions, n_head * head_size)
-    runs = {"ours": lambda: ops.causal_attention(qkv, n_head), "sdpa": lambda: sdpa(qkv, n_head)}
+    runs = {
+        "ours": lambda: ops.causal_attention(qkv, n_head, dropout),
+        "sdpa": lambda: sdpa(qkv, n_head, dropout),
+    }
     times: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(repeats + 2):  # the first two warm up
         for name, attention in list(runs.items())[:: 1 if i % 2 == 0 else -1]:
@@ -60,12 +67,12 @@ def main() -> None:
     torch.manual_seed(0)
     results = []
     for name, *sizes in SHAPES:
-        shape = dict(zip(("batch", "positions", "n_head", "head_size"), sizes, strict=True))
+        shape = dict(zip(("batch", "positions", "n_head", "head_size", "dropout"), sizes, strict=True))
         results.append({"shape": name, **shape, **compare(*sizes, repeats=args.repeats)})
     print(
         json.dumps(
             {"bench": "cpu_attention", "threads": torch.get_num_threads(), "torch": torch.__version__,
-             "measured": "forward + backward, float32", "results": results},
+             "measured": "forward + backward, float32, training mode", "results": results},
             indent=2,
         )
     )  # fmt: skip
