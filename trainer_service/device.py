@@ -1,7 +1,8 @@
 """Where and how the math runs: device choice, TF32 and bf16 autocast, overlapped batch copies.
 
-CPU is the default wherever no GPU is seen. It trains in plain float32 unless a job asks for bf16: minGPT's
-arithmetic, and runs that are bit-reproducible. On CUDA, bf16 autocast is the default where supported.
+CPU is the default wherever no GPU is seen. It trains in plain float32, minGPT's arithmetic, unless a job asks
+for bf16; either way a run is bit-reproducible at a given thread count. On CUDA, bf16 autocast is the default
+where supported.
 """
 
 from __future__ import annotations

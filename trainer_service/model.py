@@ -120,7 +120,7 @@ class CausalSelfAttention(nn.Module):
         self.n_head = config.n_head
         self.attn_pdrop = config.attn_pdrop
         # minGPT's causal mask, kept so state_dicts match minGPT's. The attention kernels mask by themselves;
-        # only the CPU path with attention dropout reads it.
+        # only the CPU fallback with attention dropout reads it.
         mask = torch.tril(torch.ones(config.block_size, config.block_size))
         self.register_buffer("bias", mask.view(1, 1, config.block_size, config.block_size))
 

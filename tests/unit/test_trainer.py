@@ -60,21 +60,16 @@ def test_reproduces_mingpt_training_steps(mingpt: dict) -> None:
     torch.testing.assert_close(torch.tensor(losses), train["losses"], atol=1e-5, rtol=0)
     after = model.state_dict()
     assert list(after) == list(train["state_dict_after"])
-    # AdamW divides each gradient by its own size, so a gradient that is float32 rounding noise (one
-    # here is -2.4e-9 in float64) still moves its weight by a good share of a step, in a direction any
-    # other summation order may flip. So: every weight within a tenth of one step (lr 1e-3), and all but
-    # a handful within 1e-5. How accurate the gradients themselves are is the next test's question.
-    off_by_more = 0
     for name, expected in train["state_dict_after"].items():
-        torch.testing.assert_close(after[name], expected, atol=train["learning_rate"] / 10, rtol=0, msg=name)
-        off_by_more += int(((after[name] - expected).abs() > 1e-5).sum())
-    assert off_by_more <= 5
+        torch.testing.assert_close(after[name], expected, atol=1e-5, rtol=0, msg=name)
 
 
 def test_gradients_are_as_accurate_as_with_mingpts_attention(mingpt: dict) -> None:
-    """Against float64 on the fixture's first batch, our float32 gradients are no further off than those
-    of the same model with minGPT's attention (an explicit masked softmax)."""
-    x, y = mingpt["train"]["x"][0], mingpt["train"]["y"][0]
+    """Against float64, our float32 gradients are no further off than those of the same model with minGPT's
+    attention (an explicit masked softmax). On full 128-token blocks: at the fixture's 16 the two happen to
+    agree bit for bit, which would make this test unable to fail."""
+    tokens = torch.randint(0, VOCAB, (8, 129), generator=torch.Generator().manual_seed(0))
+    x, y = tokens[:, :-1], tokens[:, 1:]
 
     def gradients(dtype: torch.dtype, attention: str = "ours") -> dict[str, torch.Tensor]:
         model = nano(block_size=mingpt["config"]["block_size"])
@@ -91,7 +86,9 @@ def test_gradients_are_as_accurate_as_with_mingpts_attention(mingpt: dict) -> No
     def error(grads: dict[str, torch.Tensor]) -> float:
         return sum(float(((grads[n] - exact[n]) ** 2).sum()) for n in exact) ** 0.5
 
-    assert error(gradients(torch.float32)) <= 1.1 * error(gradients(torch.float32, attention="mingpt"))
+    ours, mingpts = gradients(torch.float32), gradients(torch.float32, attention="mingpt")
+    assert any(not torch.equal(ours[n], mingpts[n]) for n in ours)  # two computations, not one
+    assert error(ours) <= 1.1 * error(mingpts)
 
 
 def explicit_attention(attn: torch.nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
