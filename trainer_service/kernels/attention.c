@@ -72,13 +72,6 @@ static inline float scale_and_mask(vec *row, long n_cols, long valid, float scal
   return max_lanes(top);
 }
 
-/* Attention dropout: keep where the hash is >= threshold (p * 2^32), scaling kept entries by inv_kept. */
-typedef struct {
-  unsigned long long seed;
-  unsigned threshold; /* 0: no dropout */
-  float inv_kept;
-} dropout_t;
-
 /* murmur3's 32-bit finalizer and splitmix64's: every input bit flips about half of the output bits. */
 static inline uvec mix32(uvec h) {
   h ^= h >> 16, h *= 0x85ebca6bu, h ^= h >> 13, h *= 0xc2b2ae35u;
@@ -90,23 +83,39 @@ static inline unsigned long long mix64(unsigned long long z) {
   return z ^ (z >> 31);
 }
 
+static long round_up(long n, long m) { return (n + m - 1) / m * m; }
+
+/* One call: its tensors, sizes (C = H * D; T and D padded to Tp and Dp, multiples of W) and settings. */
+typedef struct {
+  const float *qkv, *dy, *stats_in; /* (B, T, 3C), (B, T, C), (B, H, T, 2) */
+  float *y, *stats_out, *dqkv;      /* (B, T, C), (B, H, T, 2) or NULL, (B, T, 3C) */
+  long B, T, H, D, C, Tp, Dp;
+  float scale;
+  unsigned long long seed; /* attention dropout: keep where the hash is >= threshold (p * 2^32), */
+  unsigned threshold;      /* 0: no dropout */
+  float inv_kept;          /* scaling what is kept by 1 / kept share */
+} call_t;
+
+static call_t call_of(long B, long T, long H, long D, float scale, unsigned long long seed, unsigned threshold,
+                      float inv_kept) {
+  return (call_t){.B = B, .T = T, .H = H, .D = D, .C = H * D, .Tp = round_up(T, W), .Dp = round_up(D, W),
+                  .scale = scale, .seed = seed, .threshold = threshold, .inv_kept = inv_kept};
+}
+
 /* Rows i0..i0+R-1 (of head bh) times their dropout mask and 1 / kept share, in place. */
-static void drop(float *rows, long Tp, long i0, long T, long n_cols, long bh, const dropout_t *d) {
-  for (int r = 0; r < R && i0 + r < T; r++) {
-    const unsigned long long key = mix64(d->seed + (unsigned long long)(bh * T + i0 + r) * 0x9e3779b97f4a7c15ull);
+static void drop(const call_t *a, float *rows, long i0, long n_cols, long bh) {
+  for (int r = 0; r < R && i0 + r < a->T; r++) {
+    const unsigned long long row = bh * a->T + i0 + r, key = mix64(a->seed + row * 0x9e3779b97f4a7c15ull);
     const unsigned lo = (unsigned)key, hi = (unsigned)(key >> 32);
     const vec zero = {0};
-    vec *row = (vec *)(rows + r * Tp);
+    vec *v = (vec *)(rows + r * a->Tp);
     for (long c = 0; c < n_cols / W; c++) {
       const uvec key_index = (uvec)LANES + (unsigned)(c * W);
-      const ivec keep = mix32(mix32(key_index ^ hi) ^ lo) >= d->threshold;
-      row[c] = blend(keep, row[c] * d->inv_kept, zero);
+      const ivec keep = mix32(mix32(key_index ^ hi) ^ lo) >= a->threshold;
+      v[c] = blend(keep, v[c] * a->inv_kept, zero);
     }
   }
 }
-
-
-static long round_up(long n, long m) { return (n + m - 1) / m * m; }
 
 /* s[r][j] = sum_d a[r][d] * bt[d][j], for R rows of a and the first n_cols (a multiple of W) columns. */
 static void rows_times_cols(const float *a, long Dp, const float *bt, long Tp, long D, long n_cols,
@@ -168,15 +177,14 @@ static void store_rows(const float *src, long Dp, long T, long D, float *dst, lo
     for (long d = 0; d < D; d++) dst[t * stride + d] = src[t * Dp + d];
 }
 
-/* Head h of batch element b: its q, k and v rows out of c_attn's output (B, T, 3C), and k transposed. */
-static void load_head(const float *qkv, long b, long h, long T, long C, long D, float *q, float *k, float *v,
-                      float *kt) {
-  const long Tp = round_up(T, W), Dp = round_up(D, W);
-  const float *base = qkv + b * T * 3 * C + h * D;
-  load_rows(base, 3 * C, T, D, q, Dp);
-  load_rows(base + C, 3 * C, T, D, k, Dp);
-  load_rows(base + 2 * C, 3 * C, T, D, v, Dp);
-  transpose(k, Dp, T, D, kt, Tp);
+/* Head h of batch element b: its q, k and v rows out of c_attn's output, and k transposed. */
+static void load_head(const call_t *a, long b, long h, float *q, float *k, float *v, float *kt) {
+  const long C = a->C, D = a->D, T = a->T;
+  const float *base = a->qkv + b * T * 3 * C + h * D;
+  load_rows(base, 3 * C, T, D, q, a->Dp);
+  load_rows(base + C, 3 * C, T, D, k, a->Dp);
+  load_rows(base + 2 * C, 3 * C, T, D, v, a->Dp);
+  transpose(k, a->Dp, T, D, kt, a->Tp);
 }
 
 /* Per-thread scratch: n floats, zeroed, 64-byte aligned. */
@@ -189,11 +197,11 @@ static float *scratch(long n) {
 /* Rows i0..i0+R-1 of a block of raw scores q.k, in place, into softmax probabilities as minGPT computes
    them: scaled, e^(x - max) over keys 0..i, times 1 / sum. Each row's max and 1 / sum are kept in
    stats[2i], stats[2i+1] when stats is given. Padding rows (i >= T) come out zero. */
-static void softmax_rows(float *s, long Tp, long i0, long T, long n_cols, float scale, float *stats) {
+static void softmax_rows(const call_t *a, float *s, long i0, long n_cols, float *stats) {
   for (int r = 0; r < R; r++) {
-    const long i = i0 + r, valid = i < T ? i + 1 : 0;
-    vec *row = (vec *)(s + r * Tp), sum = {0};
-    const float shift = valid ? scale_and_mask(row, n_cols, valid, scale) : 0.0f;
+    const long i = i0 + r, valid = i < a->T ? i + 1 : 0;
+    vec *row = (vec *)(s + r * a->Tp), sum = {0};
+    const float shift = valid ? scale_and_mask(row, n_cols, valid, a->scale) : 0.0f;
     for (long c = 0; c < n_cols / W; c++) {
       row[c] = exp_vec(row[c] - shift);
       sum += row[c];
@@ -205,112 +213,112 @@ static void softmax_rows(float *s, long Tp, long i0, long T, long n_cols, float 
 }
 
 /* The same probabilities again from the kept max and 1 / sum: bit-identical to the forward's. */
-static void softmax_rows_again(float *s, long Tp, long i0, long T, long n_cols, float scale,
-                               const float *stats) {
+static void softmax_rows_again(const call_t *a, float *s, long i0, long n_cols, const float *stats) {
   for (int r = 0; r < R; r++) {
-    const long i = i0 + r, valid = i < T ? i + 1 : 0;
-    vec *row = (vec *)(s + r * Tp);
-    scale_and_mask(row, n_cols, valid, scale);
+    const long i = i0 + r, valid = i < a->T ? i + 1 : 0;
+    vec *row = (vec *)(s + r * a->Tp);
+    scale_and_mask(row, n_cols, valid, a->scale);
     const float shift = valid ? stats[2 * i] : 0.0f, inv_sum = valid ? stats[2 * i + 1] : 0.0f;
     for (long c = 0; c < n_cols / W; c++) row[c] = exp_vec(row[c] - shift) * inv_sum;
   }
+}
+
+/* Runs head(a, arena, bh) for every (batch, head) over torch's OpenMP threads. Each thread has one arena of
+   arena_floats, zeroed once: the loads only ever write the same unpadded parts, so padding stays zero.
+   Returns 0, or -1 when some thread got no arena (its heads are left undone). */
+static int each_head(const call_t *a, long arena_floats, void (*head)(const call_t *, float *, long)) {
+  int failed = 0;
+#pragma omp parallel
+  {
+    float *arena = scratch(arena_floats);
+    if (!arena) {
+#pragma omp atomic write
+      failed = 1;
+    }
+#pragma omp for schedule(static)
+    for (long bh = 0; bh < a->B * a->H; bh++)
+      if (arena) head(a, arena, bh);
+    free(arena);
+  }
+  return failed ? -1 : 0;
+}
+
+/* The forward's arena: q, k, v (Tp x Dp), k transposed (D x Tp), a block of probabilities (R x Tp) and
+   of outputs (R x Dp). */
+static long forward_floats(const call_t *a) { return 3 * a->Tp * a->Dp + a->D * a->Tp + R * a->Tp + R * a->Dp; }
+
+static void forward_head(const call_t *a, float *arena, long bh) {
+  const long T = a->T, D = a->D, C = a->C, Tp = a->Tp, Dp = a->Dp, b = bh / a->H, h = bh % a->H;
+  float *q = arena, *k = q + Tp * Dp, *v = k + Tp * Dp, *kt = v + Tp * Dp, *p = kt + D * Tp, *o = p + R * Tp;
+  load_head(a, b, h, q, k, v, kt);
+  for (long i0 = 0; i0 < T; i0 += R) {
+    const long n = i0 + R, n_cols = round_up(n, W); /* keys 0..i0+R-1 are all any row here sees */
+    rows_times_cols(q + i0 * Dp, Dp, kt, Tp, D, n_cols, p);
+    softmax_rows(a, p, i0, n_cols, a->stats_out ? a->stats_out + bh * T * 2 : NULL);
+    if (a->threshold) drop(a, p, i0, n_cols, bh);
+    rows_times_matrix(p, Tp, n, v, Dp, o);
+    store_rows(o, Dp, (T - i0 < R ? T - i0 : R), D, a->y + (b * T + i0) * C + h * D, C);
+  }
+}
+
+/* The backward's arena: q, k, v, dO, dK, dV (Tp x Dp), k and v transposed (D x Tp), blocks of probabilities,
+   of those kept by dropout and of score gradients (R x Tp), and of dQ (R x Dp). */
+static long backward_floats(const call_t *a) {
+  return 6 * a->Tp * a->Dp + 2 * a->D * a->Tp + 3 * R * a->Tp + R * a->Dp;
+}
+
+/* The softmax's backward is minGPT's (autograd's): P * (dP - sum_j P dP). */
+static void backward_head(const call_t *a, float *arena, long bh) {
+  const long T = a->T, D = a->D, C = a->C, Tp = a->Tp, Dp = a->Dp, b = bh / a->H, h = bh % a->H;
+  float *q = arena, *k = q + Tp * Dp, *v = k + Tp * Dp, *dout = v + Tp * Dp, *dk = dout + Tp * Dp;
+  float *dv = dk + Tp * Dp, *kt = dv + Tp * Dp, *vt = kt + D * Tp, *p = vt + D * Tp, *kept = p + R * Tp;
+  float *ds = kept + R * Tp, *dq = ds + R * Tp;
+  load_head(a, b, h, q, k, v, kt);
+  load_rows(a->dy + b * T * C + h * D, C, T, D, dout, Dp);
+  transpose(v, Dp, T, D, vt, Tp);
+  memset(dk, 0, Tp * Dp * sizeof(float));
+  memset(dv, 0, Tp * Dp * sizeof(float));
+  for (long i0 = 0; i0 < T; i0 += R) {
+    const long n = i0 + R, n_cols = round_up(n, W);
+    rows_times_cols(q + i0 * Dp, Dp, kt, Tp, D, n_cols, p);
+    softmax_rows_again(a, p, i0, n_cols, a->stats_in + bh * T * 2);
+    const float *p_used = p; /* the probabilities the forward multiplied V by: after dropout */
+    if (a->threshold) {
+      memcpy(kept, p, R * Tp * sizeof(float));
+      drop(a, kept, i0, n_cols, bh);
+      p_used = kept;
+    }
+    add_cols_times_rows(p_used, Tp, n, dout + i0 * Dp, Dp, dv); /* dV += P^T dO */
+    rows_times_cols(dout + i0 * Dp, Dp, vt, Tp, D, n_cols, ds); /* dP = dO V^T */
+    if (a->threshold) drop(a, ds, i0, n_cols, bh);              /* back through the dropout */
+    for (int r = 0; r < R; r++) { /* dS = P * (dP - sum_j P dP), times the scale the scores got */
+      const vec *pr = (const vec *)(p + r * Tp);
+      vec *dsr = (vec *)(ds + r * Tp), dot = {0};
+      for (long c = 0; c < n_cols / W; c++) dot += pr[c] * dsr[c];
+      const float row_dot = sum_lanes(dot);
+      for (long c = 0; c < n_cols / W; c++) dsr[c] = pr[c] * (dsr[c] - row_dot) * a->scale;
+    }
+    rows_times_matrix(ds, Tp, n, k, Dp, dq);             /* dQ = dS K */
+    add_cols_times_rows(ds, Tp, n, q + i0 * Dp, Dp, dk); /* dK += dS^T Q */
+    store_rows(dq, Dp, (T - i0 < R ? T - i0 : R), D, a->dqkv + (b * T + i0) * 3 * C + h * D, 3 * C);
+  }
+  store_rows(dk, Dp, T, D, a->dqkv + b * T * 3 * C + C + h * D, 3 * C);
+  store_rows(dv, Dp, T, D, a->dqkv + b * T * 3 * C + 2 * C + h * D, 3 * C);
 }
 
 /* qkv: (B, T, 3C) with C = H * D; y: (B, T, C); stats: (B, H, T, 2), or NULL when no backward follows.
    Returns 0, or -1 when scratch memory ran out. */
 int attention_forward(const float *qkv, float *y, float *stats, long B, long T, long H, long D, float scale,
                       unsigned long long seed, unsigned threshold, float inv_kept) {
-  const long C = H * D, Tp = round_up(T, W), Dp = round_up(D, W);
-  const dropout_t dropout = {seed, threshold, inv_kept};
-  int failed = 0;
-#pragma omp parallel
-  {
-    float *q = scratch(Tp * Dp), *k = scratch(Tp * Dp), *v = scratch(Tp * Dp), *kt = scratch(D * Tp);
-    float *p = scratch(R * Tp), *o = scratch(R * Dp);
-    if (!q || !k || !v || !kt || !p || !o) {
-#pragma omp atomic write
-      failed = 1;
-    }
-#pragma omp for schedule(static)
-    for (long bh = 0; bh < B * H; bh++) {
-      int stop;
-#pragma omp atomic read
-      stop = failed;
-      if (stop) continue; /* a thread without scratch never gets past here: it set failed itself */
-      const long b = bh / H, h = bh % H;
-      load_head(qkv, b, h, T, C, D, q, k, v, kt);
-      for (long i0 = 0; i0 < T; i0 += R) {
-        const long n = i0 + R, n_cols = round_up(n, W); /* keys 0..i0+R-1 are all any row here sees */
-        rows_times_cols(q + i0 * Dp, Dp, kt, Tp, D, n_cols, p);
-        softmax_rows(p, Tp, i0, T, n_cols, scale, stats ? stats + bh * T * 2 : NULL);
-        if (dropout.threshold) drop(p, Tp, i0, T, n_cols, bh, &dropout);
-        rows_times_matrix(p, Tp, n, v, Dp, o);
-        store_rows(o, Dp, (T - i0 < R ? T - i0 : R), D, y + (b * T + i0) * C + h * D, C);
-      }
-    }
-    free(q), free(k), free(v), free(kt), free(p), free(o);
-  }
-  return failed ? -1 : 0;
+  call_t a = call_of(B, T, H, D, scale, seed, threshold, inv_kept);
+  a.qkv = qkv, a.y = y, a.stats_out = stats;
+  return each_head(&a, forward_floats(&a), forward_head);
 }
 
-/* dy: (B, T, C); stats from the forward; dqkv: (B, T, 3C), written in full. The softmax's backward is
-   minGPT's (autograd's): P * (dP - sum_j P dP). */
+/* dy: (B, T, C); stats from the forward; dqkv: (B, T, 3C), written in full. */
 int attention_backward(const float *qkv, const float *dy, const float *stats, float *dqkv, long B, long T,
                        long H, long D, float scale, unsigned long long seed, unsigned threshold, float inv_kept) {
-  const long C = H * D, Tp = round_up(T, W), Dp = round_up(D, W);
-  const dropout_t dropout = {seed, threshold, inv_kept};
-  int failed = 0;
-#pragma omp parallel
-  {
-    float *q = scratch(Tp * Dp), *k = scratch(Tp * Dp), *v = scratch(Tp * Dp);
-    float *kt = scratch(D * Tp), *vt = scratch(D * Tp);
-    float *dout = scratch(Tp * Dp), *dk = scratch(Tp * Dp), *dv = scratch(Tp * Dp);
-    float *p = scratch(R * Tp), *kept = scratch(R * Tp), *ds = scratch(R * Tp), *dq = scratch(R * Dp);
-    if (!q || !k || !v || !kt || !vt || !dout || !dk || !dv || !p || !kept || !ds || !dq) {
-#pragma omp atomic write
-      failed = 1;
-    }
-#pragma omp for schedule(static)
-    for (long bh = 0; bh < B * H; bh++) {
-      int stop;
-#pragma omp atomic read
-      stop = failed;
-      if (stop) continue; /* a thread without scratch never gets past here: it set failed itself */
-      const long b = bh / H, h = bh % H;
-      load_head(qkv, b, h, T, C, D, q, k, v, kt);
-      load_rows(dy + b * T * C + h * D, C, T, D, dout, Dp);
-      transpose(v, Dp, T, D, vt, Tp);
-      memset(dk, 0, Tp * Dp * sizeof(float));
-      memset(dv, 0, Tp * Dp * sizeof(float));
-      for (long i0 = 0; i0 < T; i0 += R) {
-        const long n = i0 + R, n_cols = round_up(n, W);
-        rows_times_cols(q + i0 * Dp, Dp, kt, Tp, D, n_cols, p);
-        softmax_rows_again(p, Tp, i0, T, n_cols, scale, stats + bh * T * 2);
-        const float *p_used = p; /* the probabilities the forward multiplied V by: after dropout */
-        if (dropout.threshold) {
-          memcpy(kept, p, R * Tp * sizeof(float));
-          drop(kept, Tp, i0, T, n_cols, bh, &dropout);
-          p_used = kept;
-        }
-        add_cols_times_rows(p_used, Tp, n, dout + i0 * Dp, Dp, dv); /* dV += P^T dO */
-        rows_times_cols(dout + i0 * Dp, Dp, vt, Tp, D, n_cols, ds); /* dP = dO V^T */
-        if (dropout.threshold) drop(ds, Tp, i0, T, n_cols, bh, &dropout); /* back through the dropout */
-        for (int r = 0; r < R; r++) { /* dS = P * (dP - sum_j P dP), times the scale the scores got */
-          const vec *pr = (const vec *)(p + r * Tp);
-          vec *dsr = (vec *)(ds + r * Tp), dot = {0};
-          for (long c = 0; c < n_cols / W; c++) dot += pr[c] * dsr[c];
-          const float row_dot = sum_lanes(dot);
-          for (long c = 0; c < n_cols / W; c++) dsr[c] = pr[c] * (dsr[c] - row_dot) * scale;
-        }
-        rows_times_matrix(ds, Tp, n, k, Dp, dq);             /* dQ = dS K */
-        add_cols_times_rows(ds, Tp, n, q + i0 * Dp, Dp, dk); /* dK += dS^T Q */
-        store_rows(dq, Dp, (T - i0 < R ? T - i0 : R), D, dqkv + (b * T + i0) * 3 * C + h * D, 3 * C);
-      }
-      store_rows(dk, Dp, T, D, dqkv + b * T * 3 * C + C + h * D, 3 * C);
-      store_rows(dv, Dp, T, D, dqkv + b * T * 3 * C + 2 * C + h * D, 3 * C);
-    }
-    free(q), free(k), free(v), free(kt), free(vt), free(dout), free(dk), free(dv);
-    free(p), free(kept), free(ds), free(dq);
-  }
-  return failed ? -1 : 0;
+  call_t a = call_of(B, T, H, D, scale, seed, threshold, inv_kept);
+  a.qkv = qkv, a.dy = dy, a.stats_in = stats, a.dqkv = dqkv;
+  return each_head(&a, backward_floats(&a), backward_head);
 }
