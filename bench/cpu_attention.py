@@ -15,7 +15,6 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from trainer_service import ops
 
@@ -33,17 +32,12 @@ SHAPES = [
 ]
 
 
-def sdpa(qkv: torch.Tensor, n_head: int, dropout_p: float) -> torch.Tensor:
-    q, k, v = ops.split_heads(qkv, n_head)
-    return ops.merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True))
-
-
 def compare(batch: int, positions: int, n_head: int, head_size: int, dropout: float, repeats: int) -> dict:
     qkv = torch.randn(batch, positions, 3 * n_head * head_size, requires_grad=True)
     grad = torch.randn(batch, positions, n_head * head_size)
     runs = {
-        "ours": lambda: ops.causal_attention(qkv, n_head, dropout),
-        "sdpa": lambda: sdpa(qkv, n_head, dropout),
+        "ours": lambda: ops.attention_kernel(qkv, n_head, dropout),
+        "sdpa": lambda: ops.sdpa_attention(qkv, n_head, dropout),
     }
     times: dict[str, list[float]] = {name: [] for name in runs}
     for i in range(repeats + 2):  # the first two warm up

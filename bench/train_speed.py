@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer_service.device import cpu_bf16_supported
 from trainer_service.model import GPT, GPTConfig
 
 VOCAB = 65  # a character vocabulary, as in minGPT's chargpt
@@ -184,7 +185,7 @@ def main() -> None:
     parser.add_argument("--budget-s", type=float, default=10.0, help="about this long per configuration")
     parser.add_argument("--no-bf16", action="store_true", help="leave out the bf16 autocast run")
     args = parser.parse_args()
-    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() and not args.no_bf16
+    bf16 = cpu_bf16_supported() and not args.no_bf16
     results = [
         compare(model_type, float(p), args.batch_size, args.block_size, args.budget_s, bf16)
         for model_type in args.presets.split(",")

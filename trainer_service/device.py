@@ -37,6 +37,11 @@ def enable_tf32() -> None:
     torch.set_float32_matmul_precision("high")
 
 
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN can run bf16 on this CPU (natively, or emulated on plain AVX-512)."""
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def autocast_dtype(device: torch.device, precision: Precision = "auto") -> torch.dtype | None:
     """The autocast dtype for training on ``device``, None for plain float32.
 
@@ -47,7 +52,7 @@ def autocast_dtype(device: torch.device, precision: Precision = "auto") -> torch
     if precision == "fp32":
         return None
     if device.type == "cpu":
-        if precision == "bf16" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        if precision == "bf16" and not cpu_bf16_supported():
             raise ValueError("this CPU has no bf16 support (oneDNN needs AVX-512 at least); use fp32")
         return torch.bfloat16 if precision == "bf16" else None
     if device.type != "cuda":

@@ -17,7 +17,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from simtrain.model_presets import MODEL_PRESETS
-from trainer_service.ops import attention_kernel_applies, causal_attention, gelu, merge_heads, split_heads
+from trainer_service.ops import (
+    attention_kernel,
+    attention_kernel_applies,
+    gelu,
+    merge_heads,
+    sdpa_attention,
+    split_heads,
+)
 
 # Device types with a fused AdamW kernel (torch.optim's own list, minus the exotic backends).
 _FUSED_ADAMW_DEVICES = frozenset({"cpu", "cuda", "mps", "xpu"})
@@ -127,11 +134,12 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.c_attn(x)
         dropout_p = self.attn_pdrop if self.training else 0.0
-        cpu_dropout = 0.0 < dropout_p < _MAX_MASK_P and x.device.type == "cpu"
-        if cpu_dropout and not attention_kernel_applies(qkv, dropout_p):
+        if attention_kernel_applies(qkv, dropout_p):
+            y = attention_kernel(qkv, self.n_head, dropout_p)
+        elif 0.0 < dropout_p < _MAX_MASK_P and x.device.type == "cpu":
             y = self._attention_with_cpu_dropout(qkv, dropout_p)
         else:
-            y = causal_attention(qkv, self.n_head, dropout_p)
+            y = sdpa_attention(qkv, self.n_head, dropout_p)
         return self.resid_dropout(self.c_proj(y))
 
     def _attention_with_cpu_dropout(self, qkv: torch.Tensor, p: float) -> torch.Tensor:

@@ -17,7 +17,8 @@ v in cache, and writes the output and the gradient in the layouts the neighbouri
 dropout drawn inside it, and its results do not depend on the thread count either.
 
 Off CPU, for other dtypes, under ``torch.compile``, or where no C compiler works, :func:`gelu` is
-``F.gelu(x, approximate="tanh")`` and :func:`causal_attention` is ``F.scaled_dot_product_attention``.
+``F.gelu(x, approximate="tanh")``, and the model takes :func:`sdpa_attention` (or, on CPU with dropout, a
+path of its own) instead of :func:`attention_kernel`.
 """
 
 from __future__ import annotations
@@ -130,16 +131,14 @@ class _CausalAttention(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, qkv: torch.Tensor, n_head: int, seed: int, threshold: int
     ) -> torch.Tensor:
         B, T, C3 = qkv.shape
+        head_size = C3 // 3 // n_head
         y = qkv.new_empty(B, T, C3 // 3)
         stats = qkv.new_empty(B, n_head, T, 2) if ctx.needs_input_grad[0] else None
-        ctx.sizes = (B, T, n_head, C3 // 3 // n_head)
-        ctx.dropout = (seed, threshold, 1.0 / (1.0 - threshold / 2**32))
+        # What both kernels take after their pointers: sizes, scale, then dropout's seed, threshold, 1 / kept.
+        inv_kept = 2**32 / (2**32 - threshold)
+        ctx.args = (B, T, n_head, head_size, 1.0 / math.sqrt(head_size), seed, threshold, inv_kept)
         stats_ptr = None if stats is None else stats.data_ptr()
-        status = library("attention").attention_forward(
-            qkv.data_ptr(), y.data_ptr(), stats_ptr, *ctx.sizes, _scale(ctx.sizes), *ctx.dropout
-        )
-        if status:
-            raise MemoryError(f"attention kernel: no memory for its per-thread scratch (T={T})")
+        _check(library("attention").attention_forward(qkv.data_ptr(), y.data_ptr(), stats_ptr, *ctx.args), T)
         ctx.save_for_backward(qkv, stats)
         return y
 
@@ -150,40 +149,39 @@ class _CausalAttention(torch.autograd.Function):
         dy = dy.contiguous()
         dqkv = torch.empty_like(qkv)
         pointers = (qkv.data_ptr(), dy.data_ptr(), stats.data_ptr(), dqkv.data_ptr())
-        status = library("attention").attention_backward(
-            *pointers, *ctx.sizes, _scale(ctx.sizes), *ctx.dropout
-        )
-        if status:
-            raise MemoryError(f"attention kernel: no memory for its per-thread scratch (T={ctx.sizes[1]})")
+        _check(library("attention").attention_backward(*pointers, *ctx.args), qkv.size(1))
         return dqkv, None, None, None
 
 
-def _scale(sizes: tuple[int, int, int, int]) -> float:
-    """Attention's 1 / sqrt(head_size), from (B, T, n_head, head_size)."""
-    return 1.0 / math.sqrt(sizes[3])
+def _check(status: int, T: int) -> None:
+    if status:
+        raise MemoryError(f"attention kernel: no memory for its per-thread scratch (T={T})")
 
 
 def attention_kernel_applies(qkv: torch.Tensor, dropout_p: float = 0.0) -> bool:
-    """Whether :func:`causal_attention` runs our kernel for ``qkv``: on CPU, in float32 (or in bf16 from
-    autocast, which it widens), contiguous, outside torch.compile, and with dropout below 1."""
+    """Whether :func:`attention_kernel` can take ``qkv``: on CPU, in float32 (or in bf16 from autocast, which
+    it widens), contiguous, outside torch.compile, and with dropout below 1."""
     return dropout_p < 1.0 and _applies(qkv, "attention", (torch.float32, torch.bfloat16))
 
 
-def causal_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
-    """Causal self-attention over c_attn's output ``qkv [B, T, 3C]``, with minGPT's attention dropout:
-    ``y [B, T, C]``, heads side by side. Our kernel where it applies, else SDPA.
+def attention_kernel(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
+    """Causal self-attention over c_attn's output ``qkv [B, T, 3C]``, with minGPT's attention dropout, by our
+    kernel (see :func:`attention_kernel_applies`): ``y [B, T, C]``, heads side by side.
 
-    The kernel's drop rate is ``dropout_p`` rounded to a multiple of 2^-32, kept entries scaled by the exact
-    kept share; its mask comes from a seed drawn from torch's CPU generator, so seeded and resumed runs draw
-    the same masks.
+    The drop rate is ``dropout_p`` rounded to a multiple of 2^-32, kept entries scaled by the exact kept
+    share; the mask comes from a seed drawn from torch's CPU generator, so seeded and resumed runs draw the
+    same masks.
     """
-    if not attention_kernel_applies(qkv, dropout_p):
-        q, k, v = split_heads(qkv, n_head)
-        return merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True))
     threshold = min(round(dropout_p * 2**32), 2**32 - 1)  # a hash below it drops the entry
     seed = int(torch.empty((), dtype=torch.int64).random_()) if threshold else 0
     # Under CPU autocast c_attn gives bf16: the kernel in float32 is far quicker than SDPA in bf16.
     return _CausalAttention.apply(qkv.float(), n_head, seed, threshold)
+
+
+def sdpa_attention(qkv: torch.Tensor, n_head: int, dropout_p: float = 0.0) -> torch.Tensor:
+    """The same attention by PyTorch's ``scaled_dot_product_attention``, where the kernel cannot run."""
+    q, k, v = split_heads(qkv, n_head)
+    return merge_heads(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True))
 
 
 def split_heads(qkv: torch.Tensor, n_head: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

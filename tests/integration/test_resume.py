@@ -15,6 +15,7 @@ from simtrain.settings import Settings
 from tests.integration.trainer_support import DataService, final_weights, job_spec
 from trainer_service.checkpoint import load_checkpoint
 from trainer_service.data_client import DataClient
+from trainer_service.device import cpu_bf16_supported
 from trainer_service.job_runner import JobInterrupted, JobRun
 from trainer_service.model import GPT, GPTConfig
 
@@ -28,7 +29,7 @@ def spec(settings: Settings, address: str, precision: str = "auto") -> JobSpec:
     )
 
 
-CPU_BF16 = pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bf16 on this CPU")
+CPU_BF16 = pytest.mark.skipif(not cpu_bf16_supported(), reason="no bf16 on this CPU")
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -12,6 +13,7 @@ import torch
 from torch import nn
 
 from simtrain.model_presets import MODEL_PRESETS
+from trainer_service import model as model_module
 from trainer_service import ops
 from trainer_service.model import GPT, GPTConfig, dropout, keep_mask
 
@@ -215,19 +217,13 @@ def test_state_dict_is_minGPTs_and_nothing_else(mingpt: dict) -> None:
             assert torch.equal(ours[name], value), name  # minGPT's lower-triangular mask, as it keeps it
 
 
-def sdpa(qkv: torch.Tensor, n_head: int) -> torch.Tensor:
-    """Causal attention over ``qkv [B, T, 3C]`` by PyTorch's SDPA: the reference for ours."""
-    q, k, v = ops.split_heads(qkv, n_head)
-    return ops.merge_heads(torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True))
-
-
 def test_cpu_attention_with_dropout_matches_sdpa_when_nothing_drops() -> None:
     """The CPU path used while attention dropout is on computes the same attention as SDPA."""
     torch.manual_seed(0)
     attn = nano(dropout=0.1, block_size=16).transformer.h[0].attn
     qkv = torch.randn(2, 16, 3 * 48)
     explicit = attn._attention_with_cpu_dropout(qkv, p=0.0)
-    torch.testing.assert_close(explicit, sdpa(qkv, 3), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(explicit, ops.sdpa_attention(qkv, 3), atol=1e-6, rtol=1e-5)
 
 
 needs_attention_kernel = pytest.mark.skipif(
@@ -244,17 +240,17 @@ def test_attention_kernel_is_as_accurate_as_sdpa(B: int, T: int, n_head: int, he
     """Output and gradient against SDPA in float64, no further off than SDPA's own float32 (with slack)."""
     torch.manual_seed(0)
     exact = torch.randn(B, T, 3 * n_head * head_size, dtype=torch.float64, requires_grad=True)
-    reference = sdpa(exact, n_head)
+    reference = ops.sdpa_attention(exact, n_head)
     grad = torch.randn_like(reference)
     (reference_dqkv,) = torch.autograd.grad(reference, exact, grad)
     qkv = exact.detach().float().requires_grad_()
-    ours = ops.causal_attention(qkv, n_head)
+    ours = ops.attention_kernel(qkv, n_head)
     assert type(ours.grad_fn).__name__ == "_CausalAttentionBackward"  # the kernel, not the fallback
     (dqkv,) = torch.autograd.grad(ours, qkv, grad.float())
     torch.testing.assert_close(ours.double(), reference, atol=3e-6, rtol=0)
     torch.testing.assert_close(dqkv.double(), reference_dqkv, atol=1e-5, rtol=0)
-    with torch.no_grad():  # inference keeps no log-sum-exp but computes the same
-        assert torch.equal(ops.causal_attention(qkv, n_head), ours.detach())
+    with torch.no_grad():  # inference keeps no row statistics but computes the same
+        assert torch.equal(ops.attention_kernel(qkv, n_head), ours.detach())
 
 
 @needs_attention_kernel
@@ -265,7 +261,7 @@ def test_attention_kernel_is_thread_count_independent() -> None:
 
     def run() -> tuple[torch.Tensor, ...]:
         torch.manual_seed(0)
-        y, dropped = ops.causal_attention(qkv, 4), ops.causal_attention(qkv, 4, dropout_p=0.2)
+        y, dropped = ops.attention_kernel(qkv, 4), ops.attention_kernel(qkv, 4, dropout_p=0.2)
         return y, dropped, *torch.autograd.grad((y, dropped), qkv, (grad, grad))
 
     threads = torch.get_num_threads()
@@ -284,7 +280,7 @@ def dropout_mask(seed: int, B: int, T: int, n_head: int, p: float) -> tuple[torc
     qkv = torch.zeros(B, T, 3, n_head, T)
     qkv[:, :, 2] = torch.eye(T).unsqueeze(1)  # v of position t: e_t, in every head
     torch.manual_seed(seed)
-    y = ops.causal_attention(qkv.view(B, T, -1), n_head, dropout_p=p).view(B, T, n_head, T).transpose(1, 2)
+    y = ops.attention_kernel(qkv.view(B, T, -1), n_head, dropout_p=p).view(B, T, n_head, T).transpose(1, 2)
     kept = 1.0 - round(p * 2**32) / 2**32
     return (y * kept * torch.arange(1, T + 1).view(1, 1, T, 1)).round(), kept
 
@@ -317,28 +313,41 @@ def test_attention_dropout_gradient_is_that_of_minGPTs_dropout() -> None:
     (reference_dqkv,) = torch.autograd.grad(reference, exact, grad)
     qkv = exact.detach().float().requires_grad_()
     torch.manual_seed(5)
-    ours = ops.causal_attention(qkv, n_head, dropout_p=0.3)
+    ours = ops.attention_kernel(qkv, n_head, dropout_p=0.3)
     (dqkv,) = torch.autograd.grad(ours, qkv, grad.float())
     torch.testing.assert_close(ours.double(), reference, atol=3e-6, rtol=0)
     torch.testing.assert_close(dqkv.double(), reference_dqkv, atol=1e-5, rtol=0)
 
 
-def test_attention_is_sdpas_where_the_kernel_does_not_apply(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_attention_takes_the_kernel_where_it_applies_and_otherwise_falls_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The model's three attention paths: our kernel; on CPU with dropout, the mask-folding path; SDPA."""
     torch.manual_seed(0)
-    exact = torch.randn(2, 9, 3 * 2 * 8, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: ops.causal_attention(t, 2), (exact,))  # float64: SDPA
-    qkv = torch.randn(2, 9, 3 * 2 * 8, requires_grad=True)
-    all_dropped = ops.causal_attention(qkv, 2, dropout_p=1.0)  # nothing kept: SDPA's zeros
-    assert "CausalAttention" not in type(all_dropped.grad_fn).__name__
-    strided = torch.randn(3 * 2 * 8, 9, 2).permute(2, 1, 0).requires_grad_()  # not contiguous
-    assert "CausalAttention" not in type(ops.causal_attention(strided, 2).grad_fn).__name__
-    monkeypatch.setattr(ops.shutil, "which", lambda name: None)
+    qkv = torch.randn(2, 9, 3 * 2 * 8)
+    assert not ops.attention_kernel_applies(qkv.double())
+    assert not ops.attention_kernel_applies(qkv, dropout_p=1.0)
+    assert not ops.attention_kernel_applies(qkv.transpose(0, 1))  # not contiguous
+    attn = nano(dropout=0.1, block_size=16).transformer.h[0].attn
+    taken: list[str] = []
+
+    def spy(name: str, path: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        return lambda *args: taken.append(name) or path(*args)
+
+    monkeypatch.setattr(model_module, "attention_kernel", spy("kernel", ops.attention_kernel))
+    monkeypatch.setattr(model_module, "sdpa_attention", spy("sdpa", ops.sdpa_attention))
+    folding = spy("mask-folding", attn._attention_with_cpu_dropout)
+    monkeypatch.setattr(attn, "_attention_with_cpu_dropout", folding)
+    x = torch.randn(2, 16, 48)
+    attn.eval()(x), attn.train()(x)  # no dropout, then attention dropout 0.1
+    if ops.library("attention") is not None:
+        assert taken == ["kernel", "kernel"]
+    monkeypatch.setattr(ops.shutil, "which", lambda name: None)  # no C compiler
     ops.library.cache_clear()
     try:
-        assert ops.library("attention") is None
-        y = ops.causal_attention(qkv, 2)
-        assert "CausalAttention" not in type(y.grad_fn).__name__
-        torch.testing.assert_close(y, sdpa(qkv, 2))
+        taken.clear()
+        attn.eval()(x), attn.train()(x)
+        assert taken == ["sdpa", "mask-folding"]
     finally:
         ops.library.cache_clear()  # the next caller builds the kernels again
 

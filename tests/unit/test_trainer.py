@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainer_service import device
 from trainer_service.model import GPT, GPTConfig
 from trainer_service.trainer import Trainer, TrainerConfig
 
@@ -278,7 +279,7 @@ def test_cpu_trains_in_float32_and_compile_wraps_only_the_training_forward() -> 
     assert list(compiled.model.state_dict()) == list(nano().state_dict())  # checkpoints stay minGPT's
 
 
-@pytest.mark.skipif(not torch.ops.mkldnn._is_mkldnn_bf16_supported(), reason="no bf16 on this CPU")
+@pytest.mark.skipif(not device.cpu_bf16_supported(), reason="no bf16 on this CPU")
 def test_cpu_bf16_autocast_trains_like_float32() -> None:
     """Asked for, CPU trains under bf16 autocast (attention still in our float32 kernel), close to float32."""
     losses: dict[str, list[float]] = {}
@@ -295,7 +296,7 @@ def test_cpu_bf16_autocast_trains_like_float32() -> None:
 
 
 def test_cpu_without_bf16_refuses_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    monkeypatch.setattr(device, "cpu_bf16_supported", lambda: False)
     with pytest.raises(ValueError, match="no bf16 support"):
         Trainer(TrainerConfig(device="cpu", precision="bf16"), nano(), iter(()))
 
