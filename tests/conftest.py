@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import pytest
 
 from simtrain.queue import JobQueue
 from simtrain.redis_server import answering_redis
 from simtrain.settings import Settings
-from tests.integration.trainer_support import DataService, start_data_service
+
+if TYPE_CHECKING:  # imported where used: unit and deploy tests need no torch or data service
+    from tests.integration.trainer_support import DataService
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +42,8 @@ def job_queue(redis_url: str, key_prefix: str) -> Iterator[JobQueue]:
 @pytest.fixture(scope="module")
 def data_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DataService]:
     """A real data service serving the demo corpus, one per test module (for tests that train jobs)."""
+    from tests.integration.trainer_support import start_data_service
+
     yield from start_data_service(tmp_path_factory.mktemp("data-service"))
 
 
