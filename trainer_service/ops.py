@@ -65,9 +65,8 @@ def library(name: str) -> ctypes.CDLL | None:
     """The compiled ``kernels/<name>.c``, or None without a working C compiler (callers then use ATen's op).
 
     Built per process for the CPU it runs on (``-march=native``; 0.1 to 0.5 s), so no cached binary can
-    meet another CPU. ``libgomp.so.1`` resolves to the one torch has already loaded: one thread pool.
-    ``declare simd`` gives gcc glibc's vector ``tanhf`` without ``-ffast-math``, which gcc 12 would link
-    into the shared object as a process-wide flush-to-zero switch.
+    meet another CPU. ``libgomp.so.1`` resolves to the one torch has already loaded: one thread pool. No
+    ``-ffast-math``: gcc 12 would link it into the shared object as a process-wide flush-to-zero switch.
     """
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
