@@ -12,6 +12,7 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -128,7 +129,7 @@ def create_app(
 
     # Middleware, innermost first: the fast job read, size limits, auth, CORS (so preflights need no token),
     # timing.
-    get_job = next(r for r in jobs.router.routes if getattr(r, "endpoint", None) is jobs.get_job)
+    get_job = next(r for r in jobs.router.routes if isinstance(r, APIRoute) and r.endpoint is jobs.get_job)
     app.state.job_records = RenderedRecords()
     app.add_middleware(JobReads, route=get_job, prefix=settings.key_prefix, records=app.state.job_records)
     app.add_middleware(

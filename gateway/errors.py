@@ -26,6 +26,9 @@ _HTTP_CODES = {
     413: "payload_too_large",
 }
 
+# The failures that mean the job store is down (a 503), not that the gateway is broken (a 500).
+REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError)
+
 
 class ErrorInfo(BaseModel):
     code: str = Field(description="For programs: `validation_error`, `not_found`, `unauthorized`, ...")
@@ -74,6 +77,9 @@ class ApiError(Exception):
         self.message = message
         self.details = details or []
 
+    def response(self) -> JSONResponse:
+        return error_response(self.status, self.code, self.message, self.details)
+
 
 def error_response(
     status: int,
@@ -111,7 +117,7 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
 
 
 def _on_api_error(request: Request, exc: ApiError) -> JSONResponse:
-    return error_response(exc.status, exc.code, exc.message, exc.details)
+    return exc.response()
 
 
 def _invalid(details: list[dict[str, Any]]) -> JSONResponse:
@@ -153,6 +159,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(RequestValidationError, _on_validation_error)
     app.add_exception_handler(HTTPException, _on_http_error)
-    app.add_exception_handler(redis.ConnectionError, _on_redis_down)
-    app.add_exception_handler(redis.TimeoutError, _on_redis_down)
+    for exc in REDIS_DOWN:
+        app.add_exception_handler(exc, _on_redis_down)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -3,24 +3,19 @@
 Most of a FastAPI request's cost is routing, dependency solving and re-validating the record, for a
 record that rarely changes between two polls. This middleware reads the record's hash in one round trip
 and answers with the JSON the route's own model renders, reused while the hash is unchanged, so a poll
-never sees a stale record. Anything else (no such job, a malformed id, HEAD) goes on to the route, which
-answers as documented. It sits inside the auth, CORS and timing middleware, so they apply alike.
+never sees a stale record; a job that does not exist gets the route's own 404. Anything else (a malformed
+id, HEAD) goes on to the route, which answers as documented. It sits inside the auth, CORS and timing
+middleware, so they apply alike.
 """
 
 from __future__ import annotations
 
-import re
-
-import redis
-from starlette.routing import BaseRoute
+from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import redis_down
-from gateway.jobs import JOB_ID
+from gateway.errors import REDIS_DOWN, redis_down
+from gateway.jobs import JOB_ID, no_such_job
 from simtrain.queue import decode_record, job_key
-
-# The ids the route accepts; others go on to it for their 404.
-_PATH = re.compile(f"/v1/jobs/({JOB_ID.pattern})")
 
 
 class RenderedRecords:
@@ -48,32 +43,33 @@ class RenderedRecords:
 class JobReads:
     """Serve ``GET /v1/jobs/{id}`` for an existing job from :class:`RenderedRecords`.
 
-    ``route`` is the FastAPI route it stands in for: it goes into the scope, so the request is timed
-    under that route's template like any other.
+    ``route`` is the FastAPI route it stands in for: its path decides which requests are served here, and
+    it goes into the scope, so the request is timed under that route's template like any other.
     """
 
-    def __init__(self, app: ASGIApp, route: BaseRoute, prefix: str, records: RenderedRecords) -> None:
+    def __init__(self, app: ASGIApp, route: Route, prefix: str, records: RenderedRecords) -> None:
         self.app = app
         self.route = route
         self.prefix = prefix
         self.records = records
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = scope["type"] == "http" and scope["method"] == "GET" and _PATH.fullmatch(scope["path"])
-        if not match:
+        is_get = scope["type"] == "http" and scope["method"] == "GET"
+        match = is_get and self.route.path_regex.match(scope["path"])
+        # An id the route refuses without a read goes on to it for that 404.
+        if not match or not JOB_ID.fullmatch(job_id := match["job_id"]):
             await self.app(scope, receive, send)
             return
-        job_id = match.group(1)
+        scope["route"] = self.route
         try:
             fields = await scope["app"].state.aredis.hgetall(job_key(self.prefix, job_id))
-        except (redis.ConnectionError, redis.TimeoutError) as e:
+        except REDIS_DOWN as e:
             await redis_down(e)(scope, receive, send)
             return
         if not fields:
-            await self.app(scope, receive, send)
+            await no_such_job(job_id).response()(scope, receive, send)
             return
         body = self.records.render(job_id, fields)
-        scope["route"] = self.route
         headers = [(b"content-length", str(len(body)).encode()), (b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})

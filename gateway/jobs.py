@@ -80,6 +80,11 @@ async def _job_id(job_id: str) -> str:
     return job_id
 
 
+def no_such_job(job_id: str) -> ApiError:
+    """The 404 for a well-formed id with no record (also sent by :mod:`gateway.job_reads`)."""
+    return ApiError(404, "not_found", f"no job with id {job_id}")
+
+
 Queue = Annotated[JobQueue, Depends(_queue)]
 JobId = Annotated[str, Depends(_job_id)]
 
@@ -93,7 +98,7 @@ async def existing_job(job_id: JobId, request: Request) -> JobRecord:
     prefix = request.app.state.settings.key_prefix
     fields = await request.app.state.aredis.hgetall(job_key(prefix, job_id))
     if not fields:
-        raise ApiError(404, "not_found", f"no job with id {job_id}")
+        raise no_such_job(job_id)
     return decode_record(fields)
 
 
@@ -190,7 +195,7 @@ async def get_job(job: Annotated[JobRecord, Depends(existing_job)]) -> JobRecord
 def cancel_job(job_id: JobId, queue: Queue, response: Response) -> CancelResult:
     record = queue.request_cancel(job_id)
     if record is None:
-        raise ApiError(404, "not_found", f"no job with id {job_id}")
+        raise no_such_job(job_id)
     if record.status in (JobStatus.succeeded, JobStatus.failed):
         details = [{"job_id": job_id, "status": record.status.value}]
         raise ApiError(409, "job_finished", f"job {job_id} already {record.status.value}", details)
@@ -210,7 +215,7 @@ def cancel_job(job_id: JobId, queue: Queue, response: Response) -> CancelResult:
 def delete_job(job_id: JobId, queue: Queue, request: Request) -> Response:
     status = queue.delete(job_id)
     if status is None:
-        raise ApiError(404, "not_found", f"no job with id {job_id}")
+        raise no_such_job(job_id)
     if not status.finished:
         details = [{"job_id": job_id, "status": status.value}]
         raise ApiError(409, "job_not_finished", f"job {job_id} is {status.value}; cancel it first", details)

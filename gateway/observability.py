@@ -131,19 +131,28 @@ class RequestTimer:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        responded = False
 
         async def timed_send(message: Message) -> None:
+            nonlocal responded
             if message["type"] == "http.response.start":
-                seconds = time.perf_counter() - started
-                route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
-                status = message["status"]
-                self.metrics.latency.labels(scope["method"], template, str(status)).observe(seconds)
-                if self.access_log is not None:
-                    self.access_log.request(scope, status, seconds)
+                responded = True
+                self._record(scope, message["status"], time.perf_counter() - started)
             await send(message)
 
-        await self.app(scope, receive, timed_send)
+        try:
+            await self.app(scope, receive, timed_send)
+        except Exception:
+            # The 500 for an unhandled error is sent by Starlette's outermost middleware, outside this one.
+            if not responded:
+                self._record(scope, 500, time.perf_counter() - started)
+            raise
+
+    def _record(self, scope: Scope, status: int, seconds: float) -> None:
+        template = getattr(scope.get("route"), "path", None) or "unmatched"
+        self.metrics.latency.labels(scope["method"], template, str(status)).observe(seconds)
+        if self.access_log is not None:
+            self.access_log.request(scope, status, seconds)
 
 
 @router.get(

@@ -18,9 +18,9 @@ STATIC = Path(__file__).resolve().parent / "static"
 router = APIRouter(include_in_schema=False)
 
 
-def _page() -> FileResponse:
+def _page(name: str = "index.html") -> FileResponse:
     # No caching of the shell: a new gateway version's script is picked up on the next load.
-    return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+    return FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/")
@@ -35,7 +35,7 @@ def job_page(job_id: str) -> FileResponse:
 
 @router.get("/docs")
 def api_docs() -> FileResponse:
-    return FileResponse(STATIC / "docs.html", headers={"Cache-Control": "no-cache"})
+    return _page("docs.html")
 
 
 def static_files() -> StaticFiles:

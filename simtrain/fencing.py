@@ -125,10 +125,6 @@ class AttemptQueue(JobQueue):
         self._check_job(job_id)
         self._fenced(_OWNS, [self._job_key(job_id)])
 
-    def cancel_requested(self, job_id: str) -> bool:
-        read = super().cancel_requested
-        return self._through_outage("read the cancel flag", lambda: read(job_id))
-
     # -- the job's message --------------------------------------------------------------------------
 
     def renew(self, msg_id: str, consumer: str) -> None:

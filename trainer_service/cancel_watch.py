@@ -22,14 +22,14 @@ class CancelWatch:
         self._thread.start()
 
     def _poll(self, queue: JobQueue, job_id: str, interval_s: float) -> None:
+        # One plain read a turn, never a read that waits out a Redis outage: the next turn is the retry,
+        # and close() is not held up for longer than one read.
         while not self._done.wait(interval_s):
             try:
                 if queue.cancel_requested(job_id):
                     self.requested.set()
                     return
-            except (
-                Exception
-            ) as e:  # Redis trouble or a lost lease: the training thread meets it on its writes
+            except Exception as e:  # Redis trouble: the training thread meets it on its own writes
                 log.warning("could not read the cancel flag of job %s: %s", job_id, e)
 
     def close(self) -> None:

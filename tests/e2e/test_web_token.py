@@ -72,3 +72,25 @@ def test_the_api_docs_fetch_the_document_with_the_saved_token(gateway: str, page
     page.goto(f"{gateway}/docs")  # Swagger UI's own script comes from a CDN this test cannot reach
     assert page.eval("openapi().then(doc => doc.info.title)") == "simtrain gateway"
     assert page.eval("openapi().then(doc => Object.keys(doc.components.securitySchemes))") == ["bearerAuth"]
+
+
+# Swagger UI as far as docs.js sees it: keep the config it is given. Not writable, in case its CDN answers.
+SWAGGER_STUB = """
+Object.defineProperty(window, "SwaggerUIBundle", {value: (config) => { window.swaggerConfig = config; }});
+"""
+
+
+def test_try_it_out_sends_the_saved_token(gateway: str, page: Page) -> None:
+    page.goto(f"{gateway}/")
+    page.eval(f"localStorage.setItem('simtrain-token', {TOKEN!r})")
+    page.send("Page.addScriptToEvaluateOnNewDocument", {"source": SWAGGER_STUB})
+    page.goto(f"{gateway}/docs")
+    assert page.wait_for("window.swaggerConfig && window.swaggerConfig.spec.info.title") == "simtrain gateway"
+    intercept = "window.swaggerConfig.requestInterceptor"
+    sent = page.eval(f"{intercept}({{url: '/v1/jobs', headers: {{}}}})")
+    assert sent["headers"] == {"Authorization": f"Bearer {TOKEN}"}
+    # The request as Swagger UI would send it gets through; a token set with Authorize is left alone.
+    assert page.eval(f"fetch('/v1/jobs', {{headers: {sent['headers']!r}}}).then(r => r.status)") == 200
+    other = {"Authorization": "Bearer from-authorize"}
+    assert page.eval(f"{intercept}({{headers: {other!r}}})")["headers"] == other
+    assert page.js_errors() == []

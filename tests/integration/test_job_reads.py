@@ -129,6 +129,26 @@ def test_a_record_written_by_an_older_version_or_another_client(
     assert job["progress"] == {"step": 0, "max_iters": 300} and job["metrics"] == {} and job["attempts"] == 0
 
 
+def test_no_such_job_is_the_routes_404_from_one_read(
+    app: FastAPI, client: httpx.Client, framework_only: httpx.Client
+) -> None:
+    reads: list[str] = []
+    hgetall = app.state.aredis.hgetall
+
+    async def counted(key: str) -> dict[str, str]:
+        reads.append(key)
+        return await hgetall(key)
+
+    app.state.aredis.hgetall = counted
+    for job_id in ("abc123", "not-a-job"):
+        fast, full = client.get(f"/v1/jobs/{job_id}"), framework_only.get(f"/v1/jobs/{job_id}")
+        assert error_of(fast, 404) == error_of(full, 404)
+        assert fast.headers["content-length"] == full.headers["content-length"]
+    assert len(reads) == 1  # the well-formed id, once; the other never reaches Redis
+    line = 'simtrain_http_request_duration_seconds_count{method="GET",route="/v1/jobs/{job_id}",status="404"}'
+    assert f"{line} 2.0" in client.get("/metrics").text
+
+
 def test_timed_under_the_route_template(client: httpx.Client) -> None:
     job_id = submit(client)
     for _ in range(3):
@@ -181,3 +201,23 @@ def test_access_log_has_a_line_per_request_and_no_secrets(settings: Settings, jo
     assert '"GET /v1/jobs/x%0AINFO%3A%20forged?limit=2 HTTP/1.1" 404' in lines[3]
     assert all(line.startswith("INFO:     127.0.0.1:") and line.endswith("ms") for line in lines)
     assert TOKEN not in stream.getvalue()
+
+
+def test_access_log_and_latency_have_the_requests_that_fail(settings: Settings, job_queue: JobQueue) -> None:
+    stream = io.StringIO()
+    app = create_app(settings, access_log=AccessLog(stream))
+
+    def broken() -> None:
+        raise RuntimeError("a bug")
+
+    app.add_api_route("/broken", broken)
+    with serve(app, log_level="critical") as c:
+        assert error_of(c.get("/broken"), 500)["code"] == "internal_error"
+        metrics = c.get("/metrics").text
+        deadline = time.monotonic() + 5
+        while stream.getvalue().count("\n") < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    lines = stream.getvalue().splitlines()
+    assert '"GET /broken HTTP/1.1" 500' in lines[0], lines
+    line = 'simtrain_http_request_duration_seconds_count{method="GET",route="/broken",status="500"} 1.0'
+    assert line in metrics
