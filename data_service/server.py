@@ -8,7 +8,7 @@ import inspect
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,6 +152,11 @@ def _check_stream(request: pb.StreamBatchesRequest, world_size: int) -> None:
         raise DataError(f"batches_per_message must not be negative, got {request.batches_per_message}")
 
 
+def _stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
+    """The arrays on a new first axis: a lone one as a view of itself, where np.stack would copy it."""
+    return arrays[0][None] if len(arrays) == 1 else np.stack(arrays)
+
+
 class _Batches:
     """(step, n) → the serialised Batch of n steps for one StreamBatches request, after checking the
     split can serve it.
@@ -212,9 +217,9 @@ class _Batches:
             self._map()
         steps = range(step, step + n)
         if self.pairs:
-            pairs = [self._pair(s) for s in steps]
-            return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
-        windows = np.stack([self._windows(s) for s in steps])
+            xs, ys = zip(*(self._pair(s) for s in steps), strict=True)
+            return _stack(xs), _stack(ys)
+        windows = _stack([self._windows(s) for s in steps])
         return windows[..., :-1], windows[..., 1:]
 
     def _windows(self, step: int) -> np.ndarray:
@@ -322,6 +327,8 @@ class DataServiceServicer:
             MAX_BATCHES_PER_MESSAGE,
             self.settings.grpc_max_message_bytes // size,
         )
+        if request.num_steps:  # a short stream's slots need only hold its steps
+            per_message = min(per_message, request.num_steps)
         step = request.start_step
         end = step + request.num_steps if request.num_steps else None
         shm = ShmWriter.for_probe(
@@ -342,6 +349,7 @@ class DataServiceServicer:
                             return
                     except OSError as e:  # e.g. /dev/shm is full: the stream goes on in bytes
                         log.warning("shared-memory batches failed (%s); streaming bytes", e)
+                        shm.drain(context.is_active)  # the slots already sent are still to be read
                         shm.close()
                         shm = None
                 if message is None:

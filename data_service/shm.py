@@ -23,10 +23,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from simtrain.shm import FREE, FULL, HEADER_BYTES, MAGIC, SHM_DIR, STATE, take_probe
+from simtrain.shm import FREE, FULL, HEADER_BYTES, MAGIC, SHM_DIR, STATE, open_in_shm, take_probe
 
 SLOTS = 4
-CREATE = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 SLOT_NAME = re.compile(r"simtrain-[0-9a-f]{16}-[0-9]+")
 # A slot file unlocked for this long belongs to no live server (a new one is locked at once).
 ORPHAN_AGE_S = 2.0
@@ -79,7 +78,7 @@ class ShmWriter:
             if self.closed:
                 return False
             name = f"{self.prefix}-{len(self.slots)}"
-            fd = os.open(SHM_DIR / name, CREATE, 0o600)
+            fd = open_in_shm(name, os.O_RDWR | os.O_CREAT | os.O_EXCL)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # held while we live: see sweep()
                 # Allocated now, so a full /dev/shm is an error here rather than a SIGBUS on writing.
@@ -131,10 +130,10 @@ def sweep() -> None:
         names = [e.name for e in entries if SLOT_NAME.fullmatch(e.name)]
     for name in names:
         with contextlib.suppress(OSError):
-            fd = os.open(SHM_DIR / name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = open_in_shm(name, os.O_RDONLY)
             try:
-                old = time.time() - os.fstat(fd).st_ctime > ORPHAN_AGE_S
-                if old and os.fstat(fd).st_uid == os.geteuid():
+                st = os.fstat(fd)
+                if time.time() - st.st_ctime > ORPHAN_AGE_S and st.st_uid == os.geteuid():
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a live server holds it
                     os.unlink(SHM_DIR / name)
             finally:

@@ -101,8 +101,12 @@ def _tensor(buf: memoryview, what: str) -> _Tensor:
     return _Tensor(what, dtype, shape, _bytes(fields, 3))
 
 
-def _from_slot(reader: shm.ShmReader, name: str, x: _Tensor, y: _Tensor) -> tuple[np.ndarray, np.ndarray]:
+def _from_slot(
+    reader: shm.ShmReader | None, name: str, x: _Tensor, y: _Tensor
+) -> tuple[np.ndarray, np.ndarray]:
     """x and y copied out of the fast-path slot ``name``, which holds x's bytes then y's."""
+    if reader is None:
+        raise BatchError("the message names a shared-memory file, but the request offered none")
     if len(x.data) or len(y.data):
         raise BatchError("the message has tensor bytes and names a shared-memory file too")
     if not 0 < x.nbytes + y.nbytes <= shm.MAX_SLOT_BYTES:
@@ -120,15 +124,8 @@ def decode(data: bytes, reader: shm.ShmReader | None = None) -> Batches:
     """
     fields = protowire.fields(memoryview(data))
     name = bytes(_bytes(fields, 6)).decode(errors="replace")
-    if name and reader is None:
-        raise BatchError("the message names a shared-memory file, but the request offered none")
-    xt = _tensor(_bytes(fields, 2), "x")
-    if name and reader is not None:
-        x, y = _from_slot(reader, name, xt, _tensor(_bytes(fields, 3), "y"))
-    else:
-        x = xt.array(xt.data)
-        yt = _tensor(_bytes(fields, 3), "y")
-        y = yt.array(yt.data)
+    xt, yt = _tensor(_bytes(fields, 2), "x"), _tensor(_bytes(fields, 3), "y")
+    x, y = _from_slot(reader, name, xt, yt) if name else (xt.array(xt.data), yt.array(yt.data))
     n = _int(fields, 5) or 1
     if x.ndim == 2 and n == 1:
         x, y = x[None], y[None]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -82,6 +82,8 @@ class Conformance:
         options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.max_send_message_length", 64 << 20)]
         self.channel = grpc.insecure_channel(address, options=options)
         self.stub = pb_grpc.DataServiceStub(self.channel)
+        # StreamBatches as the trainer calls it: the messages' bytes, for batch_wire to read.
+        self.raw_batches = self.channel.unary_stream("/simtrain.data.v1.DataService/StreamBatches")
         self.text = corpus()
         self.info: pb.DatasetInfo | None = None
 
@@ -146,7 +148,7 @@ class Conformance:
         self.info = first
         return f"dataset {first.dataset_id}, vocab {first.vocab_size}, splits {splits}"
 
-    def _stream(self, **kw: object) -> list[pb.Batch]:
+    def _request(self, **kw: object) -> pb.StreamBatchesRequest:
         expect(self.info is not None, "no dataset (preparation failed)")
         assert self.info is not None
         args = {
@@ -156,8 +158,13 @@ class Conformance:
             "seed": 11,
             "num_steps": STEPS,
         } | kw
-        request = pb.StreamBatchesRequest(dataset_id=self.info.dataset_id, **args)
-        return list(self.stub.StreamBatches(request, timeout=self.timeout_s))
+        return pb.StreamBatchesRequest(dataset_id=self.info.dataset_id, **args)
+
+    def _stream(self, **kw: object) -> list[pb.Batch]:
+        return list(self.stub.StreamBatches(self._request(**kw), timeout=self.timeout_s))
+
+    def _raw_stream(self, **kw: object) -> Iterator[bytes]:
+        return self.raw_batches(self._request(**kw).SerializeToString(), timeout=self.timeout_s)
 
     def check_batches(self) -> str:
         for split in ("train", "val"):
@@ -208,65 +215,53 @@ class Conformance:
             expect(not rows[0] & rows[1], f"ranks 0 and 1 share rows at step {step}")
         return "ranks 0 and 1 of 2 share no rows over 3 steps"
 
-    def _steps(self, messages: list[pb.Batch], most: int) -> list[tuple[int, bytes, bytes, int]]:
-        """(step, x, y, vocab_size) of each batch, messages of several batches split into theirs."""
+    @staticmethod
+    def _steps(
+        messages: Iterable[bytes], most: int, reader: shm.ShmReader | None = None
+    ) -> list[tuple[int, bytes, bytes, int]]:
+        """(step, x, y, vocab_size) of each batch, read as the trainer reads them (messages of several
+        batches split into theirs); with ``reader``, each slot is read as its message comes, as the
+        server waits for that."""
         out = []
-        for m in messages:
-            n = m.num_batches or 1
-            expect(1 <= n <= most, f"a message holds {n} batches, asked for at most {most}")
-            x, y = decode(m.x, "x"), decode(m.y, "y")
-            want = (BATCH, BLOCK) if n == 1 and x.ndim == 2 else (n, BATCH, BLOCK)
-            expect(x.shape == y.shape == want, f"a message of {n} batches has shapes {x.shape}, {y.shape}")
-            x, y = x.reshape(n, BATCH, BLOCK), y.reshape(n, BATCH, BLOCK)
-            out += [(m.step + i, x[i].tobytes(), y[i].tobytes(), m.vocab_size) for i in range(n)]
+        for message in messages:
+            try:
+                b = batch_wire.decode(message, reader)
+            except (batch_wire.BatchError, shm.ShmError) as e:
+                raise CheckFailed(f"a message is unreadable: {e}") from None
+            expect(len(b) <= most, f"a message holds {len(b)} batches, asked for at most {most}")
+            expect(b.x.shape[1:] == (BATCH, BLOCK), f"batches of shape {b.x.shape[1:]}, not {(BATCH, BLOCK)}")
+            x, y = b.x.astype(np.int64), b.y.astype(np.int64)
+            out += [(b.step + i, x[i].tobytes(), y[i].tobytes(), b.vocab_size) for i in range(len(b))]
         return out
 
     def check_batches_per_message(self) -> str:
-        one = self._stream(start_step=1, num_steps=STEPS - 1)
-        packed = self._stream(start_step=1, num_steps=STEPS - 1, batches_per_message=2)
+        one = self._steps(self._raw_stream(start_step=1, num_steps=STEPS - 1), 1)
+        packed = list(self._raw_stream(start_step=1, num_steps=STEPS - 1, batches_per_message=2))
         expect(
-            self._steps(packed, 2) == self._steps(one, 1),
+            self._steps(packed, 2) == one,
             "asked for 2 batches per message, the batches differ from those sent one per message",
         )
         return f"{STEPS - 1} batches asked 2 to a message came in {len(packed)} messages, the same batches"
 
     def check_shm_batches(self) -> str:
         """Offered the fast path, a server may stream bytes; the slots it fills must hold the same batches."""
-        expect(self.info is not None, "no dataset (preparation failed)")
-        assert self.info is not None
-        request = pb.StreamBatchesRequest(
-            dataset_id=self.info.dataset_id,
-            split="train",
-            batch_size=BATCH,
-            block_size=BLOCK,
-            seed=11,
-            start_step=1,
-            num_steps=STEPS - 1,
-            batches_per_message=2,
-        )
-        stream = self.channel.unary_stream("/simtrain.data.v1.DataService/StreamBatches")
-        got, slots = [], 0
         with shm.probe() as probe:
             if probe is None:
                 return "not tried: this machine has no /dev/shm"
-            request.shm_probe = probe
             reader = shm.ShmReader()
             try:
-                for message in stream(request.SerializeToString(), timeout=self.timeout_s):
-                    slots += bool(pb.Batch.FromString(message).shm_file)
-                    try:  # each slot read as its message comes: the server waits for that
-                        b = batch_wire.decode(message, reader)
-                    except (batch_wire.BatchError, shm.ShmError) as e:
-                        raise CheckFailed(f"a fast-path message is unreadable: {e}") from None
-                    x, y = b.x.astype(np.int64), b.y.astype(np.int64)
-                    got += [(b.step + i, x[i].tobytes(), y[i].tobytes(), b.vocab_size) for i in range(len(b))]
+                messages = self._raw_stream(
+                    start_step=1, num_steps=STEPS - 1, batches_per_message=2, shm_probe=probe
+                )
+                got = self._steps(messages, 2, reader)
+                slots = len(reader.slots)
             finally:
                 reader.close()
-        want = self._steps(self._stream(start_step=1, num_steps=STEPS - 1), 1)
+        want = self._steps(self._raw_stream(start_step=1, num_steps=STEPS - 1), 1)
         expect(got == want, "the batches sent through shared memory differ from those sent as bytes")
         if not slots:
             return "not offered (the server streamed bytes): fine"
-        return f"{slots} messages through /dev/shm slots, the same batches as the byte path"
+        return f"{len(got)} batches through /dev/shm slots ({slots} files), the same as the byte path's"
 
     def check_encode_decode(self) -> str:
         expect(self.info is not None, "no dataset (preparation failed)")

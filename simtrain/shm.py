@@ -38,8 +38,8 @@ class ShmError(Exception):
     """A slot file that cannot be used (gone, not ours, the wrong size): stream bytes instead."""
 
 
-def _open(name: str, flags: int, mode: int = 0o600) -> int:
-    """Open a plain name in SHM_DIR only, never following a link."""
+def open_in_shm(name: str, flags: int, mode: int = 0o600) -> int:
+    """Open a plain name in SHM_DIR only, never following a link (the other side names the files)."""
     if NAME.fullmatch(name) is None:
         raise ShmError(f"{name!r} is not a plain file name")
     return os.open(SHM_DIR / name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
@@ -50,7 +50,7 @@ def probe() -> Iterator[str | None]:
     """A probe file holding its own name, for the length of a stream; None where there is no /dev/shm."""
     name = f"simtrain-probe-{secrets.token_hex(16)}"
     try:
-        fd = _open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        fd = open_in_shm(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except OSError:
         yield None
         return
@@ -67,7 +67,7 @@ def take_probe(name: str) -> bool:
     """Whether ``name`` is a probe a client on this host made (a regular file of our user holding its
     name); one that is gets deleted, so even a client killed mid-stream leaves none behind."""
     try:
-        fd = _open(name, os.O_RDONLY | os.O_NONBLOCK)
+        fd = open_in_shm(name, os.O_RDONLY | os.O_NONBLOCK)
     except (OSError, ShmError):
         return False
     with os.fdopen(fd, "rb") as f:
@@ -102,7 +102,7 @@ class ShmReader:
         if len(self.slots) >= MAX_SLOTS:
             raise ShmError(f"the server named more than {MAX_SLOTS} slot files")
         try:
-            fd = _open(name, os.O_RDWR)
+            fd = open_in_shm(name, os.O_RDWR)
         except OSError as e:
             raise ShmError(f"cannot open the slot file {name!r}: {e.strerror or e}") from None
         try:
@@ -126,7 +126,7 @@ class ShmReader:
         self.slots.clear()
         for name in (f"{prefix}-{i}" for prefix in prefixes for i in range(MAX_SLOTS)):
             with contextlib.suppress(OSError, ShmError):
-                fd = _open(name, os.O_RDONLY)
+                fd = open_in_shm(name, os.O_RDONLY)
                 try:
                     if _slot_size(fd):
                         os.unlink(SHM_DIR / name)

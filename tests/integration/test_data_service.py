@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
 from data_service.server import serve
+from simtrain import batch_wire
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.settings import Settings
@@ -198,14 +199,11 @@ def test_num_steps_zero_streams_until_cancelled(stub: pb_grpc.DataServiceStub, d
 
 
 def unpack(messages: list[pb.Batch]) -> list[tuple[int, bytes, bytes, int]]:
-    """(step, x, y, vocab_size) per batch, messages of several batches split into theirs."""
+    """(step, x, y, vocab_size) per batch, read as the trainer reads them (messages of several split up)."""
     out = []
     for m in messages:
-        x, y = array(m.x), array(m.y)
-        if m.num_batches:
-            out += [(m.step + i, x[i].tobytes(), y[i].tobytes(), m.vocab_size) for i in range(m.num_batches)]
-        else:
-            out.append((m.step, x.tobytes(), y.tobytes(), m.vocab_size))
+        b = batch_wire.decode(m.SerializeToString())
+        out += [(b.step + i, b.x[i].tobytes(), b.y[i].tobytes(), b.vocab_size) for i in range(len(b))]
     return out
 
 

@@ -244,6 +244,29 @@ def test_a_full_dev_shm_means_bytes(service, monkeypatch) -> None:
     assert ours() == before
 
 
+def test_a_dev_shm_full_mid_stream_keeps_the_slots_sent(service, monkeypatch) -> None:
+    """The server waits for the client to read the slots it sent before it removes them and goes on in
+    bytes: the client never fails a read and never falls back."""
+    _, port, dataset_id, _ = service
+    allocate, calls = os.posix_fallocate, []
+
+    def full_at_the_third(fd: int, offset: int, length: int) -> None:
+        calls.append(fd)
+        if len(calls) > 2:
+            raise OSError(28, "No space left on device")
+        allocate(fd, offset, length)
+
+    monkeypatch.setattr(server_shm.os, "posix_fallocate", full_at_the_third)
+    client = DataClient(f"127.0.0.1:{port}", use_shm=True)
+    try:
+        batches = client.batches(dataset_id, "train", 4, 8, 3, 0, 13, per_message=1)
+        got = [(x.numpy().copy(), y.numpy().copy()) for x, y in batches]
+        assert len(calls) == 3 and client.use_shm
+    finally:
+        client.close()
+    assert same(got, read(port, dataset_id, False))
+
+
 def test_a_slot_is_read_once_and_only_its_size() -> None:
     writer = server_shm.ShmWriter(256)
     reader = shm.ShmReader()

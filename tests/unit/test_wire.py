@@ -86,6 +86,10 @@ def test_decode_reads_what_other_encoders_may_send():
     np.testing.assert_array_equal(decode(tensor + b"\x1a" + tensor[1:]).y[0], x)
 
 
+# A well-formed y, so that x's faults are the ones found.
+Y = pb.Tensor(dtype="int64", shape=[1], data=bytes(8))
+
+
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
@@ -95,9 +99,13 @@ def test_decode_reads_what_other_encoders_may_send():
         (b"\x0b", "wire type 3"),
         (b"\x10\x01", "field 2 should be bytes"),
         (pb.Batch(x=pb.Tensor(dtype="float8")).SerializeToString(), "dtype 'float8'"),
-        (pb.Batch(x=pb.Tensor(dtype="int64", shape=[2], data=bytes(7))).SerializeToString(), "7 bytes"),
-        (pb.Batch(x=pb.Tensor(dtype="int64", shape=[-1, -1], data=bytes(8))).SerializeToString(), "8 bytes"),
-        (pb.Batch(x=pb.Tensor(dtype="int64", shape=[2**62, 0])).SerializeToString(), "0 bytes"),
+        (pb.Batch(x=pb.Tensor(dtype="int64", shape=[2], data=bytes(7)), y=Y).SerializeToString(), "7 bytes"),
+        (
+            pb.Batch(x=pb.Tensor(dtype="int64", shape=[-1, -1], data=bytes(8)), y=Y).SerializeToString(),
+            "8 bytes",
+        ),
+        (pb.Batch(x=pb.Tensor(dtype="int64", shape=[2**62, 0]), y=Y).SerializeToString(), "0 bytes"),
+        (pb.Batch(x=pb.Tensor(dtype="int64", shape=[1], data=bytes(8))).SerializeToString(), "y has dtype"),
         (
             pb.Batch(
                 x=pb.Tensor(dtype="int64", shape=[1], data=bytes(8)),
