@@ -46,8 +46,7 @@ def autocast_dtype(device: torch.device, precision: Precision = "auto") -> torch
     """The autocast dtype for training on ``device``, None for plain float32.
 
     ``auto``: bf16 on CUDA where supported, float32 on CPU. ``bf16`` on CPU is autocast through oneDNN: worth
-    it on CPUs with bf16 arithmetic (AVX512-BF16, AMX), where matmuls run about twice as fast; elsewhere
-    oneDNN emulates it, slower than float32.
+    it on CPUs with bf16 arithmetic (AVX512-BF16, AMX); elsewhere oneDNN emulates it, slower than float32.
     """
     if precision == "fp32":
         return None
