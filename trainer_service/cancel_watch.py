@@ -22,16 +22,22 @@ class CancelWatch:
         self._thread.start()
 
     def _poll(self, queue: JobQueue, job_id: str, interval_s: float) -> None:
-        # One plain read a turn, never a read that waits out a Redis outage: the next turn is the retry,
-        # and close() is not held up for longer than one read.
+        # One plain read a turn, never a read that waits out a Redis outage: the next turn is the retry.
         while not self._done.wait(interval_s):
             try:
-                if queue.cancel_requested(job_id):
-                    self.requested.set()
-                    return
+                cancelled = queue.cancel_requested(job_id)
             except Exception as e:  # Redis trouble: the training thread meets it on its own writes
-                log.warning("could not read the cancel flag of job %s: %s", job_id, e)
+                if not self._done.is_set():
+                    log.warning("could not read the cancel flag of job %s: %s", job_id, e)
+                continue
+            if cancelled and not self._done.is_set():
+                self.requested.set()
+                return
 
     def close(self) -> None:
+        """Stop polling without waiting out a read in flight (up to the socket timeout on a hung Redis).
+
+        The thread is a daemon; a read that ends after close() changes nothing.
+        """
         self._done.set()
-        self._thread.join()
+        self._thread.join(timeout=0.1)

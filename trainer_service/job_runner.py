@@ -323,9 +323,10 @@ class JobRun:
         is_eval = step % t.eval_interval == 0 or step == t.max_iters
         is_sync = is_eval or step % t.log_interval == 0
         if not is_sync:
-            # One process checks its flags every step; ranks can only agree to stop at sync steps.
+            # One process checks its flags every step; ranks can only agree to stop at sync steps. (The last
+            # step is always a sync step, so there is always a step left here.)
             if not self.ranks.distributed:
-                if step < t.max_iters and self._cancel_seen():
+                if self._cancel_seen():
                     self._stop(interrupted=False)
                 elif self.should_stop():
                     self._stop(interrupted=True)
