@@ -309,13 +309,17 @@ def _summary(report: dict[str, Any]) -> str:
 
 
 def render(report: dict[str, Any], png_url: str | None = None) -> str:
-    """The whole page for one report; ``png_url`` links the trainer's PNG of the curves."""
+    """The whole page for one report; ``png_url`` (a data URL or a path) links the PNG of the curves."""
     job = escape(str(report.get("job_id", "")))
     stopped = report.get("stopped_early")
     banner = (
         section("stopped", "Training stopped early", el("p", escape(stopped)), "banner") if stopped else ""
     )
-    png = " " + el("a", "PNG", href=png_url) if png_url else ""
+    png = (
+        " " + el("a", "PNG", href=png_url, download=f"{report.get('job_id') or 'report'}.png")
+        if png_url
+        else ""
+    )
     curves = curves_svg(
         report.get("curve") or {}, (report.get("loss_at_init") or {}).get("expected_ln_vocab")
     )

@@ -6,6 +6,8 @@ the file the trainer saved beside ``report.json`` in the shared state directory.
 
 from __future__ import annotations
 
+import base64
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
@@ -27,13 +29,24 @@ _NOT_FOUND = {404: error_doc("No such job, or no report yet (`report_not_ready`)
     responses=_NOT_FOUND | {200: {"content": {"text/html": {}}, "description": "The report as a page"}},
     summary="The fit report as a page: verdict, loss curves, checks, data statistics, trace, samples",
 )
-def report_page(job: Annotated[JobRecord, Depends(existing_job)], queue: Queue) -> HTMLResponse:
+def report_page(
+    job: Annotated[JobRecord, Depends(existing_job)], queue: Queue, request: Request
+) -> HTMLResponse:
     report = queue.report(job.id)
     if report is None:
         details = [{"job_id": job.id, "status": job.status.value}]
         raise ApiError(404, "report_not_ready", f"no report yet, job is {job.status.value}", details)
-    png = f"/v1/jobs/{job.id}/report.png" if report.get("plot") else None
+    png = _png_data_url(request.app.state.settings.jobs_dir / job.id / "report.png")
     return HTMLResponse(render(report, png_url=png), headers={"Cache-Control": "no-cache"})
+
+
+def _png_data_url(path: Path) -> str | None:
+    """The plot inside the page: the web UI opens the page from a blob when a token guards the API, and from
+    there a link back to ``/v1`` could not send the token. A saved page keeps its plot too."""
+    try:
+        return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+    except FileNotFoundError:
+        return None
 
 
 @router.get(

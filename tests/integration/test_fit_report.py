@@ -5,6 +5,7 @@ Real Redis, a real data service on the demo corpus, the gateway under uvicorn in
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -114,6 +115,11 @@ def test_the_gateway_serves_the_report_page_and_plot(
     png = gateway.get(f"/v1/jobs/{job_id}/report.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png.content[:4] == b"\x89PNG"
+    # The page carries the same PNG itself, so its link works where no token can be sent (a blob page).
+    assert (
+        f"href='data:image/png;base64,{base64.b64encode(png.content).decode()}' download='{job_id}.png'"
+        in html
+    )
 
 
 def test_the_report_page_escapes_and_waits_for_a_report(job_queue: JobQueue, gateway: Any) -> None:
