@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -23,6 +26,18 @@ from simtrain.settings import Settings
 from trainer_service.data_client import DataClient
 
 pytestmark = pytest.mark.skipif(not shm.SHM_DIR.is_dir(), reason="no /dev/shm")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_shm_dir() -> Iterator[Path]:
+    """This module's slots and probes in a directory of its own under /dev/shm, so that another simtrain on
+    the host (a demo, a second test run) cannot add or remove files that the leak checks count."""
+    path = Path(tempfile.mkdtemp(prefix="simtrain-tests-", dir=shm.SHM_DIR))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(shm, "SHM_DIR", path)
+        patch.setattr(server_shm, "SHM_DIR", path)
+        yield path
+    shutil.rmtree(path)
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +161,8 @@ def test_a_slow_client_holds_the_server_back_and_cancelling_leaves_nothing(servi
     assert ours() == before
 
 
-def _stream_forever(port: int, dataset_id: str, started: mp.Event) -> None:
+def _stream_forever(port: int, dataset_id: str, started: mp.Event, shm_dir: Path) -> None:
+    shm.SHM_DIR = shm_dir  # a fresh process: the module's private directory, as in the test process
     client = DataClient(f"127.0.0.1:{port}", use_shm=True)
     for i, _ in enumerate(client.batches(dataset_id, "train", 4, 8, 0, 0, 10**9, per_message=2)):
         if i == 5:
@@ -159,7 +175,7 @@ def test_a_killed_client_leaves_no_files(service) -> None:
     before = ours()
     ctx = mp.get_context("spawn")
     started = ctx.Event()
-    child = ctx.Process(target=_stream_forever, args=(port, dataset_id, started))
+    child = ctx.Process(target=_stream_forever, args=(port, dataset_id, started, shm.SHM_DIR))
     child.start()
     try:
         assert started.wait(60)
