@@ -42,10 +42,11 @@ def report_page(
 
 def _png_data_url(path: Path) -> str | None:
     """The plot inside the page: the web UI opens the page from a blob when a token guards the API, and from
-    there a link back to ``/v1`` could not send the token. A saved page keeps its plot too."""
+    there a link back to ``/v1`` could not send the token. A saved page keeps its plot too. No plot file (or
+    none the gateway can read): the page without the link, rather than no page."""
     try:
         return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
-    except FileNotFoundError:
+    except OSError:
         return None
 
 
