@@ -117,28 +117,18 @@ static void drop(const call_t *a, float *rows, long i0, long n_cols, long bh) {
   }
 }
 
-/* s[r][j] = sum_d a[r][d] * bt[d][j], for R rows of a and the first n_cols (a multiple of W) columns. */
-static void rows_times_cols(const float *a, long Dp, const float *bt, long Tp, long D, long n_cols,
-                            float *s) {
+/* out[r][c] = sum_{k < K} a[r][k] * b[k][c], for R rows of a and the first n_cols (a multiple of W) columns
+   of b; a, b and out have row strides lda, ldb and ldo. Scores (q times k transposed), the output (p times v)
+   and dQ (dS times k) are all this product. */
+static void rows_times(const float *a, long lda, long K, const float *b, long ldb, long n_cols, float *out,
+                       long ldo) {
   for (long c = 0; c < n_cols; c += W) {
     vec acc[R] = {0};
-    for (long d = 0; d < D; d++) {
-      vec b = *(const vec *)(bt + d * Tp + c);
-      for (int r = 0; r < R; r++) acc[r] += a[r * Dp + d] * b;
+    for (long k = 0; k < K; k++) {
+      vec bk = *(const vec *)(b + k * ldb + c);
+      for (int r = 0; r < R; r++) acc[r] += a[r * lda + k] * bk;
     }
-    for (int r = 0; r < R; r++) *(vec *)(s + r * Tp + c) = acc[r];
-  }
-}
-
-/* out[r][:] = sum_{j < n} p[r][j] * m[j][:], for R rows of p. */
-static void rows_times_matrix(const float *p, long Tp, long n, const float *m, long Dp, float *out) {
-  for (long c = 0; c < Dp; c += W) {
-    vec acc[R] = {0};
-    for (long j = 0; j < n; j++) {
-      vec b = *(const vec *)(m + j * Dp + c);
-      for (int r = 0; r < R; r++) acc[r] += p[r * Tp + j] * b;
-    }
-    for (int r = 0; r < R; r++) *(vec *)(out + r * Dp + c) = acc[r];
+    for (int r = 0; r < R; r++) *(vec *)(out + r * ldo + c) = acc[r];
   }
 }
 
@@ -253,10 +243,10 @@ static void forward_head(const call_t *a, float *arena, long bh) {
   load_head(a, b, h, q, k, v, kt);
   for (long i0 = 0; i0 < T; i0 += R) {
     const long n = i0 + R, n_cols = round_up(n, W); /* keys 0..i0+R-1 are all any row here sees */
-    rows_times_cols(q + i0 * Dp, Dp, kt, Tp, D, n_cols, p);
+    rows_times(q + i0 * Dp, Dp, D, kt, Tp, n_cols, p, Tp);
     softmax_rows(a, p, i0, n_cols, a->stats_out ? a->stats_out + bh * T * 2 : NULL);
     if (a->threshold) drop(a, p, i0, n_cols, bh);
-    rows_times_matrix(p, Tp, n, v, Dp, o);
+    rows_times(p, Tp, n, v, Dp, Dp, o, Dp);
     store_rows(o, Dp, (T - i0 < R ? T - i0 : R), D, a->y + (b * T + i0) * C + h * D, C);
   }
 }
@@ -280,7 +270,7 @@ static void backward_head(const call_t *a, float *arena, long bh) {
   memset(dv, 0, Tp * Dp * sizeof(float));
   for (long i0 = 0; i0 < T; i0 += R) {
     const long n = i0 + R, n_cols = round_up(n, W);
-    rows_times_cols(q + i0 * Dp, Dp, kt, Tp, D, n_cols, p);
+    rows_times(q + i0 * Dp, Dp, D, kt, Tp, n_cols, p, Tp);
     softmax_rows_again(a, p, i0, n_cols, a->stats_in + bh * T * 2);
     const float *p_used = p; /* the probabilities the forward multiplied V by: after dropout */
     if (a->threshold) {
@@ -289,7 +279,7 @@ static void backward_head(const call_t *a, float *arena, long bh) {
       p_used = kept;
     }
     add_cols_times_rows(p_used, Tp, n, dout + i0 * Dp, Dp, dv); /* dV += P^T dO */
-    rows_times_cols(dout + i0 * Dp, Dp, vt, Tp, D, n_cols, ds); /* dP = dO V^T */
+    rows_times(dout + i0 * Dp, Dp, D, vt, Tp, n_cols, ds, Tp);  /* dP = dO V^T */
     if (a->threshold) drop(a, ds, i0, n_cols, bh);              /* back through the dropout */
     for (int r = 0; r < R; r++) { /* dS = P * (dP - sum_j P dP), times the scale the scores got */
       const vec *pr = (const vec *)(p + r * Tp);
@@ -298,7 +288,7 @@ static void backward_head(const call_t *a, float *arena, long bh) {
       const float row_dot = sum_lanes(dot);
       for (long c = 0; c < n_cols / W; c++) dsr[c] = pr[c] * (dsr[c] - row_dot) * a->scale;
     }
-    rows_times_matrix(ds, Tp, n, k, Dp, dq);             /* dQ = dS K */
+    rows_times(ds, Tp, n, k, Dp, Dp, dq, Dp);            /* dQ = dS K */
     add_cols_times_rows(ds, Tp, n, q + i0 * Dp, Dp, dk); /* dK += dS^T Q */
     store_rows(dq, Dp, (T - i0 < R ? T - i0 : R), D, a->dqkv + (b * T + i0) * 3 * C + h * D, 3 * C);
   }
