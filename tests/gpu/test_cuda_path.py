@@ -1,71 +1,65 @@
 """The CUDA path: bf16 autocast, TF32, fused AdamW, pinned batches copied on a side stream, compile, resume.
 
-Skipped where no GPU is seen, as in CI. On a GPU host, ``pytest tests/gpu``; they need only torch, so
-``pytest --noconftest tests/gpu`` also runs them where the services' packages are not installed.
+Skipped where no GPU is seen, as in CI (``tests/unit/test_trainer.py`` runs its bf16 test on CUDA too). On a
+GPU host, ``pytest tests/gpu``; they need only torch, so ``pytest --noconftest tests/gpu`` also runs them
+where the services' packages are not installed.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
 import pytest
 import torch
 
+from tests.tiny_gpt import VOCAB, nano, random_batches
 from trainer_service.checkpoint import load_checkpoint, save_checkpoint
-from trainer_service.device import DeviceBatches, pin
-from trainer_service.model import GPT, GPTConfig
+from trainer_service.device import Batch, DeviceBatches, pin
+from trainer_service.model import GPT
 from trainer_service.prefetch import Prefetcher
 from trainer_service.trainer import Trainer, TrainerConfig
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-VOCAB, BLOCK, BATCH = 65, 64, 8
+
+@dataclass
+class Trained:
+    trainer: Trainer
+    losses: list[float] = field(default_factory=list)  # each step's
+    pinned: list[bool] = field(default_factory=list)  # whether each batch the trainer was handed was pinned
 
 
-def nano(dropout: float = 0.0) -> GPT:
-    drops = {"embd_pdrop": dropout, "resid_pdrop": dropout, "attn_pdrop": dropout}
-    return GPT(GPTConfig.from_preset("gpt-nano", VOCAB, BLOCK, **drops))
-
-
-def random_batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    shape = (BATCH, BLOCK)
-    return [
-        (torch.randint(0, VOCAB, shape, generator=g), torch.randint(0, VOCAB, shape, generator=g))
-        for _ in range(n)
-    ]
-
-
-def train(config: TrainerConfig, model: GPT, batches: list) -> tuple[Trainer, list[float]]:
+def train(config: TrainerConfig, model: GPT, batches: list[Batch]) -> Trained:
     """Train through the prefetch thread with pinned batches, as the worker does on CUDA."""
-    source = Prefetcher(iter(batches), depth=4, transform=pin)
-    trainer = Trainer(config, model, source)
-    losses: list[float] = []
-    trainer.add_callback("on_batch_end", lambda t: losses.append(t.loss.item()))
-    trainer.run()
+    pinned: list[bool] = []
+
+    def pin_and_note(batch: Batch) -> Batch:
+        batch = pin(batch)
+        pinned.append(batch[0].is_pinned() and batch[1].is_pinned())
+        return batch
+
+    source = Prefetcher(iter(batches), depth=4, transform=pin_and_note)
+    run = Trained(Trainer(config, model, source), pinned=pinned)
+    run.trainer.add_callback("on_batch_end", lambda t: run.losses.append(t.loss.item()))
+    run.trainer.run()
     source.close()
-    return trainer, losses
+    return run
 
 
-def test_trains_in_bf16_with_tf32_fused_adamw_and_side_stream_copies() -> None:
+def test_trains_in_bf16_with_tf32_fused_adamw_and_pinned_side_stream_copies() -> None:
     torch.manual_seed(0)
     config = TrainerConfig(device="cuda", max_iters=40, learning_rate=1e-3)
-    trainer, losses = train(config, nano(), random_batches(1) * 40)  # one batch, learnt by heart
+    run = train(config, nano(), random_batches(1) * 40)  # one batch, learnt by heart
+    trainer = run.trainer
 
     assert trainer.autocast_dtype == torch.bfloat16
     assert torch.get_float32_matmul_precision() == "high"  # TF32 for what runs outside autocast
     assert trainer.optimizer.defaults["fused"]
     assert isinstance(trainer.batches, DeviceBatches)
     assert all(p.is_cuda and p.dtype == torch.float32 for p in trainer.model.parameters())  # master weights
-    assert pin(random_batches(1)[0])[0].is_pinned()
-    assert losses[-1] < losses[0] - 1.0
-
-
-def test_bf16_follows_fp32() -> None:
-    losses = {}
-    for precision in ("fp32", "bf16"):
-        torch.manual_seed(0)
-        config = TrainerConfig(device="cuda", max_iters=30, learning_rate=1e-3, precision=precision)
-        losses[precision] = train(config, nano(), random_batches(1) * 30)[1]
-    assert max(abs(a - b) for a, b in zip(losses["fp32"], losses["bf16"], strict=True)) < 0.05
+    assert len(run.pinned) == 40 and all(run.pinned)
+    assert run.losses[-1] < run.losses[0] - 1.0
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # torch.jit, imported by torch.compile
@@ -74,14 +68,14 @@ def test_compiled_training_follows_eager() -> None:
     for compile in (False, True):
         torch.manual_seed(0)
         config = TrainerConfig(device="cuda", max_iters=20, learning_rate=1e-3, compile=compile)
-        losses[compile] = train(config, nano(), random_batches(20))[1]
+        losses[compile] = train(config, nano(), random_batches(20)).losses
     assert max(abs(a - b) for a, b in zip(losses[False], losses[True], strict=True)) < 0.05
 
 
-def test_a_checkpoint_resumes_on_cuda(tmp_path) -> None:
+def test_a_checkpoint_resumes_on_cuda(tmp_path: Path) -> None:
     """Saved atomically, loaded as data, resumed with the CUDA RNG: it ends where an uninterrupted run does.
 
-    Close rather than bit-equal: CUDA's fused attention backward may add in a different order each run.
+    Close rather than bit-equal: PyTorch does not promise a deterministic fused attention backward on CUDA.
     """
     k, n, batches = 4, 10, random_batches(10)
     config = TrainerConfig(
@@ -89,7 +83,7 @@ def test_a_checkpoint_resumes_on_cuda(tmp_path) -> None:
     )
 
     torch.manual_seed(1)
-    straight = train(config, nano(dropout=0.1), batches)[0].model
+    straight = train(config, nano(dropout=0.1), batches).trainer.model
 
     torch.manual_seed(1)
     first = Trainer(config, nano(dropout=0.1), iter(batches))

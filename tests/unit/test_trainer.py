@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.tiny_gpt import BLOCK, VOCAB, nano, random_batches
 from trainer_service import device
-from trainer_service.model import GPT, GPTConfig
+from trainer_service.model import GPT
 from trainer_service.trainer import Trainer, TrainerConfig
 
 FIXTURE = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "mingpt_gpt_nano.pt"
-VOCAB, BLOCK = 65, 16
 
 
 @pytest.fixture(scope="module")
@@ -23,21 +23,6 @@ def mingpt() -> dict:
     if not FIXTURE.exists():
         pytest.skip(f"minGPT fixture not found at {FIXTURE}")
     return torch.load(FIXTURE, weights_only=True)
-
-
-def nano(dropout: float = 0.0, block_size: int = BLOCK) -> GPT:
-    config = GPTConfig.from_preset(
-        "gpt-nano", VOCAB, block_size, embd_pdrop=dropout, resid_pdrop=dropout, attn_pdrop=dropout
-    )
-    return GPT(config)
-
-
-def random_batches(n: int, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    g = torch.Generator().manual_seed(seed)
-    return [
-        (torch.randint(0, VOCAB, (4, BLOCK), generator=g), torch.randint(0, VOCAB, (4, BLOCK), generator=g))
-        for _ in range(n)
-    ]
 
 
 def test_reproduces_mingpt_training_steps(mingpt: dict) -> None:
@@ -279,13 +264,24 @@ def test_cpu_trains_in_float32_and_compile_wraps_only_the_training_forward() -> 
     assert list(compiled.model.state_dict()) == list(nano().state_dict())  # checkpoints stay minGPT's
 
 
-@pytest.mark.skipif(not device.cpu_bf16_supported(), reason="no bf16 on this CPU")
-def test_cpu_bf16_autocast_trains_like_float32() -> None:
-    """Asked for, CPU trains under bf16 autocast (attention still in our float32 kernel), close to float32."""
+@pytest.mark.parametrize(
+    "device_name",
+    [
+        pytest.param(
+            "cpu", marks=pytest.mark.skipif(not device.cpu_bf16_supported(), reason="no bf16 on this CPU")
+        ),
+        pytest.param(
+            "cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+        ),
+    ],
+)
+def test_bf16_autocast_trains_like_float32(device_name: str) -> None:
+    """Asked for, training runs under bf16 autocast (on CPU, attention still in our float32 kernel), close to
+    float32."""
     losses: dict[str, list[float]] = {}
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
-        config = TrainerConfig(device="cpu", max_iters=30, learning_rate=1e-3, precision=precision)
+        config = TrainerConfig(device=device_name, max_iters=30, learning_rate=1e-3, precision=precision)
         trainer = Trainer(config, nano(), iter(random_batches(1) * 30))  # one batch, learnt by heart
         seen = losses.setdefault(precision, [])
         trainer.add_callback("on_batch_end", lambda t, seen=seen: seen.append(t.loss.item()))
