@@ -50,18 +50,18 @@ def autocast_dtype(device: torch.device, precision: Precision = "auto") -> torch
     """
     if precision == "fp32":
         return None
-    if device.type == "cpu":
-        if precision == "bf16" and not cpu_bf16_supported():
-            raise ValueError("this CPU has no bf16 support (oneDNN needs AVX-512 at least); use fp32")
-        return torch.bfloat16 if precision == "bf16" else None
-    if device.type != "cuda":
-        if precision == "bf16":
-            raise ValueError(f"bf16 autocast is offered on CUDA and CPU, not {device.type}")
+    if device.type == "cuda":
+        supported = torch.cuda.is_bf16_supported()
+        if precision == "bf16" and not supported:
+            raise ValueError(f"{torch.cuda.get_device_name(device)} does not support bf16")
+        return torch.bfloat16 if supported else None
+    if precision == "auto":  # float32 off CUDA
         return None
-    supported = torch.cuda.is_bf16_supported()
-    if precision == "bf16" and not supported:
-        raise ValueError(f"{torch.cuda.get_device_name(device)} does not support bf16")
-    return torch.bfloat16 if supported else None
+    if device.type != "cpu":
+        raise ValueError(f"bf16 autocast is offered on CUDA and CPU, not {device.type}")
+    if not cpu_bf16_supported():
+        raise ValueError("this CPU has no bf16 support (oneDNN needs AVX-512 at least); use fp32")
+    return torch.bfloat16
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
