@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
+from timing import alternating
 
 from trainer_service import ops
 
@@ -39,14 +39,9 @@ def compare(batch: int, positions: int, n_head: int, head_size: int, dropout: fl
         "ours": lambda: ops.attention_kernel(qkv, n_head, dropout),
         "sdpa": lambda: ops.sdpa_attention(qkv, n_head, dropout),
     }
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for i in range(repeats + 2):  # the first two warm up
-        for name, attention in list(runs.items())[:: 1 if i % 2 == 0 else -1]:
-            start = time.perf_counter()
-            attention().backward(grad)
-            if i >= 2:
-                times[name].append(time.perf_counter() - start)
-    ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
+    calls = {name: lambda attention=attention: attention().backward(grad) for name, attention in runs.items()}
+    alternating(calls, 2)  # warm up
+    ms = {name: 1000 * statistics.median(t) for name, t in alternating(calls, repeats).items()}
     return {"ours_ms": ms["ours"], "sdpa_ms": ms["sdpa"], "speedup": ms["sdpa"] / ms["ours"]}
 
 

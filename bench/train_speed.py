@@ -21,6 +21,7 @@ from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from timing import alternating
 from torch import nn
 
 from trainer_service.device import cpu_bf16_supported
@@ -145,12 +146,8 @@ def compare(model_type: str, p: float, batch_size: int, block_size: int, budget_
     for run in runs.values():  # warm up: allocator, kernels, first-touch memory
         run.timed(2)
     pairs = max(9, round(budget_s / sum(run.timed(1) for run in runs.values())))
-    # Step by step, alternating which goes first: a burst of load elsewhere lands on all alike, and the
-    # median of single steps ignores it.
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for i in range(pairs):
-        for name, run in list(runs.items())[:: 1 if i % 2 == 0 else -1]:
-            times[name].append(run.timed(1))
+    # Step by step, taking turns: the median of single steps ignores a burst of load elsewhere.
+    times = alternating({name: run.step for name, run in runs.items()}, pairs)
     tokens = batch_size * block_size
     result: dict = {"model_type": model_type, "dropout": p, "steps": pairs}
     for name in runs:
