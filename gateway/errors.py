@@ -151,8 +151,11 @@ def _on_redis_down(request: Request, exc: redis.RedisError) -> JSONResponse:
 
 
 def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # The server still logs the traceback; the client gets the usual shape, not an HTML page.
-    return error_response(500, "internal_error", "internal error; the gateway log has the details")
+    # The server still logs the traceback; the client gets the usual shape, not an HTML page. Starlette then
+    # re-raises and uvicorn closes the connection: saying so keeps a client from sending its next request
+    # down a connection that is closing.
+    message = "internal error; the gateway log has the details"
+    return error_response(500, "internal_error", message, headers={"Connection": "close"})
 
 
 def install_error_handlers(app: FastAPI) -> None:
