@@ -23,7 +23,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from simtrain.shm import FREE, FULL, HEADER_BYTES, MAGIC, SHM_DIR, STATE, open_in_shm, take_probe
+import simtrain.shm
+from simtrain.shm import FREE, FULL, HEADER_BYTES, MAGIC, STATE, open_in_shm, take_probe
 
 SLOTS = 4
 SLOT_NAME = re.compile(r"simtrain-[0-9a-f]{16}-[0-9]+")
@@ -86,7 +87,7 @@ class ShmWriter:
                 mm = mmap.mmap(fd, HEADER_BYTES + self.slot_bytes, flags=mmap.MAP_SHARED)
             except OSError:
                 with contextlib.suppress(OSError):
-                    os.unlink(SHM_DIR / name)
+                    os.unlink(simtrain.shm.SHM_DIR / name)
                 os.close(fd)
                 raise
             mm[: len(MAGIC)] = MAGIC
@@ -118,7 +119,7 @@ class ShmWriter:
             self.closed = True
             for name, mm, fd in self.slots:
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(SHM_DIR / name)
+                    os.unlink(simtrain.shm.SHM_DIR / name)
                 mm.close()
                 os.close(fd)
             self.slots.clear()
@@ -126,7 +127,7 @@ class ShmWriter:
 
 def sweep() -> None:
     """Remove the slot files of servers that died (killed mid-stream): no one holds their lock."""
-    with os.scandir(SHM_DIR) as entries:
+    with os.scandir(simtrain.shm.SHM_DIR) as entries:
         names = [e.name for e in entries if SLOT_NAME.fullmatch(e.name)]
     for name in names:
         with contextlib.suppress(OSError):
@@ -135,6 +136,6 @@ def sweep() -> None:
                 st = os.fstat(fd)
                 if time.time() - st.st_ctime > ORPHAN_AGE_S and st.st_uid == os.geteuid():
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises while a live server holds it
-                    os.unlink(SHM_DIR / name)
+                    os.unlink(simtrain.shm.SHM_DIR / name)
             finally:
                 os.close(fd)

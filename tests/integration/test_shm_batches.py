@@ -34,8 +34,7 @@ def private_shm_dir() -> Iterator[Path]:
     the host (a demo, a second test run) cannot add or remove files that the leak checks count."""
     path = Path(tempfile.mkdtemp(prefix="simtrain-tests-", dir=shm.SHM_DIR))
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(shm, "SHM_DIR", path)
-        patch.setattr(server_shm, "SHM_DIR", path)
+        patch.setattr(shm, "SHM_DIR", path)  # the client's and the server's side alike
         yield path
     shutil.rmtree(path)
 
