@@ -118,6 +118,16 @@ class ChecksSpec(_Strict):
     masked_fail: float = Field(default=0.99, ge=0.0, le=1.0, description="share of targets masked (-1)")
     padding_warn: float = Field(default=0.75, ge=0.0, le=1.0, description="share of targets that pad")
     truncated_warn: float = Field(default=0.05, ge=0.0, le=1.0, description="pairs: share cut at the block")
+    truncated_fail: float = Field(default=0.5, ge=0.0, le=1.0)
+    pad_targets_warn: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="pairs: rows trained on padding"
+    )
+    pad_targets_fail: float = Field(default=0.1, ge=0.0, le=1.0)
+    answer_top_warn: float = Field(
+        default=0.6, ge=0.0, le=1.0, description="pairs: share of the commonest answer"
+    )
+    answer_top_fail: float = Field(default=0.9, ge=0.0, le=1.0)
+    vocab_tokens_warn: float = Field(default=20.0, ge=0.0, description="train tokens per vocabulary entry")
     top_token_warn: float = Field(default=0.6, ge=0.0, le=1.0, description="share of the commonest target")
     top_token_fail: float = Field(default=0.95, ge=0.0, le=1.0)
     overlap_warn: float = Field(default=0.75, ge=0.0, description="val n-grams seen in train, relative")
@@ -134,6 +144,10 @@ class ChecksSpec(_Strict):
     overfit_lr: float = Field(default=3e-3, gt=0.0, le=1.0)
     overfit_ratio: float = Field(default=0.5, gt=0.0, le=1.0, description="pass below this share of start")
     loss_fall_warn: float = Field(default=0.1, ge=0.0, le=1.0, description="least relative fall of loss")
+    baseline_warn: float = Field(
+        default=0.1, ge=0.0, le=1.0, description="least gain below unigram, relative"
+    )
+    baseline_fail: float = Field(default=0.02, ge=0.0, le=1.0)
     gap_warn: float = Field(default=0.5, ge=0.0, description="val loss minus train loss, in nats")
     data_wait_warn: float = Field(default=0.1, ge=0.0, le=1.0, description="share of step time")
     data_wait_fail: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -144,7 +158,13 @@ class ChecksSpec(_Strict):
     @model_validator(mode="after")
     def _warn_before_fail(self) -> ChecksSpec:
         pairs = [("empty", "above"), ("top_token", "above"), ("overlap", "above"), ("leakage", "above")]
-        pairs += [("init_loss", "above"), ("data_wait", "above"), ("accuracy", "below")]
+        pairs += [("truncated", "above"), ("pad_targets", "above"), ("answer_top", "above")]
+        pairs += [
+            ("init_loss", "above"),
+            ("data_wait", "above"),
+            ("accuracy", "below"),
+            ("baseline", "below"),
+        ]
         for name, side in pairs:
             warn, fail = getattr(self, f"{name}_warn"), getattr(self, f"{name}_fail")
             if (side == "above" and warn > fail) or (side == "below" and warn < fail):
