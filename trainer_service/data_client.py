@@ -34,6 +34,13 @@ T = TypeVar("T")
 
 # Codes worth retrying: the server is down, restarting or overloaded. Anything else is final.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+# Codes that say the data cannot serve what the job asks (a split too small for the block, an empty split,
+# an unreadable source): the job's data is not fit, and the message says what to change.
+REFUSALS = {
+    grpc.StatusCode.INVALID_ARGUMENT,
+    grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+}
 STREAM_BATCHES = "/simtrain.data.v1.DataService/StreamBatches"
 # Batches per message are asked for to fill about this much (int64 x and y), at most MAX of them.
 MESSAGE_BYTES = 2 << 20
@@ -42,6 +49,14 @@ MAX_BATCHES_PER_MESSAGE = 64
 
 class DataServiceError(RuntimeError):
     """A data service call failed for good; the message is meant for the job's owner."""
+
+
+class DataRefused(DataServiceError):
+    """The data service refused a call for what the data is; ``detail`` is its message, which says why."""
+
+    def __init__(self, message: str, detail: str) -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 def as_tensor(a: np.ndarray) -> torch.Tensor:
@@ -111,6 +126,8 @@ class DataClient:
                 f"{what}: data service at {self.address} is unreachable "
                 f"after {self.retries + 1} attempts ({e.details()})"
             )
+        if e.code() in REFUSALS:
+            return DataRefused(f"{what}: {e.details()} ({e.code().name})", e.details())
         return DataServiceError(f"{what}: {e.details()} ({e.code().name})")
 
     def prepare(self, spec: DatasetSpec) -> pb.DatasetInfo:

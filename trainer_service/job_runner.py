@@ -8,6 +8,7 @@ on the loss, the data wait and whether to stop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -25,7 +26,7 @@ from simtrain.settings import Settings
 from trainer_service import metrics
 from trainer_service.cancel_watch import CancelWatch
 from trainer_service.checkpoint import load_checkpoint, save_checkpoint
-from trainer_service.data_client import DataClient
+from trainer_service.data_client import DataClient, DataRefused, DataServiceError
 from trainer_service.device import autocast, pin
 from trainer_service.model import GPT, GPTConfig
 from trainer_service.outcome import JobCancelled, JobInterrupted
@@ -33,7 +34,7 @@ from trainer_service.parallel import Ranks, all_gather, gather_floats, on_main
 from trainer_service.prefetch import Prefetcher
 from trainer_service.report.accuracy import pairs_accuracy
 from trainer_service.report.batch_checks import UnfitBatch
-from trainer_service.report.build import RunShape, fit_sections, json_safe
+from trainer_service.report.build import RunShape, fit_sections, json_safe, refused_report
 from trainer_service.report.monitor import FitMonitor
 from trainer_service.report.plot import save_curves
 from trainer_service.report.preflight import overfit_one_batch
@@ -46,6 +47,10 @@ SAMPLE_PROMPT_TOKENS = 16
 SAMPLE_NEW_TOKENS = 120
 PREFETCH_DEPTH = 4  # batches kept ready per rank
 CHECKPOINT_FORMAT = 2
+# The most batches of each kind streamed at the end for the split-overlap measure, so a short run still
+# has enough val and fresh-train probes, and enough of train hashed for fresh probes to be a baseline.
+PROBE_BATCHES = 64
+MORE_TRAIN_BATCHES = 256
 
 __all__ = ["JobCancelled", "JobInterrupted", "JobRun"]
 
@@ -79,6 +84,7 @@ class JobRun:
         self.interrupted = False
         self.cancelled = False
         self.unfit: str | None = None  # why training stopped because the data cannot be trained on
+        self.refused: str | None = None  # the data service's refusal to serve a stream the job needs
         self._train_s, self._train_tokens, self._wait_s = 0.0, 0, 0.0
 
     def run(self) -> dict[str, Any] | None:
@@ -100,7 +106,10 @@ class JobRun:
     def _run(self) -> dict[str, Any] | None:
         t, ranks = self.train_spec, self.ranks
         started = time.time()
-        raw = on_main(ranks, lambda: self.client.prepare(self.spec.dataset).SerializeToString())
+        try:
+            raw = on_main(ranks, lambda: self.client.prepare(self.spec.dataset).SerializeToString())
+        except DataRefused as e:  # rank 0: the data cannot even be prepared; the report says why
+            self._refused_before_training(e)
         prepare_s = time.time() - started  # the data service tokenizes the source while preparing
         self.info = pb.DatasetInfo.FromString(raw)
         self.dataset_id = self.info.dataset_id
@@ -136,10 +145,12 @@ class JobRun:
                 self._evaluate(step=0)
             self._preflight()
             self._train()
-        except UnfitBatch as e:
+        except (UnfitBatch, DataRefused) as e:
             if ranks.distributed:  # the other ranks are mid-collective: end the job with this rank's message
                 raise
-            self.unfit = str(e)
+            if isinstance(e, DataRefused):
+                self.refused = f"the data service cannot serve this job: {e.detail}"
+            self.unfit = self.refused or str(e)
         if self.cancelled:
             raise JobCancelled(f"cancelled at step {self.trainer.iter_num}; checkpoint saved")
         if self.interrupted:
@@ -151,6 +162,14 @@ class JobRun:
             self.queue.set_report(self.job.id, report)  # the job fails, and its report says why
             raise UnfitBatch(f"not fit, training stopped: {self.unfit} (the report says more)")
         return report
+
+    def _refused_before_training(self, e: DataRefused) -> None:
+        """End a job whose dataset the data service will not prepare: a report that says not fit, and why."""
+        reason = f"the data service cannot prepare the dataset: {e.detail}"
+        report = refused_report(self.job.id, self.spec.dataset.model_dump(exclude_none=True), reason)
+        write_report(self.job_dir / "report.json", report)
+        self.queue.set_report(self.job.id, report)
+        raise DataServiceError(f"not fit, nothing was trained: {reason} (the report says more)") from None
 
     def _train(self) -> None:
         t, ranks = self.train_spec, self.ranks
@@ -408,7 +427,7 @@ class JobRun:
     def _eval_loss(self, split: str) -> torch.Tensor:
         t = self.train_spec
         self.model.eval()
-        total = torch.zeros((), device=self.device)
+        total, targets = torch.zeros((), device=self.device), torch.zeros((), device=self.device)
         batches = self.client.batches(
             self.dataset_id,
             split,
@@ -424,12 +443,15 @@ class JobRun:
         self.monitor.val_probed |= probe
         try:
             for x, y in self.monitor.stream(batches, "val" if probe else f"{split} eval"):
+                y = y.to(self.device)
                 with autocast(self.device, self.trainer.autocast_dtype):
-                    _, loss = self.model(x.to(self.device), y.to(self.device))
-                total += loss.float()
+                    _, loss = self.model(x.to(self.device), y)
+                n = (y != -1).sum()
+                total += loss.float() * n
+                targets += n
         finally:
             self.model.train()
-        return total / t.eval_iters
+        return total / targets  # per target, as in training; NaN when no target takes loss
 
     # -- the report (rank 0) ------------------------------------------------------------------------
 
@@ -502,20 +524,15 @@ class JobRun:
     def _fit(self, final: dict[str, Any], accuracy: dict[str, Any] | None) -> dict[str, Any]:
         """The report's checks and verdict, from everything the run measured."""
         t = self.train_spec
-        if not self.unfit:  # as many fresh train batches (another seed) as val ones: the overlap's baseline
-            fresh_seed = (t.seed + 1) % 2**63
-            fresh = self.client.batches(
-                self.dataset_id, "train", t.batch_size, t.block_size, fresh_seed, 0, t.eval_iters
-            )
-            for _ in self.monitor.stream(fresh, "fresh"):
-                pass
-        top = self.monitor.batches.summary()["top_target"]
+        if not self.unfit:
+            self._probe_overlap()
         try:
             stats = json.loads(self.info.stats_json or "{}")
         except ValueError:
             stats = {}  # another data service's statistics we cannot read: those checks are skipped
         shape = RunShape(
             vocab_size=self.info.vocab_size,
+            tokenizer=self.info.tokenizer,
             pairs=self.info.packing == "pairs",
             block_size=t.block_size,
             max_iters=t.max_iters,
@@ -523,6 +540,7 @@ class JobRun:
             steps_done=self.trainer.iter_num,
             evaluated_at_init=any(s == 0 for s, _ in self.curve["val"]),
             stopped_early=self.unfit,
+            refused=self.refused,
         )
         return fit_sections(
             stats=stats if isinstance(stats, dict) else {},
@@ -534,8 +552,36 @@ class JobRun:
             data_wait_share=self._wait_s / self._train_s if self._train_s > 0 else None,
             trace=self.trainer.trace.summary(),
             accuracy=accuracy,
-            top_text=self.client.decode(self.dataset_id, [top]) if top is not None else None,
+            decode=self._decode_or_none,
         )
+
+    def _probe_overlap(self) -> None:
+        """Probes for the split-overlap ratio: more val batches, fresh train batches (another seed) as its
+        baseline, and more of train hashed as seen while fresh probes rarely hit it (a short run)."""
+        t, overlap = self.train_spec, self.monitor.overlap
+        fresh_seed = (t.seed + 1) % 2**63
+        kinds = [
+            ("val", "val", t.seed, t.eval_iters, PROBE_BATCHES, lambda: overlap.enough_probes("val")),
+            ("fresh", "train", fresh_seed, 0, PROBE_BATCHES, lambda: overlap.enough_probes("fresh")),
+            ("more train", "train", t.seed, t.max_iters, MORE_TRAIN_BATCHES, overlap.enough_seen),
+        ]
+        for role, split, seed, start, most, enough in kinds:
+            if enough():
+                continue
+            stream = self.client.batches(
+                self.dataset_id, split, t.batch_size, t.block_size, seed, start, most
+            )
+            with contextlib.closing(self.monitor.stream(stream, role)) as batches:
+                for i, _ in enumerate(batches, start=1):
+                    if i % 8 == 0 and enough():
+                        break
+
+    def _decode_or_none(self, ids: list[int]) -> str | None:
+        """Token ids as text for the report's reasons; None when the data service cannot decode them."""
+        try:
+            return self.client.decode(self.dataset_id, ids)
+        except DataServiceError:
+            return None
 
     def _plot(self, report: dict[str, Any]) -> str | None:
         """The loss curves as report.png beside report.json; a plotting failure costs the PNG, not the job."""

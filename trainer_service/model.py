@@ -256,10 +256,13 @@ class GPT(nn.Module):
         logits = self.lm_head(self.transformer.ln_f(x))
         loss = None
         if targets is not None:
-            # In float32 even under autocast: the softmax over the vocabulary is where bf16 hurts.
-            loss = F.cross_entropy(
-                logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-1
+            # In float32 even under autocast: the softmax over the vocabulary is where bf16 hurts. The mean
+            # over real targets, as minGPT's, but 0 (not 0/0 = NaN) for a batch whose targets are all -1.
+            targets = targets.reshape(-1)
+            total = F.cross_entropy(
+                logits.view(-1, logits.size(-1)).float(), targets, ignore_index=-1, reduction="sum"
             )
+            loss = total / (targets != -1).sum().clamp(min=1)
         return logits, loss
 
     def configure_optimizers(self, train_config: Any) -> torch.optim.AdamW:

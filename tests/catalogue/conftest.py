@@ -28,6 +28,9 @@ from tests.catalogue.misbehaving import serve_misbehaving
 from trainer_service.job_runner import JobRun
 
 PLUGIN = Path(__file__).resolve().parent / "simtrain_catalogue"
+# Real text nobody here wrote: the licence texts a Debian system carries, read where they lie (not committed).
+SYSTEM_LICENCES = Path("/usr/share/common-licenses")
+LICENCES = "licences"
 # Small enough to train in a few seconds on one CPU core, big enough to learn the good datasets.
 MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "embd_pdrop": 0.0, "resid_pdrop": 0.0, "attn_pdrop": 0.0}
 TRAINING = {
@@ -47,7 +50,9 @@ class Outcome:
     error: str | None  # the job's error when it failed (a report is written all the same)
 
     def check(self, name: str) -> dict[str, Any]:
-        return next(c for c in self.report["checks"] if c["name"] == name)
+        found = next((c for c in self.report["checks"] if c["name"] == name), None)
+        assert found is not None, f"no check {name!r}: {[c['name'] for c in self.report['checks']]}"
+        return found
 
     def verdicts(self, *verdicts: str) -> set[str]:
         return {c["name"] for c in self.report["checks"] if c["verdict"] in verdicts}
@@ -108,6 +113,28 @@ def plural_deck(path: Path) -> Path:
     return path
 
 
+def pictures_deck(path: Path) -> Path:
+    """A generated Anki deck whose fronts mix text and an image: only the text can be trained on."""
+    import genanki
+
+    rng = random.Random(37)
+    deck = genanki.Deck(2_100_001, "Pictures")
+    for i in range(400):
+        word = "".join(rng.choice("bdfgklmnprstvz") + rng.choice("aeiou") for _ in range(3))
+        front = f'What is shown? <img src="picture{i}.png"> ({word})'
+        deck.add_note(genanki.Note(model=genanki.BASIC_MODEL, fields=[front, word.upper()], guid=f"m{i}"))
+    genanki.Package([deck]).write_to_file(str(path))
+    return path
+
+
+def licence_texts(directory: Path) -> Path:
+    """The system's licence texts as a directory of .txt files (each once), for the text module."""
+    directory.mkdir()
+    for file in sorted({f.resolve() for f in SYSTEM_LICENCES.iterdir() if f.is_file()}):
+        shutil.copyfile(file, directory / f"{file.name}.txt")
+    return directory
+
+
 @pytest.fixture(scope="module")
 def catalogue(
     catalogue_site: Path, tmp_path_factory: pytest.TempPathFactory, redis_url: str
@@ -116,6 +143,9 @@ def catalogue(
     (root / "data").mkdir()
     shutil.copyfile(DEMO_CORPUS, root / "data" / "tiny.txt")
     plural_deck(root / "data" / "plurals.apkg")
+    pictures_deck(root / "data" / "pictures.apkg")
+    if SYSTEM_LICENCES.is_dir():
+        licence_texts(root / "data" / LICENCES)
     settings = Settings(
         data_root=root / "data",
         state_dir=root / "var",

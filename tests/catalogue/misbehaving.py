@@ -39,10 +39,24 @@ def ids_past_vocab(x: np.ndarray, y: np.ndarray, vocab_size: int) -> tuple[np.nd
     return x, y
 
 
+def padding_in_targets(x: np.ndarray, y: np.ndarray, vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs rows padded with their end token in y as well as in x, as a packer that masks only the
+    prompt makes them: loss is taken on the padding."""
+    shape, T = y.shape, y.shape[-1]
+    x, y = x.reshape(-1, T).copy(), y.reshape(-1, T).copy()
+    last = np.where(y != -1, np.arange(T), -1).max(axis=1)
+    for row in np.flatnonzero((last >= 0) & (last < T - 1)):
+        end = y[row, last[row]]
+        y[row, last[row] + 1 :] = end
+        x[row, last[row] + 1 :] = end  # still aligned: x[t + 1] == y[t]
+    return x.reshape(shape), y.reshape(shape)
+
+
 CORRUPTIONS: dict[str, Corruption] = {
     "unshifted": unshifted,
     "all_masked": all_masked,
     "ids_past_vocab": ids_past_vocab,
+    "padding_in_targets": padding_in_targets,
 }
 
 
@@ -81,10 +95,43 @@ class MisbehavingServicer(DataServiceServicer):
             )
 
 
+class TrainAsValServicer(DataServiceServicer):
+    """A service written from the .proto alone that gets the split wrong: it streams train when asked
+    for val, and describes its datasets with no statistics (``stats_json`` is optional)."""
+
+    def StreamBatches(
+        self, request: pb.StreamBatchesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.Batch]:
+        if request.split == "val":
+            as_train = pb.StreamBatchesRequest()
+            as_train.CopyFrom(request)
+            as_train.split = "train"
+            request = as_train
+        return super().StreamBatches(request, context)
+
+    def PrepareDataset(
+        self, request: pb.PrepareDatasetRequest, context: grpc.ServicerContext
+    ) -> pb.DatasetInfo:
+        return _without_stats(super().PrepareDataset(request, context))
+
+    def GetDataset(self, request: pb.GetDatasetRequest, context: grpc.ServicerContext) -> pb.DatasetInfo:
+        return _without_stats(super().GetDataset(request, context))
+
+
+def _without_stats(info: pb.DatasetInfo) -> pb.DatasetInfo:
+    info.stats_json = ""
+    del info.warnings[:]
+    return info
+
+
 def serve_misbehaving(settings: Settings, corruption: str) -> tuple[grpc.Server, str]:
     """Start the misbehaving service on a free loopback port; return it and its address."""
     server = grpc.server(ThreadPoolExecutor(max_workers=16, thread_name_prefix="misbehaving"))
-    add_servicer(MisbehavingServicer(settings, CORRUPTIONS[corruption]), server)
+    if corruption == "train_as_val":
+        servicer: DataServiceServicer = TrainAsValServicer(settings)
+    else:
+        servicer = MisbehavingServicer(settings, CORRUPTIONS[corruption])
+    add_servicer(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     return server, f"127.0.0.1:{port}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -101,11 +103,35 @@ def test_counts_survive_a_checkpoint() -> None:
     assert restored.summary() == checks.summary()
 
 
-def test_checked_passes_batches_through() -> None:
+def test_padding_that_takes_loss_is_told_from_a_cut_answer() -> None:
+    x, y = pairs_batch([([5, 6], [7, 8]), ([5, 6, 7], [8, 9]), ([4] * 8, [2, 3, 2, 3, 2])])
+    last = torch.where(y != -1, torch.arange(12), -1).max(dim=1).values
+    for row in range(2):  # rows 0 and 1 padded in y too: their end token repeated to the end of the block
+        y[row, last[row] + 1 :] = END
+    checks = BatchChecks(V, pairs=True)
+    checks.check(x, y, "batch")
+    s = checks.summary()
+    assert s["pad_rows"] == 2 and s["pad_row_share"] == pytest.approx(2 / 3) and s["pad_token"] == END
+    assert s["truncated_share"] == pytest.approx(1 / 3)  # only the long row is cut
+    assert s["padded_share"] == 0.0
+
+
+def test_rows_with_no_target_are_cut_not_padding() -> None:
+    x, y = pairs_batch([([5] * 14, [7, 8]), ([5, 6], [7, 8])])
+    checks = BatchChecks(V, pairs=True)
+    checks.check(x, y, "batch")
+    s = checks.summary()
+    assert s["untrained_rows"] == 1 and s["untrained_row_share"] == 0.5
+    assert s["truncated_share"] == 0.5
+    assert s["padded_share"] == pytest.approx(8 / 24)  # the second row ends at position 3 of 12
+
+
+def test_the_unigram_baseline_counts_trained_batches_only() -> None:
     checks = BatchChecks(V, pairs=False)
-    data = [stream_batch(i) for i in range(3)]
-    assert list(checks.checked(iter(data), "train batch")) == data
-    assert checks.summary()["batches"] == 3
+    x = torch.zeros(2, 8, dtype=torch.long)
+    checks.check(x, torch.tensor([[3, 4] * 4, [3, 4] * 4]), "train batch", trained=True)
+    checks.check(x, torch.arange(16).view(2, 8), "val batch")
+    assert checks.summary()["train_unigram_nats"] == pytest.approx(math.log(2))
 
 
 def text_batches(tokens: torch.Tensor, seed: int, n: int = 6, rows: int = 8, block: int = 32) -> list:

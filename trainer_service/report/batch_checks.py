@@ -8,7 +8,6 @@ assert) on it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -18,6 +17,9 @@ from trainer_service.data_client import DataServiceError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LEAK_MIN_TOKENS = 2  # a one-token answer found in its prompt says little
+# A pairs row whose targets end in one token repeated this often, to the end of the block, is padding that
+# takes loss (real packing masks padding with -1). Real answers cut at the block rarely end in such a run.
+PAD_RUN = 4
 
 
 class UnfitBatch(DataServiceError):
@@ -33,6 +35,8 @@ class BatchCounts:
     out_of_range: int = 0  # ids in x outside [0, vocab), or in y outside [-1, vocab)
     masked: int = 0  # targets of -1
     padded: int = 0  # -1 targets after a row's last real target (pairs padding)
+    untrained_rows: int = 0  # pairs rows with no real target at all: the prompt fills the block
+    pad_rows: int = 0  # pairs rows whose targets end in PAD_RUN or more of one token: padding takes loss
     checkable: int = 0  # real targets that have a next input to compare with
     aligned: int = 0  # ... that equal that next input: y[t] == x[t + 1]
     same_position: int = 0  # real targets equal to the input at their own position: y[t] == x[t]
@@ -55,10 +59,13 @@ class BatchChecks:
         # that fill it. A filling row whose last target is not the end token was cut short.
         self.last_of_short = torch.zeros(vocab_size, dtype=torch.int64)
         self.last_of_full = torch.zeros(vocab_size, dtype=torch.int64)
+        self.pad_tokens = torch.zeros(vocab_size, dtype=torch.int64)  # the token of each padding run
+        self.train_targets = torch.zeros(vocab_size, dtype=torch.int64)  # targets of trained batches only
         self.first_problem: str | None = None
 
-    def check(self, x: torch.Tensor, y: torch.Tensor, where: str) -> None:
-        """Measure one batch; raise UnfitBatch if it cannot be trained on. ``where`` names it in messages."""
+    def check(self, x: torch.Tensor, y: torch.Tensor, where: str, trained: bool = False) -> None:
+        """Measure one batch; raise UnfitBatch if it cannot be trained on. ``where`` names it in messages;
+        ``trained``: the batch is trained on (its targets make the unigram baseline)."""
         if x.shape != y.shape or x.dim() != 2:
             self._fail(f"{where}: x has shape {tuple(x.shape)} but y {tuple(y.shape)}; both must be [B, T]")
         c, vocab = self.counts, self.vocab_size
@@ -81,7 +88,10 @@ class BatchChecks:
         c.aligned += int((head & (y[:, :-1] == x[:, 1:])).sum())
         c.padded += self._padding(real)
         c.rows += y.size(0)
-        self.target_counts += torch.bincount(y[real].long(), minlength=vocab)
+        counts = torch.bincount(y[real].long(), minlength=vocab)
+        self.target_counts += counts
+        if trained:
+            self.train_targets += counts
         if self.pairs:
             self._leakage(x, y, real)
             self._last_targets(y, real)
@@ -93,30 +103,42 @@ class BatchChecks:
 
     @staticmethod
     def _padding(real: torch.Tensor) -> int:
-        """-1 targets after each row's last real one: what packing added to fill the block."""
+        """-1 targets after each row's last real one: what packing added to fill the block. A row with no
+        real target is all prompt, not padding."""
         T = real.size(1)
         last = torch.where(real, torch.arange(T), -1).max(dim=1).values
-        return int((T - 1 - last).sum())
+        return int((T - 1 - last)[last >= 0].sum())
 
     def _last_targets(self, y: torch.Tensor, real: torch.Tensor) -> None:
+        """Pairs: how each row ends. A row that ends inside the block closes with the end token; one that
+        fills it was maybe cut, unless its targets end in a padding run (which closes it just the same)."""
         T = y.size(1)
         last = torch.where(real, torch.arange(T), -1).max(dim=1).values
         rows = last >= 0
         final = y.gather(1, last.clamp(min=0).unsqueeze(1)).squeeze(1).long()
-        full = rows & (last == T - 1)
-        self.counts.full_rows += int(full.sum())
+        tail = y.flip(1)
+        run = (tail == tail[:, :1]).long().cumprod(dim=1).sum(dim=1)  # length of the last target's run
+        padded = rows & (last == T - 1) & (run >= min(PAD_RUN, T))
+        full = rows & (last == T - 1) & ~padded
+        c = self.counts
+        c.untrained_rows += int((~rows).sum())
+        c.pad_rows += int(padded.sum())
+        c.full_rows += int(full.sum())
+        self.pad_tokens += torch.bincount(final[padded], minlength=self.vocab_size)
         self.last_of_full += torch.bincount(final[full], minlength=self.vocab_size)
         self.last_of_short += torch.bincount(final[rows & ~full], minlength=self.vocab_size)
 
     def truncated_share(self) -> float | None:
-        """Pairs: the share of example rows cut at the block (their last target is not the end token)."""
-        rows = int(self.last_of_full.sum() + self.last_of_short.sum())
+        """Pairs: the share of example rows cut at the block: filled rows whose last target is not the end
+        token, and rows with no target at all (the prompt alone fills the block, the answer is cut off)."""
+        untrained = self.counts.untrained_rows
+        rows = int(self.last_of_full.sum() + self.last_of_short.sum()) + untrained
         if not rows:
             return None
         if not int(self.last_of_short.sum()):  # no row ends inside the block: every one may be cut
-            return int(self.last_of_full.sum()) / rows
+            return (int(self.last_of_full.sum()) + untrained) / rows
         end = int(self.last_of_short.argmax())  # the end token closes every row that fits
-        return int(self.last_of_full.sum() - self.last_of_full[end]) / rows
+        return (int(self.last_of_full.sum() - self.last_of_full[end]) + untrained) / rows
 
     def _leakage(self, x: torch.Tensor, y: torch.Tensor, real: torch.Tensor) -> None:
         """Pairs rows: is the answer (the targets but the end token) written out inside the prompt?"""
@@ -130,17 +152,12 @@ class BatchChecks:
             self.counts.leak_checkable += 1
             self.counts.leaked += _contains(prompt.numpy().tobytes(), answer.numpy().tobytes())
 
-    def checked(self, batches: Iterator[Batch], what: str) -> Iterator[Batch]:
-        """Pass ``batches`` through, checking each (``what``: e.g. "train batch", named in messages)."""
-        for i, (x, y) in enumerate(batches):
-            self.check(x, y, f"{what} {i}")
-            yield x, y
-
     def summary(self) -> dict[str, Any]:
         """The counts and the shares the report judges."""
         c = self.counts
         top = int(self.target_counts.argmax()) if c.targets else None
         probs = self.target_counts[self.target_counts > 0].double() / max(c.targets, 1)
+        target_rows = c.rows - c.untrained_rows
         return {
             **{f.name: getattr(c, f.name) for f in fields(c)},
             "masked_share": _share(c.masked, c.positions),
@@ -149,10 +166,14 @@ class BatchChecks:
             "same_position_share": _share(c.same_position, c.targets),
             "leaked_share": _share(c.leaked, c.leak_checkable),
             "truncated_share": self.truncated_share() if self.pairs else None,
+            "untrained_row_share": _share(c.untrained_rows, c.rows) if self.pairs else None,
+            "pad_row_share": _share(c.pad_rows, target_rows) if self.pairs else None,
+            "pad_token": int(self.pad_tokens.argmax()) if c.pad_rows else None,
             "distinct_targets": int((self.target_counts > 0).sum()),
             "top_target": top,
             "top_target_share": _share(int(self.target_counts.max()), c.targets) if c.targets else None,
             "target_entropy_bits": float(-(probs * probs.log2()).sum()) if c.targets else None,
+            "train_unigram_nats": _entropy_nats(self.train_targets),
             "first_problem": self.first_problem,
         }
 
@@ -163,17 +184,31 @@ class BatchChecks:
             "targets": self.target_counts,
             "last_of_short": self.last_of_short,
             "last_of_full": self.last_of_full,
+            "pad_tokens": self.pad_tokens,
+            "train_targets": self.train_targets,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.counts = BatchCounts(**state["counts"])
+        self.counts = BatchCounts(**state["counts"])  # counts added since are zero in older checkpoints
         self.target_counts = state["targets"].clone()
         self.last_of_short = state["last_of_short"].clone()
         self.last_of_full = state["last_of_full"].clone()
+        # Checkpoints written before these counts existed resume with them at zero.
+        self.pad_tokens = state.get("pad_tokens", torch.zeros_like(self.pad_tokens)).clone()
+        self.train_targets = state.get("train_targets", torch.zeros_like(self.train_targets)).clone()
 
 
 def _share(part: int, whole: int) -> float | None:
     return part / whole if whole else None
+
+
+def _entropy_nats(counts: torch.Tensor) -> float | None:
+    """The entropy of the token distribution ``counts`` describes: what a unigram model's loss would be."""
+    total = int(counts.sum())
+    if not total:
+        return None
+    p = counts[counts > 0].double() / total
+    return float(-(p * p.log()).sum())
 
 
 def _contains(haystack: bytes, needle: bytes, width: int = 4) -> bool:

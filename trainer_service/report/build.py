@@ -12,7 +12,7 @@ from typing import Any
 
 from simtrain.jobs import ChecksSpec
 from trainer_service.report.checks import Check, Verdict, ordered, overall
-from trainer_service.report.data_checks import at_block_size, data_checks
+from trainer_service.report.data_checks import Decode, at_block_size, batches_served, data_checks
 from trainer_service.report.monitor import FitMonitor
 from trainer_service.report.recipe_checks import RunFacts, expected_calls, recipe_checks, trace_check
 
@@ -22,6 +22,7 @@ class RunShape:
     """The facts of the job the checks need besides the measurements."""
 
     vocab_size: int
+    tokenizer: str
     pairs: bool
     block_size: int
     max_iters: int
@@ -29,6 +30,7 @@ class RunShape:
     steps_done: int
     evaluated_at_init: bool
     stopped_early: str | None = None  # why training stopped before max_iters, if it did
+    refused: str | None = None  # the data service's refusal to serve a stream the job needs, if any
 
 
 def data_section(stats: dict[str, Any], monitor: FitMonitor, shape: RunShape) -> dict[str, Any]:
@@ -43,12 +45,14 @@ def data_section(stats: dict[str, Any], monitor: FitMonitor, shape: RunShape) ->
         "at_block_size": at_block_size(stats, shape.block_size),
         "empty_examples": stats.get("empty_examples"),
         "media_only_fields": (stats.get("module") or {}).get("media_only_fields", 0),
+        "media_dropped_fields": (stats.get("module") or {}).get("media_dropped_fields", 0),
         "duplicate_examples": stats.get("duplicate_examples"),
         "train_val_overlap": stats.get("train_val_overlap"),
         "val_tokens_unseen_in_train": stats.get("val_tokens_unseen_in_train"),
         "module": stats.get("module"),
         "batches": monitor.batches.summary(),
         "overlap": monitor.overlap.summary(),
+        "answers": monitor.answers.summary() if monitor.answers is not None else None,
     }
 
 
@@ -63,7 +67,7 @@ def fit_sections(
     data_wait_share: float | None,
     trace: dict[str, dict[str, Any]],
     accuracy: dict[str, Any] | None,
-    top_text: str | None,
+    decode: Decode,
 ) -> dict[str, Any]:
     data = data_section(stats, monitor, shape)
     batches = data["batches"]
@@ -75,6 +79,8 @@ def fit_sections(
         init_train_loss=_at_step(curve.get("train_eval"), 0),
         final_train_loss=final.get("train_loss"),
         final_val_loss=final.get("val_loss"),
+        train_unigram_nats=batches["train_unigram_nats"],
+        recent_fall=_recent_fall(curve.get("train_eval")),
         nonfinite_steps=count,
         first_nonfinite_step=first,
         data_wait_share=data_wait_share,
@@ -85,11 +91,14 @@ def fit_sections(
         stats,
         batches,
         data["overlap"],
+        data["answers"],
         spec,
-        vocab_size=shape.vocab_size,
+        vocab=shape.vocab_size,
+        tokenizer=shape.tokenizer,
         block_size=shape.block_size,
         pairs=shape.pairs,
-        top_text=top_text,
+        refused=shape.refused,
+        decode=decode,
     )
     expected = expected_calls(shape.steps_done, shape.max_iters, shape.eval_interval, shape.evaluated_at_init)
     if shape.stopped_early:
@@ -112,6 +121,14 @@ def fit_sections(
     }
 
 
+def _recent_fall(points: list[list[float]] | None) -> float | None:
+    """The relative fall of the loss between the last two evaluations (None: fewer than two)."""
+    if not points or len(points) < 2 or not points[-2][1] or not math.isfinite(points[-2][1]):
+        return None
+    (_, before), (_, after) = points[-2], points[-1]
+    return (before - after) / before
+
+
 def _at_step(points: list[list[float]] | None, step: int) -> float | None:
     for s, value in points or []:
         if s == step:
@@ -128,3 +145,15 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [json_safe(v) for v in value]
     return value
+
+
+def refused_report(job_id: str, dataset: dict[str, Any], refused: str) -> dict[str, Any]:
+    """The report of a job whose dataset the data service would not prepare: not fit, and what to change."""
+    checks = [batches_served(refused)]
+    return {
+        "job_id": job_id,
+        "dataset": dataset,
+        **overall(checks),
+        "checks": [c.as_dict() for c in checks],
+        "stopped_early": refused,
+    }

@@ -6,12 +6,17 @@ number is missing is skipped, with the reason, rather than guessed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from simtrain.jobs import ChecksSpec
 from trainer_service.report.checks import Check, Verdict, grade
 
 SECTION = "data"
+Decode = Callable[[list[int]], str | None]  # token ids to text; None when the data service cannot say
+# A BPE vocabulary is suggested at this many train tokens per entry, a power of two no smaller than this.
+SUGGESTED_TOKENS_PER_ENTRY = 100
+SMALLEST_SUGGESTED_VOCAB = 256
 
 
 def _pct(share: float) -> str:
@@ -55,15 +60,23 @@ def empty_examples(stats: dict[str, Any], spec: ChecksSpec) -> Check:
     return Check("empty_examples", SECTION, title, verdict, reason, share, threshold, setting)
 
 
-def media_only(stats: dict[str, Any]) -> Check:
-    count = (stats.get("module") or {}).get("media_only_fields", 0)
-    if count:
-        reason = (
-            f"{count} fields held only an image or a sound and were skipped: those notes teach nothing "
-            "as text; add a text field or leave them out"
-        )
-        return Check("media_only", SECTION, "media-only fields", Verdict.warn, reason, count, "warn > 0")
-    return Check("media_only", SECTION, "media-only fields", Verdict.passed, "no field held only media", 0)
+def media(stats: dict[str, Any]) -> Check:
+    """Fields whose images or sounds were dropped (Anki): alone, or beside the text that was kept."""
+    module = stats.get("module") or {}
+    only, mixed = module.get("media_only_fields", 0), module.get("media_dropped_fields", 0)
+    title = "media in fields"
+    if not (only or mixed):
+        return Check("media", SECTION, title, Verdict.passed, "no field held media", 0, "warn > 0")
+    said = []
+    if only:
+        said.append(f"{only} fields held only an image or a sound and were skipped")
+    if mixed:
+        said.append(f"{mixed} fields mixed text with media, which was dropped and only the text kept")
+    reason = (
+        "; ".join(said) + ": the model never sees what the media showed; say it in the text, or leave "
+        "those notes out"
+    )
+    return Check("media", SECTION, title, Verdict.warn, reason, only + mixed, "warn > 0")
 
 
 def duplicates(stats: dict[str, Any], spec: ChecksSpec) -> Check:
@@ -163,28 +176,120 @@ def padding(
     return Check("padding", SECTION, title, verdict, reason, share, threshold, "checks.padding_warn")
 
 
-def truncation(batches: dict[str, Any], spec: ChecksSpec, block_size: int, pairs: bool) -> Check:
-    title, threshold = "truncated examples", f"warn > {spec.truncated_warn}"
+def truncation(
+    batches: dict[str, Any], spec: ChecksSpec, lengths: dict[str, Any], block_size: int, pairs: bool
+) -> Check:
+    title = "truncated examples"
+    threshold = f"warn > {spec.truncated_warn}, fail > {spec.truncated_fail}"
+    setting = "checks.truncated_warn, checks.truncated_fail"
     if not pairs:
         return Check("truncation", SECTION, title, Verdict.skip, "stream packing cuts windows, not examples")
     share = batches["truncated_share"]
     if share is None:
         return Check("truncation", SECTION, title, Verdict.skip, "no example row arrived")
-    verdict = grade(share, spec.truncated_warn, None)
+    verdict = grade(share, spec.truncated_warn, spec.truncated_fail)
     reason = f"{_pct(share)} of examples are longer than block_size {block_size} + 1"
-    if verdict is Verdict.warn:
-        reason += ": their answers are cut off; raise block_size or shorten the examples"
-    return Check("truncation", SECTION, title, verdict, reason, share, threshold, "checks.truncated_warn")
+    untrained = batches.get("untrained_row_share") or 0.0
+    if untrained:
+        reason += (
+            f", and in {_pct(untrained)} of rows the prompt alone fills the block, so no answer token is "
+            "trained at all"
+        )
+    if verdict is not Verdict.passed:
+        p95 = lengths.get("p95")
+        hint = f"block_size {int(p95) - 1} keeps 95% of examples whole" if p95 else "raise block_size"
+        reason += f": their answers are cut off at the block; {hint}, or shorten the prompts and answers"
+    return Check("truncation", SECTION, title, verdict, reason, share, threshold, setting)
 
 
-def target_diversity(batches: dict[str, Any], spec: ChecksSpec, top_text: str | None) -> Check:
+def padding_in_targets(batches: dict[str, Any], spec: ChecksSpec, pairs: bool, decode: Decode) -> Check:
+    """Pairs rows whose targets end in one token repeated to the end of the block: padding that takes loss."""
+    title = "loss taken on padding"
+    threshold = f"warn > {spec.pad_targets_warn}, fail > {spec.pad_targets_fail}"
+    setting = "checks.pad_targets_warn, checks.pad_targets_fail"
+    if not pairs:
+        return Check("padding_in_targets", SECTION, title, Verdict.skip, "stream packing has no padding")
+    share = batches.get("pad_row_share")
+    if share is None:
+        return Check("padding_in_targets", SECTION, title, Verdict.skip, "no example row arrived")
+    verdict = grade(share, spec.pad_targets_warn, spec.pad_targets_fail)
+    if verdict is Verdict.passed:
+        reason = f"{_pct(share)} of rows end in a run of one repeated target: padding is masked"
+    else:
+        token = _token(batches["pad_token"], decode)
+        reason = (
+            f"{_pct(share)} of rows end in {token} repeated to the end of the block, and those targets "
+            "take loss: the model learns to pad, and the loss is mostly padding; the data service must "
+            "mask padding with -1 in y"
+        )
+    return Check("padding_in_targets", SECTION, title, verdict, reason, share, threshold, setting)
+
+
+def answer_diversity(answers: dict[str, Any] | None, spec: ChecksSpec, decode: Decode) -> Check:
+    """Pairs: the share of the commonest answer among the distinct examples trained on."""
+    title = "answers carry information"
+    threshold = f"warn > {spec.answer_top_warn}, fail > {spec.answer_top_fail}"
+    setting = "checks.answer_top_warn, checks.answer_top_fail"
+    if answers is None:
+        return Check("answer_diversity", SECTION, title, Verdict.skip, "pairs packing only")
+    if not answers.get("examples"):
+        return Check("answer_diversity", SECTION, title, Verdict.skip, "no trained example arrived")
+    share, n = answers["top_answer_share"], answers["examples"]
+    verdict = grade(share, spec.answer_top_warn, spec.answer_top_fail)
+    ids = answers["top_answer_ids"]
+    text = decode(ids[:-1]) if len(ids) > 1 else None  # the answer without its end token
+    top = repr(text) if text is not None else f"tokens {ids}"
+    reason = (
+        f"the commonest answer, {top}, is {_pct(share)} of {n} distinct examples; "
+        f"{answers['distinct_answers']} distinct answers, {answers['answer_entropy_bits']:.2f} bits, "
+        f"{answers['answer_entropy_given_prompt_bits']:.2f} bits given the prompt"
+    )
+    if verdict is not Verdict.passed:
+        reason += (
+            ": a model scores by always giving it, without reading the prompt; check the answer field, "
+            "or balance the answers"
+        )
+    return Check("answer_diversity", SECTION, title, verdict, reason, share, threshold, setting)
+
+
+def vocab_size(stats: dict[str, Any], spec: ChecksSpec, vocab: int, tokenizer: str) -> Check:
+    """Train tokens per vocabulary entry: too few, and most embeddings are seen too rarely to learn."""
+    title, threshold = "vocabulary fits the data", f"warn < {spec.vocab_tokens_warn} tokens per entry"
+    train = (stats.get("num_tokens") or {}).get("train")
+    if not train:
+        return Check("vocab_size", SECTION, title, Verdict.skip, "the data service gave no train token count")
+    per = train / vocab
+    verdict = grade(per, spec.vocab_tokens_warn, None, higher_is_worse=False)
+    reason = f"{train} train tokens for a vocabulary of {vocab}: {per:.1f} per entry"
+    if verdict is Verdict.warn and tokenizer == "bpe":
+        wanted = max(train // SUGGESTED_TOKENS_PER_ENTRY, 1)
+        suggested = max(SMALLEST_SUGGESTED_VOCAB, 2 ** (wanted.bit_length() - 1))  # a power of two below
+        reason += (
+            ": most learned tokens are seen only a few times, so their embeddings barely train; set the "
+            f"tokenizer option vocab_size to about {suggested}"
+        )
+    elif verdict is Verdict.warn:
+        reason += ": the text is small for its vocabulary, so rare tokens barely train; add data"
+    return Check("vocab_size", SECTION, title, verdict, reason, per, threshold, "checks.vocab_tokens_warn")
+
+
+def batches_served(refused: str | None) -> Check:
+    """Whether the data service served every stream the job asked for; a refusal says what to change."""
+    title = "data service serves the job"
+    if refused:
+        return Check("batches_served", SECTION, title, Verdict.fail, refused, None, "fail on a refusal")
+    reason = "every stream the job asked for was served"
+    return Check("batches_served", SECTION, title, Verdict.passed, reason, None, "fail on a refusal")
+
+
+def target_diversity(batches: dict[str, Any], spec: ChecksSpec, decode: Decode) -> Check:
     title, share = "target diversity", batches["top_target_share"]
     threshold = f"warn > {spec.top_token_warn}, fail > {spec.top_token_fail}"
     setting = "checks.top_token_warn, checks.top_token_fail"
     if share is None:
         return Check("target_diversity", SECTION, title, Verdict.skip, "no target arrived")
     verdict = grade(share, spec.top_token_warn, spec.top_token_fail)
-    token = f"token {batches['top_target']}" + (f" ({top_text!r})" if top_text is not None else "")
+    token = _token(batches["top_target"], decode)
     reason = (
         f"the commonest target, {token}, is {_pct(share)} of all targets; "
         f"{batches['distinct_targets']} distinct targets, {batches['target_entropy_bits']:.2f} bits each"
@@ -192,6 +297,11 @@ def target_diversity(batches: dict[str, Any], spec: ChecksSpec, top_text: str | 
     if verdict is not Verdict.passed:
         reason += ": the data is (nearly) one repeated token, so a model learns only to repeat it"
     return Check("target_diversity", SECTION, title, verdict, reason, share, threshold, setting)
+
+
+def _token(token: int, decode: Decode) -> str:
+    text = decode([token])
+    return f"token {token}" + (f" ({text!r})" if text is not None else "")
 
 
 def at_block_size(stats: dict[str, Any], block_size: int) -> dict[str, Any] | None:
@@ -207,23 +317,30 @@ def data_checks(
     stats: dict[str, Any],
     batches: dict[str, Any],
     overlap: dict[str, Any],
+    answers: dict[str, Any] | None,
     spec: ChecksSpec,
     *,
-    vocab_size: int,
+    vocab: int,
+    tokenizer: str,
     block_size: int,
     pairs: bool,
-    top_text: str | None,
+    refused: str | None,
+    decode: Decode,
 ) -> list[Check]:
     lengths = stats.get("example_tokens") or {}
     return [
-        ids_in_range(batches, vocab_size),
+        batches_served(refused),
+        ids_in_range(batches, vocab),
         masked_targets(batches, spec),
-        target_diversity(batches, spec, top_text),
+        target_diversity(batches, spec, decode),
         split_overlap(stats, overlap, spec),
         empty_examples(stats, spec),
         duplicates(stats, spec),
-        media_only(stats),
+        media(stats),
         unseen_val_tokens(stats),
-        truncation(batches, spec, block_size, pairs),
+        vocab_size(stats, spec, vocab, tokenizer),
+        truncation(batches, spec, lengths, block_size, pairs),
+        padding_in_targets(batches, spec, pairs, decode),
         padding(batches, spec, lengths, block_size, pairs),
+        answer_diversity(answers, spec, decode),
     ]

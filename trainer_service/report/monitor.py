@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from simtrain.jobs import ChecksSpec
+from trainer_service.report.answers import Answers
 from trainer_service.report.batch_checks import Batch, BatchChecks
 from trainer_service.report.overlap import Overlap
 
@@ -25,18 +26,23 @@ class FitMonitor:
         self.spec = spec
         self.batches = BatchChecks(vocab_size, pairs)
         self.overlap = Overlap(spec.overlap_ngram, pairs, block_size)
+        self.answers = Answers(block_size) if pairs else None
         self.preflight: dict[str, Any] | None = None
         self.val_probed = False
         self._bad: torch.Tensor | None = None  # [steps with a non-finite loss or grad norm, first such step]
         self._lock = threading.Lock()
 
     def stream(self, batches: Iterator[Batch], role: str, first_step: int = 0) -> Iterator[Batch]:
-        """Check each batch. ``role``: "train" (trained on: hashed as seen), "val" or "fresh" (probed for
-        overlap), anything else (checked only)."""
+        """Check each batch. ``role``: "train" (trained on: hashed as seen), "more train" (not trained on,
+        hashed as seen), "val" or "fresh" (probed for overlap), anything else (checked only)."""
         for step, (x, y) in enumerate(batches, start=first_step):
             with self._lock:
-                self.batches.check(x, y, f"{role} batch {step}")
+                self.batches.check(x, y, f"{role} batch {step}", trained=role == "train")
                 if role == "train":
+                    self.overlap.add_seen(x, y)
+                    if self.answers is not None:
+                        self.answers.add(x, y)
+                elif role == "more train":
                     self.overlap.add_seen(x, y)
                 elif role in ("val", "fresh"):
                     self.overlap.add_probe(role, x, y)
@@ -70,10 +76,13 @@ class FitMonitor:
                     k: v.clone() if torch.is_tensor(v) else v for k, v in self.batches.state_dict().items()
                 },
                 "overlap": self.overlap.state_dict(),
+                "answers": self.answers.state_dict() if self.answers is not None else None,
                 "preflight": self.preflight,
             }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batches.load_state_dict(state["batches"])
         self.overlap.load_state_dict(state["overlap"])
+        if self.answers is not None and state.get("answers"):
+            self.answers.load_state_dict(state["answers"])
         self.preflight = state.get("preflight")

@@ -67,6 +67,15 @@ class Overlap:
     def has_val_probes(self) -> bool:
         return bool(self._probes["val"])
 
+    def enough_probes(self, kind: str) -> bool:
+        return sum(len(p) for p in self._probes[kind]) >= MIN_PROBES
+
+    def enough_seen(self) -> bool:
+        """Whether fresh train probes hit the seen hashes often enough to be a baseline (or nothing more
+        can be added)."""
+        hits = self.summary()["fresh_hits"]
+        return self._seen_count >= MAX_SEEN or (hits is not None and hits >= MIN_BASELINE_HITS)
+
     def summary(self) -> dict[str, Any]:
         """Hit rates of val and fresh-train probes among the seen hashes, and their ratio (None: unknown)."""
         seen = torch.unique(torch.cat(self._seen)) if self._seen else torch.zeros(0, dtype=torch.int64)

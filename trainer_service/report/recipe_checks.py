@@ -23,6 +23,8 @@ class RunFacts:
     init_train_loss: float | None
     final_train_loss: float | None
     final_val_loss: float | None
+    train_unigram_nats: float | None  # the unigram baseline: entropy of the trained targets
+    recent_fall: float | None  # relative fall of the train loss over the last evaluation interval
     nonfinite_steps: int
     first_nonfinite_step: int | None
     data_wait_share: float | None
@@ -109,6 +111,43 @@ def loss_falls(f: RunFacts, spec: ChecksSpec) -> Check:
     else:
         verdict = Verdict.passed
     return Check("loss_falls", SECTION, title, verdict, reason, drop, threshold, "checks.loss_fall_warn")
+
+
+def baseline(f: RunFacts, spec: ChecksSpec) -> Check:
+    """Does the model beat what counting tokens gives? The final val loss against ln(vocab), the loss of a
+    uniform guess, and the unigram entropy of the train targets, the loss of guessing by frequency."""
+    title = "beats simple baselines"
+    threshold = f"warn < {spec.baseline_warn}, fail < {spec.baseline_fail} (relative gain below unigram)"
+    setting = "checks.baseline_warn, checks.baseline_fail"
+    val, unigram = f.final_val_loss, f.train_unigram_nats
+    if val is None or not math.isfinite(val):
+        return Check(
+            "baseline", SECTION, title, Verdict.skip, "no finite final val loss", None, threshold, setting
+        )
+    if unigram is None:
+        why = "no trained target was counted"
+        return Check("baseline", SECTION, title, Verdict.skip, why, None, threshold, setting)
+    if unigram <= 0:
+        why = "every train target is one token: nothing to predict (see target diversity)"
+        return Check("baseline", SECTION, title, Verdict.skip, why, None, threshold, setting)
+    uniform = math.log(f.vocab_size)
+    gain = (unigram - val) / unigram
+    reason = (
+        f"val loss {val:.3f} is {unigram - val:.3f} nats ({gain:.1%}) below the unigram entropy of the "
+        f"train targets ({unigram:.3f}) and {uniform - val:.3f} nats ({(uniform - val) / uniform:.1%}) "
+        f"below ln({f.vocab_size}) = {uniform:.3f}"
+    )
+    verdict = grade(gain, spec.baseline_warn, spec.baseline_fail, higher_is_worse=False)
+    still_falling = f.recent_fall is not None and f.recent_fall >= spec.baseline_fail
+    if verdict is not Verdict.passed and still_falling:
+        verdict = Verdict.warn  # too early to call the data unlearnable
+        reason += f": the loss still fell {f.recent_fall:.1%} over the last evaluation interval; train longer"
+    elif verdict is not Verdict.passed:
+        reason += (
+            ": the model learned little beyond how often each token occurs; the data may be noise (random "
+            "or shuffled text, a wrong encoding), or the answers do not follow from the prompts"
+        )
+    return Check("baseline", SECTION, title, verdict, reason, gain, threshold, setting)
 
 
 def finite(f: RunFacts) -> Check:
@@ -258,6 +297,7 @@ def recipe_checks(f: RunFacts, batches: dict[str, Any], spec: ChecksSpec) -> lis
         one_batch_overfits(f, spec),
         finite(f),
         loss_falls(f, spec),
+        baseline(f, spec),
         val_train_gap(f, spec),
         data_wait(f, spec),
         accuracy(f, spec),

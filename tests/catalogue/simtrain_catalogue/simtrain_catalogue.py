@@ -95,3 +95,87 @@ class EmptyModule(DataModule):
         rng = random.Random(5)
         for i in range(600):
             yield Text("" if i % 2 else " ".join(_sentence(rng) for _ in range(3)))
+
+
+class NoiseModule(DataModule):
+    """Random bytes read as Latin-1: every character equally likely, so nothing is there to learn."""
+
+    name = "noise"
+    description = "Catalogue: random bytes read as Latin-1."
+    needs_source = False
+
+    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Text]:
+        rng = random.Random(13)
+        for _ in range(200):
+            yield Text("".join(chr(rng.randrange(256)) for _ in range(400)))
+
+
+class YesModule(DataModule):
+    """Varied questions that all get the same answer: the answers carry no information."""
+
+    name = "yes"
+    description = "Catalogue: every completion is 'yes'."
+    needs_source = False
+
+    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Pair]:
+        rng = random.Random(17)
+        places = (rng.sample(WORDS, 2) for _ in range(3000))
+        questions = sorted({f"Is the {a} {rng.randint(2, 99)} steps from the {b}? " for a, b in places})
+        for question in questions:
+            yield Pair(question, "yes")
+
+
+class LongAnswersModule(DataModule):
+    """Short prompts with sentence-long answers: at a small block most answers are cut off."""
+
+    name = "longanswers"
+    description = "Catalogue: answers longer than the block."
+    needs_source = False
+
+    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Pair]:
+        rng = random.Random(19)
+        for i in range(2000):
+            word = _word(rng)
+            yield Pair(word + "=", word[::-1] if i % 8 == 0 else _sentence(rng))
+
+
+class LongPromptsModule(DataModule):
+    """Prompts that fill the block for nine examples in ten: their answers never reach a target."""
+
+    name = "longprompts"
+    description = "Catalogue: prompts as long as the block."
+    needs_source = False
+
+    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Pair]:
+        rng = random.Random(23)
+        for i in range(2000):
+            word = _word(rng)
+            prompt = f"{word}=" if i % 10 == 0 else f"{_sentence(rng)} {word}="
+            yield Pair(prompt, word[::-1])
+
+
+class TinyTextModule(DataModule):
+    """A few short lines: less text than one block of a typical job."""
+
+    name = "tinytext"
+    description = "Catalogue: too little text for one block."
+    needs_source = False
+
+    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Text]:
+        rng = random.Random(29)
+        for _ in range(6):
+            yield Text(" ".join(rng.sample(WORDS, 3)))
+
+
+class AllSameModule(DataModule):
+    """One paragraph, repeated: every example is a copy of the first, so val gets nothing."""
+
+    name = "allsame"
+    description = "Catalogue: every example is the same."
+    needs_source = False
+
+    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Text]:
+        rng = random.Random(31)
+        paragraph = " ".join(_sentence(rng) for _ in range(6))
+        for _ in range(200):
+            yield Text(paragraph)
