@@ -166,6 +166,22 @@ def test_forward_rejects_sequences_longer_than_block_size() -> None:
         model(torch.zeros(1, 9, dtype=torch.long))
 
 
+def test_loss_is_the_mean_over_real_targets_and_zero_when_every_target_is_masked() -> None:
+    torch.manual_seed(0)
+    model = nano(block_size=8)
+    x = torch.randint(0, 65, (2, 8))
+    y = torch.randint(0, 65, (2, 8))
+    y[0, :5] = -1
+    logits, loss = model(x, y)
+    real = y != -1
+    expected = torch.nn.functional.cross_entropy(logits[real], y[real])
+    torch.testing.assert_close(loss, expected)
+    _, masked = model(x, torch.full_like(y, -1))
+    masked.backward()
+    assert masked.item() == 0.0
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
 # What minGPT prints ("number of parameters: ...M") for each preset, with GPT-2's vocabulary and context
 # for the big ones and chargpt's (65 characters, block 128) for the small ones.
 MINGPT_PARAM_COUNTS = {

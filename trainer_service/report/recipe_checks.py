@@ -75,8 +75,11 @@ def one_batch_overfits(f: RunFacts, spec: ChecksSpec) -> Check:
     if not _finite(start, end):
         reason = f"the pre-flight loss went from {start} to {end}: no target takes loss, or training diverges"
         return Check("one_batch_overfit", SECTION, title, Verdict.fail, reason, None, threshold, setting)
-    ratio = end / start if start > 0 else None
-    if ratio is not None and ratio < p["ratio"]:
+    if start <= 0:
+        reason = f"no target of the {p['rows']} pre-flight rows takes loss: every target is masked with -1"
+        return Check("one_batch_overfit", SECTION, title, Verdict.fail, reason, None, threshold, setting)
+    ratio = end / start
+    if ratio < p["ratio"]:
         reason = f"{p['rows']} rows went from loss {start:.3f} to {end:.3f} in {p['steps']} steps"
         return Check("one_batch_overfit", SECTION, title, Verdict.passed, reason, ratio, threshold, setting)
     reason = (
