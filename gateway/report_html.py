@@ -209,6 +209,7 @@ def _data(report: dict[str, Any]) -> str:
         ["packing", fmt(data.get("packing"))],
         ["empty examples", fmt(data.get("empty_examples"))],
         ["media-only fields", fmt(data.get("media_only_fields"))],
+        ["fields whose media was dropped", fmt(data.get("media_dropped_fields"))],
         ["duplicate examples", fmt(data.get("duplicate_examples"))],
         ["examples in both train and val", fmt(data.get("train_val_overlap"))],
         ["val tokens unseen in train", fmt(data.get("val_tokens_unseen_in_train"))],
@@ -219,6 +220,8 @@ def _data(report: dict[str, Any]) -> str:
         ["targets masked", pct(b.get("masked_share"))],
         ["targets that are padding", pct(b.get("padded_share"))],
         ["examples truncated", pct(b.get("truncated_share"))],
+        ["rows with no trained target", pct(b.get("untrained_row_share"))],
+        ["rows with padding in their targets", pct(b.get("pad_row_share"))],
         ["targets = next input", pct(b.get("aligned_share"))],
         ["targets = input at the same position", pct(b.get("same_position_share"))],
         ["answers inside their prompt", pct(b.get("leaked_share"))],
@@ -227,6 +230,14 @@ def _data(report: dict[str, Any]) -> str:
         [f"val {unit}s seen in training", pct(o.get("val_hits"))],
         [f"unseen train {unit}s seen in training", pct(o.get("fresh_hits"))],
     ]
+    answers = data.get("answers") or {}
+    if answers.get("examples"):
+        batches += [
+            ["distinct examples trained (pairs)", fmt(answers.get("examples"))],
+            ["distinct answers", fmt(answers.get("distinct_answers"))],
+            ["share of the commonest answer", pct(answers.get("top_answer_share"))],
+            ["answer entropy given the prompt, bits", fmt(answers.get("answer_entropy_given_prompt_bits"))],
+        ]
     lengths = data.get("lengths") or {}
     summary = ", ".join(
         f"{k} {fmt(lengths.get(k), 1)}" for k in ("min", "p50", "mean", "p95", "max") if k in lengths
@@ -286,6 +297,14 @@ def _samples(report: dict[str, Any]) -> str:
     return section("samples", "Samples", "".join(items) or el("p", "No samples.", class_="muted"))
 
 
+def _baselines(b: dict[str, Any] | None) -> str:
+    if not b:
+        return "not measured"
+    unigram = f"{fmt(b['below_unigram_nats'])} nats ({pct(b['below_unigram_share'])}) below unigram"
+    uniform = f"{fmt(b['below_uniform_nats'])} nats ({pct(b['below_uniform_share'])}) below ln vocab"
+    return f"val loss {unigram} {fmt(b['unigram_nats'])}, {uniform} {fmt(b['uniform_nats'])}"
+
+
 def _summary(report: dict[str, Any]) -> str:
     verdict = report.get("verdict") or "no verdict"
     ds, model, speed = report.get("dataset") or {}, report.get("model") or {}, report.get("speed") or {}
@@ -299,6 +318,7 @@ def _summary(report: dict[str, Any]) -> str:
         ["model", size],
         ["loss at init", f"{fmt(init.get('val'))} (ln vocab = {fmt(init.get('expected_ln_vocab'))})"],
         ["final loss", f"train {fmt(final.get('train_loss'))}, val {fmt(final.get('val_loss'))}"],
+        ["learned beyond baselines", _baselines(report.get("baselines"))],
         ["speed", f"{fmt(speed.get('tokens_per_s'), 0)} tokens/s on {fmt(speed.get('device'))}"],
     ]
     badge = el(

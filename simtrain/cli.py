@@ -214,13 +214,19 @@ def _loss(value: float | None) -> str:
 
 
 def _print_report(report: dict[str, Any], gateway_url: str, path: Path) -> None:
-    init = report["loss_at_init"]
-    final = report["final"]
-    train, val = _loss(final["train_loss"]), _loss(final["val_loss"])
-    console.print(
-        f"loss at init {_loss(init['val'])} (ln vocab = {init['expected_ln_vocab']:.3f}) → "
-        f"final train loss [bold]{train}[/], val loss [bold]{val}[/]"
-    )
+    if "final" in report:  # a job refused before training has no losses
+        init, final = report["loss_at_init"], report["final"]
+        train, val = _loss(final["train_loss"]), _loss(final["val_loss"])
+        console.print(
+            f"loss at init {_loss(init['val'])} (ln vocab = {init['expected_ln_vocab']:.3f}) → "
+            f"final train loss [bold]{train}[/], val loss [bold]{val}[/]"
+        )
+    if b := report.get("baselines"):
+        console.print(
+            f"learned: val loss {b['below_unigram_nats']:.3f} nats ({b['below_unigram_share']:.1%}) below "
+            f"the unigram baseline {b['unigram_nats']:.3f}, {b['below_uniform_nats']:.3f} nats "
+            f"({b['below_uniform_share']:.1%}) below ln vocab"
+        )
     if report.get("samples"):
         sample = report["samples"][0]
         console.print(

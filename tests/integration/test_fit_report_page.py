@@ -32,8 +32,18 @@ FULL = {
             "p50": 14.0,
             "histogram": {"bin_starts": [0, 1, 2, 4, 8], "counts": [0, 0, 0, 0, 9]},
         },
-        "batches": {"batches": 10, "masked_share": 0.5},
+        "batches": {"batches": 10, "masked_share": 0.5, "untrained_row_share": 0.25, "pad_row_share": 0.0},
+        "answers": {"examples": 40, "distinct_answers": 1, "top_answer_share": 1.0},
         "overlap": {"unit": "example", "val_hits": 0.0},
+    },
+    "baselines": {
+        "val_loss": 1.0,
+        "unigram_nats": 1.6,
+        "uniform_nats": 1.79,
+        "below_unigram_nats": 0.6,
+        "below_unigram_share": 0.375,
+        "below_uniform_nats": 0.79,
+        "below_uniform_share": 0.441,
     },
     "trace": {
         "functions": {"forward": {"calls": 3, "total_s": 0.3, "mean_s": 0.1}},
@@ -63,6 +73,21 @@ def test_a_full_report_renders_every_section() -> None:
     assert "href='/v1/jobs/abc123/report.png'" in html
     assert "Held-out accuracy: 50.0%" in html and "✗" in html
     assert "Training stopped early" not in html
+    assert "0.600 nats (37.5%) below unigram 1.600" in html and "rows with no trained target" in html
+    assert "share of the commonest answer</td><td class='num'>100.0%" in html
+
+
+def test_a_report_of_data_that_was_never_trained_shows_the_verdict_and_why() -> None:
+    refused = {
+        "job_id": "r1",
+        "dataset": {"module": "text", "source": "tiny.txt"},
+        "verdict": "not fit",
+        "summary": "not fit: data service serves the job: 40 tokens, fewer than one block",
+        "checks": [{"name": "batches_served", "section": "data", "verdict": "fail", "reason": "one block"}],
+        "stopped_early": "40 tokens, fewer than one block",
+    }
+    html = render(refused)
+    assert "not fit" in html and "fewer than one block" in html and "not measured" in html
 
 
 def test_an_old_report_without_checks_still_renders() -> None:

@@ -20,12 +20,13 @@ from trainer_service.job_runner import JobInterrupted, JobRun
 from trainer_service.model import GPT, GPTConfig
 
 STOP_AT = 5  # not a logging step: a worker's stop lands between them
+MAX_ITERS = 12
 
 
 def spec(settings: Settings, address: str, precision: str = "auto") -> JobSpec:
     # Dropout on, so the RNG state must come back too; cosine with warmup, so the step count must too.
     return job_spec(
-        address, dropout=0.1, max_iters=12, lr_schedule="cosine", warmup_iters=3, precision=precision
+        address, dropout=0.1, max_iters=MAX_ITERS, lr_schedule="cosine", warmup_iters=3, precision=precision
     )
 
 
@@ -34,12 +35,14 @@ CPU_BF16 = pytest.mark.skipif(not cpu_bf16_supported(), reason="no bf16 on this 
 
 @pytest.fixture
 def train_streams(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
-    """(start_step, num_steps) of every train-split stream a job opens."""
+    """(start_step, num_steps) of every train-split stream a job opens to train on (not the report's probes,
+    which run past max_iters)."""
     opened: list[tuple[int, int]] = []
     original = DataClient.batches
 
     def spy(self, dataset_id, split, batch_size, block_size, seed, start_step, num_steps, **kw):
-        if split == "train" and num_steps > 2:  # eval streams are eval_iters (2) long
+        training = num_steps > 2 and start_step + num_steps <= MAX_ITERS  # eval streams are 2 long
+        if split == "train" and training:
             opened.append((start_step, num_steps))
         return original(self, dataset_id, split, batch_size, block_size, seed, start_step, num_steps, **kw)
 
@@ -71,7 +74,7 @@ def test_resumed_job_is_bit_identical_to_an_uninterrupted_one(
     for name, value in straight_weights.items():
         assert torch.equal(value, resumed_weights[name]), name
     # The resumed run asked the data service for step STOP_AT on: no batch was replayed or skipped.
-    assert train_streams == [(0, 12), (0, 12), (STOP_AT, 12 - STOP_AT)]
+    assert train_streams == [(0, MAX_ITERS), (0, MAX_ITERS), (STOP_AT, MAX_ITERS - STOP_AT)]
     assert report["final"] == straight_report["final"]
     assert [s for s, _ in report["curve"]["val"]] == [0, 6, 12]
 

@@ -14,7 +14,13 @@ from simtrain.jobs import ChecksSpec
 from trainer_service.report.checks import Check, Verdict, ordered, overall
 from trainer_service.report.data_checks import Decode, at_block_size, batches_served, data_checks
 from trainer_service.report.monitor import FitMonitor
-from trainer_service.report.recipe_checks import RunFacts, expected_calls, recipe_checks, trace_check
+from trainer_service.report.recipe_checks import (
+    RunFacts,
+    baselines,
+    expected_calls,
+    recipe_checks,
+    trace_check,
+)
 
 
 @dataclass(frozen=True)
@@ -113,6 +119,7 @@ def fit_sections(
         **overall(result),
         "checks": [c.as_dict() for c in result],
         "data": data,
+        "baselines": baselines(facts),
         "trace": {"functions": trace, "expected": expected, "steps": shape.steps_done},
         "preflight": monitor.preflight,
         "accuracy": accuracy,

@@ -14,9 +14,10 @@ from trainer_service.report.checks import Check, Verdict, grade
 
 SECTION = "data"
 Decode = Callable[[list[int]], str | None]  # token ids to text; None when the data service cannot say
-# A BPE vocabulary is suggested at this many train tokens per entry, a power of two no smaller than this.
-SUGGESTED_TOKENS_PER_ENTRY = 100
-SMALLEST_SUGGESTED_VOCAB = 256
+# A BPE vocabulary is suggested at this many train tokens per entry, a power of two no smaller than this
+# (byte-level BPE starts from 256 byte tokens, so 512 leaves room for some merges).
+SUGGESTED_TOKENS_PER_ENTRY = 50
+SMALLEST_SUGGESTED_VOCAB = 512
 
 
 def _pct(share: float) -> str:

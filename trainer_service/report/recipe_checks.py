@@ -116,29 +116,45 @@ def loss_falls(f: RunFacts, spec: ChecksSpec) -> Check:
     return Check("loss_falls", SECTION, title, verdict, reason, drop, threshold, "checks.loss_fall_warn")
 
 
+def baselines(f: RunFacts) -> dict[str, float] | None:
+    """How far the final val loss got below ln(vocab), the loss of a uniform guess, and below the unigram
+    entropy of the train targets, the loss of guessing by frequency: in nats and as a share of each."""
+    val, unigram = f.final_val_loss, f.train_unigram_nats
+    if val is None or not math.isfinite(val) or unigram is None:
+        return None
+    uniform = math.log(f.vocab_size)
+    return {
+        "val_loss": val,
+        "unigram_nats": unigram,
+        "uniform_nats": uniform,
+        "below_unigram_nats": unigram - val,
+        "below_unigram_share": (unigram - val) / unigram if unigram > 0 else 0.0,
+        "below_uniform_nats": uniform - val,
+        "below_uniform_share": (uniform - val) / uniform,
+    }
+
+
 def baseline(f: RunFacts, spec: ChecksSpec) -> Check:
-    """Does the model beat what counting tokens gives? The final val loss against ln(vocab), the loss of a
-    uniform guess, and the unigram entropy of the train targets, the loss of guessing by frequency."""
+    """Does the model beat what counting tokens gives? Fails when the gain below unigram is too small."""
     title = "beats simple baselines"
     threshold = f"warn < {spec.baseline_warn}, fail < {spec.baseline_fail} (relative gain below unigram)"
     setting = "checks.baseline_warn, checks.baseline_fail"
-    val, unigram = f.final_val_loss, f.train_unigram_nats
-    if val is None or not math.isfinite(val):
-        return Check(
-            "baseline", SECTION, title, Verdict.skip, "no finite final val loss", None, threshold, setting
+    b = baselines(f)
+    if b is None:
+        why = (
+            "no finite final val loss"
+            if f.train_unigram_nats is not None
+            else "no trained target was counted"
         )
-    if unigram is None:
-        why = "no trained target was counted"
         return Check("baseline", SECTION, title, Verdict.skip, why, None, threshold, setting)
-    if unigram <= 0:
+    if b["unigram_nats"] <= 0:
         why = "every train target is one token: nothing to predict (see target diversity)"
         return Check("baseline", SECTION, title, Verdict.skip, why, None, threshold, setting)
-    uniform = math.log(f.vocab_size)
-    gain = (unigram - val) / unigram
+    gain = b["below_unigram_share"]
     reason = (
-        f"val loss {val:.3f} is {unigram - val:.3f} nats ({gain:.1%}) below the unigram entropy of the "
-        f"train targets ({unigram:.3f}) and {uniform - val:.3f} nats ({(uniform - val) / uniform:.1%}) "
-        f"below ln({f.vocab_size}) = {uniform:.3f}"
+        f"val loss {b['val_loss']:.3f} is {b['below_unigram_nats']:.3f} nats ({gain:.1%}) below the unigram "
+        f"entropy of the train targets ({b['unigram_nats']:.3f}) and {b['below_uniform_nats']:.3f} nats "
+        f"({b['below_uniform_share']:.1%}) below ln({f.vocab_size}) = {b['uniform_nats']:.3f}"
     )
     verdict = grade(gain, spec.baseline_warn, spec.baseline_fail, higher_is_worse=False)
     still_falling = f.recent_fall is not None and f.recent_fall >= spec.baseline_fail
