@@ -112,11 +112,15 @@ BROKEN: dict[str, Broken] = {
 }
 
 
+def skip_without_licences(dataset: dict[str, Any]) -> None:
+    if dataset.get("source") == LICENCES and not SYSTEM_LICENCES.is_dir():
+        pytest.skip(f"no licence texts at {SYSTEM_LICENCES} on this machine")
+
+
 @pytest.mark.parametrize("case", list(BROKEN))
 def test_broken_data_gets_the_right_check(catalogue: Catalogue, case: str) -> None:
     broken = BROKEN[case]
-    if broken.dataset.get("source") == LICENCES and not SYSTEM_LICENCES.is_dir():
-        pytest.skip(f"no licence texts at {SYSTEM_LICENCES} on this machine")
+    skip_without_licences(broken.dataset)
     outcome = catalogue.run(broken.dataset, broken.corruption, **broken.training)
     check = outcome.check(broken.check)
     assert check["verdict"] == broken.verdict, f"{check['verdict']}: {check['reason']}"
@@ -169,8 +173,7 @@ CLEAN = (
 @pytest.mark.parametrize("case", list(GOOD))
 def test_good_data_passes_with_no_fail(catalogue: Catalogue, case: str) -> None:
     dataset, training = GOOD[case]
-    if dataset["source"] == LICENCES and not SYSTEM_LICENCES.is_dir():
-        pytest.skip(f"no licence texts at {SYSTEM_LICENCES} on this machine")
+    skip_without_licences(dataset)
     outcome = catalogue.run(dataset, **training)
     assert outcome.error is None
     failing = outcome.verdicts("fail")

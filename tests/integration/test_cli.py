@@ -24,6 +24,7 @@ from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from tests.integration.gateway_support import FakeDataService, GrpcServer, serve
 from tests.simtrain_up import SIMTRAIN, stack_env, start_up
+from trainer_service.report.build import refused_report
 
 TOKEN = "cli-token"
 
@@ -186,13 +187,32 @@ def test_jobs_cancel_delete_report(gateway: str, job_queue: JobQueue) -> None:
         "samples": [{"prompt": "Once", "completion": " upon a time"}],
         "checks": [{"name": "loss_falls", "verdict": "pass", "reason": "fell by 2.7"}],
         "checkpoint": "/tmp/x/checkpoint.pt",
+        "baselines": {
+            "unigram_nats": 1.8,
+            "uniform_nats": 3.87,
+            "below_unigram_nats": 0.6,
+            "below_unigram_share": 0.333,
+            "below_uniform_nats": 2.67,
+            "below_uniform_share": 0.69,
+        },
     }
     job_queue.set_report(ids[2], report)
     shown = cli(gateway, "report", ids[2])
     assert shown.exit_code == 0
     for words in ("loss at init 3.900", "final train loss", "upon a time", "loss_falls", "fell by 2.7"):
         assert words in shown.output
+    assert "learned: val loss 0.600 nats (33.3%) below the unigram baseline 1.800" in shown.output
     assert json.loads(cli(gateway, "report", ids[2], "--json").output) == report
+
+
+def test_a_report_of_data_never_trained_prints_not_fit_and_why(gateway: str, job_queue: JobQueue) -> None:
+    job_id = cli(gateway, "submit").output.strip()
+    why = "the data service cannot prepare the dataset: 40 tokens, fewer than one block of 65"
+    job_queue.set_report(job_id, refused_report(job_id, {"module": "text", "source": "tiny.txt"}, why))
+    shown = cli(gateway, "report", job_id)
+    assert shown.exit_code == 4
+    assert "not fit" in shown.output and "batches_served" in shown.output and "fewer than one" in shown.output
+    assert "loss at init" not in shown.output
 
 
 def test_checkpoint_download(gateway: str, job_queue: JobQueue, tmp_path: Path) -> None:
