@@ -92,6 +92,15 @@ def test_the_split_is_deterministic_and_counts_exact_duplicates(root: Path, tmp_
     assert any("150 of 200 examples are exact duplicates" in w for w in a.meta["warnings"])
 
 
+def test_clean_text_has_no_empty_examples(root: Path, store: Store):
+    paragraph = ("word " * 12 + "\n") * 9  # 549 characters: each paragraph is cut at PIECE_CHARS
+    text = "\n" + "".join(f"{i}. {paragraph}\n" for i in range(30))
+    (root / "clean.txt").write_text(text, encoding="utf-8")
+    ds = store.prepare(discover()["text"], root, "clean.txt")
+    assert ds.meta["stats"]["empty_examples"] == 0
+    assert not any("empty" in w for w in ds.meta["warnings"])
+
+
 def test_stats_for_pairs_at_block_sizes(root: Path, store: Store):
     rows = [{"prompt": "p" * 10, "completion": "c" * 100}] + [{"prompt": "q", "completion": "d"}] * 9
     ds = store.prepare(
