@@ -136,6 +136,12 @@ def dataset_warnings(
         warnings.append(
             f"{media} fields held only media (images or sounds) and were skipped, not kept as markup."
         )
+    dropped = report.counts.get("media_dropped_fields", 0)
+    if dropped:
+        warnings.append(
+            f"{dropped} fields mixed text with images (or sounds): the images were dropped and only "
+            "the text kept, so the model never sees what they showed."
+        )
     if pairs:
         cut = stats["at_block_size"][str(TYPICAL_BLOCK_SIZE)]["truncated"]
         if cut:
