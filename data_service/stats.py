@@ -20,6 +20,9 @@ BLOCK_SIZES = (64, 128, 256, 512, 1024)
 # A split shorter than one window of this block size (plus its target) gets a warning.
 TYPICAL_BLOCK_SIZE = 256
 COUNT_CHUNK = 1 << 22
+# A trained BPE vocabulary with fewer train tokens than this per entry gets a warning: most of its
+# tokens are seen too rarely for their embeddings to learn anything.
+MIN_TOKENS_PER_VOCAB_ENTRY = 20
 
 
 def token_counts(writer: _Writer, dtype: str, vocab_size: int) -> np.ndarray:
@@ -142,6 +145,8 @@ def dataset_warnings(
             f"{dropped} fields mixed text with images (or sounds): the images were dropped and only "
             "the text kept, so the model never sees what they showed."
         )
+    if tok.kind == "bpe":
+        warnings += _bpe_vocab_warning(stats["num_tokens"]["train"], tok)
     if pairs:
         cut = stats["at_block_size"][str(TYPICAL_BLOCK_SIZE)]["truncated"]
         if cut:
@@ -150,3 +155,23 @@ def dataset_warnings(
                 f"{TYPICAL_BLOCK_SIZE} they are truncated (or refused, with option overlong=reject)."
             )
     return warnings
+
+
+def _bpe_vocab_warning(train_tokens: int, tok: Tokenizer) -> list[str]:
+    """A vocabulary the train split cannot support, with a vocab_size it could: the power of two at or
+    below train_tokens / MIN_TOKENS_PER_VOCAB_ENTRY (a smaller vocabulary also makes more tokens)."""
+    vocab = tok.vocab_size
+    if train_tokens >= MIN_TOKENS_PER_VOCAB_ENTRY * vocab:
+        return []
+    said = (
+        f"The BPE vocabulary has {vocab} entries for {train_tokens} train tokens "
+        f"({train_tokens / vocab:.1f} per entry, under {MIN_TOKENS_PER_VOCAB_ENTRY}): most learned tokens "
+        "are seen too rarely to train"
+    )
+    least = vocab - tok.base_vocab_size + 256  # the byte alphabet, plus the special tokens
+    wanted = train_tokens // MIN_TOKENS_PER_VOCAB_ENTRY
+    if wanted <= least:
+        if vocab <= least:
+            return [f"{said}; this is the least BPE takes: use the byte tokenizer, or add data."]
+        return [f"{said}; use vocab_size {least} (the least BPE takes) or the byte tokenizer, or add data."]
+    return [f"{said}; use a smaller vocab_size, about {max(least, 2 ** (wanted.bit_length() - 1))}."]

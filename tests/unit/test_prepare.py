@@ -11,6 +11,7 @@ import pytest
 from data_service.errors import DataError
 from data_service.modules import discover
 from data_service.modules.text import READ_BYTES
+from data_service.stats import MIN_TOKENS_PER_VOCAB_ENTRY
 from data_service.store import Store
 
 
@@ -141,6 +142,32 @@ def test_bpe_dataset_round_trips(root: Path, store: Store):
     assert "the cat sat on the mat. the cat" in tok.decode(ds.tokens("train"))
     saved = json.loads((ds.path / "tokenizer.json").read_text())
     assert saved["kind"] == "bpe"
+
+
+def made_up_words(n: int, seed: int = 3) -> str:
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocab = ["".join(rng.choice(letters, size=rng.integers(3, 9))) for _ in range(2000)]
+    return " ".join(rng.choice(vocab, size=n))
+
+
+def test_a_bpe_vocabulary_too_large_for_the_data_is_warned(root: Path, store: Store):
+    (root / "w.txt").write_text(made_up_words(8000), encoding="utf-8")
+    text = discover()["text"]
+    big = store.prepare(text, root, "w.txt", tokenizer="bpe", options={"vocab_size": "4096"})
+    train, vocab = big.meta["stats"]["num_tokens"]["train"], big.meta["vocab_size"]
+    assert train < MIN_TOKENS_PER_VOCAB_ENTRY * vocab
+    said = [w for w in big.meta["warnings"] if w.startswith("The BPE vocabulary has")]
+    assert said == [
+        f"The BPE vocabulary has {vocab} entries for {train} train tokens ({train / vocab:.1f} per entry, "
+        f"under {MIN_TOKENS_PER_VOCAB_ENTRY}): most learned tokens are seen too rarely to train; use a "
+        f"smaller vocab_size, about {2 ** ((train // MIN_TOKENS_PER_VOCAB_ENTRY).bit_length() - 1)}."
+    ]
+    small = store.prepare(text, root, "w.txt", tokenizer="bpe", options={"vocab_size": "300"})
+    assert not any("BPE vocabulary" in w for w in small.meta["warnings"])
+    for kind in ("byte", "char"):  # the data sets their vocabulary; nothing to choose
+        ds = store.prepare(text, root, "w.txt", tokenizer=kind)
+        assert not any("vocab" in w for w in ds.meta["warnings"])
 
 
 def test_synthetic_module_needs_no_file(root: Path, store: Store):
