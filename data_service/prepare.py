@@ -162,7 +162,7 @@ def build(
             s: {"num_tokens": w.num_tokens, "num_examples": w.num_examples} for s, w in writers.items()
         },
         "stats": stats,
-        "warnings": dataset_warnings(stats, tok, writers, pairs, report),
+        "warnings": dataset_warnings(stats, tok, writers, report),
         "tokenizer_state": tokenizers.save(tok),
     }
 

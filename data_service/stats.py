@@ -1,7 +1,9 @@
 """Dataset statistics and the warnings a person should read before training on it.
 
-Block-size dependent figures (truncated, padded, masked fractions of pairs) are given for a few
-typical block sizes, since the block size is only chosen when training starts.
+The block size is only chosen when training starts, so nothing here judges against one: block-size
+dependent figures (truncated, padded, masked fractions of pairs) are given for a few block sizes, and
+for stream packing the largest block size each split can serve; the trainer's report judges them at
+the job's own block size.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ if TYPE_CHECKING:
     from data_service.prepare import Scan, _Writer
 
 BLOCK_SIZES = (64, 128, 256, 512, 1024)
-# A split shorter than one window of this block size (plus its target) gets a warning.
-TYPICAL_BLOCK_SIZE = 256
 COUNT_CHUNK = 1 << 22
 # A trained BPE vocabulary with fewer train tokens than this per entry gets a warning: most of its
 # tokens are seen too rarely for their embeddings to learn anything.
@@ -105,22 +105,19 @@ def dataset_stats(
         stats["at_block_size"] = {
             str(b): {"truncated": 0.0, "padded": 0.0, "masked": 0.0} for b in BLOCK_SIZES
         }
+        # A window is block_size + 1 tokens, so a split of n tokens serves block sizes below n.
+        stats["max_block_size"] = {s: max(w.num_tokens - 1, 0) for s, w in writers.items()}
     return stats
 
 
 def dataset_warnings(
-    stats: dict[str, Any], tok: Tokenizer, writers: dict[str, _Writer], pairs: bool, report: Report
+    stats: dict[str, Any], tok: Tokenizer, writers: dict[str, _Writer], report: Report
 ) -> list[str]:
     """Problems a person should know before training, one sentence each."""
     warnings = list(report.warnings)
     for split, w in writers.items():
         if w.num_examples == 0:
             warnings.append(f"The {split} split is empty, so nothing can be sampled from it.")
-        elif not pairs and w.num_tokens <= TYPICAL_BLOCK_SIZE:
-            warnings.append(
-                f"The {split} split has only {w.num_tokens} tokens, too few for a block_size of "
-                f"{TYPICAL_BLOCK_SIZE}: use block_size below {w.num_tokens} or more data."
-            )
     if stats["val_tokens_unseen_in_train"]:
         warnings.append(
             f"{stats['val_tokens_unseen_in_train']} distinct tokens of the val split never occur in train "
@@ -147,13 +144,6 @@ def dataset_warnings(
         )
     if tok.kind == "bpe":
         warnings += _bpe_vocab_warning(stats["num_tokens"]["train"], tok)
-    if pairs:
-        cut = stats["at_block_size"][str(TYPICAL_BLOCK_SIZE)]["truncated"]
-        if cut:
-            warnings.append(
-                f"{cut:.1%} of the pairs are longer than {TYPICAL_BLOCK_SIZE} + 1 tokens: with block_size "
-                f"{TYPICAL_BLOCK_SIZE} they are truncated (or refused, with option overlong=reject)."
-            )
     return warnings
 
 

@@ -170,6 +170,19 @@ def test_a_bpe_vocabulary_too_large_for_the_data_is_warned(root: Path, store: St
         assert not any("vocab" in w for w in ds.meta["warnings"])
 
 
+def test_warnings_judge_no_block_size(root: Path, store: Store):
+    """The job's block size is chosen later; the stats say what each split can serve instead."""
+    (root / "short.txt").write_text("".join(f"Line {i} of a short note.\n\n" for i in range(8)))
+    ds = store.prepare(discover()["text"], root, "short.txt")
+    rows = [{"prompt": "p" * 10, "completion": "c" * 600}] * 3 + [{"prompt": "q", "completion": "d"}] * 30
+    long = store.prepare(discover()["jsonl"], root, write_jsonl(root / "long.jsonl", rows), packing="pairs")
+    for warning in ds.meta["warnings"] + long.meta["warnings"]:
+        assert "block_size" not in warning and "256" not in warning
+    tokens = ds.meta["stats"]["num_tokens"]
+    assert ds.meta["stats"]["max_block_size"] == {s: n - 1 for s, n in tokens.items()}
+    assert "max_block_size" not in long.meta["stats"]  # pairs serve any block size, truncated or not
+
+
 def test_synthetic_module_needs_no_file(root: Path, store: Store):
     ds = store.prepare(discover()["sort"], root, "sort", packing="pairs", options={"num_examples": "500"})
     assert ds.meta["source"] == "sort" and sum(s["num_examples"] for s in ds.meta["splits"].values()) == 500
