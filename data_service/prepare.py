@@ -152,7 +152,9 @@ def build(
     if sum(w.num_examples for w in writers.values()) != len(in_val):
         raise DataError(f"module {module.name!r} gave different examples on a second read of {path}")
     contents = np.frombuffer(scan.contents, dtype=np.uint64)
-    stats = dataset_stats(dtype, tok, writers, scan, contents, in_val, pairs, report)
+    stats = dataset_stats(
+        dtype, tok, writers, scan, contents, in_val, pairs, report, float(opts["val_fraction"])
+    )
     return {
         "tokenizer": {"kind": tok.kind},
         "vocab_size": tok.vocab_size,

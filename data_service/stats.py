@@ -75,6 +75,7 @@ def dataset_stats(
     in_val: np.ndarray,
     pairs: bool,
     report: Report,
+    val_fraction: float,
 ) -> dict[str, Any]:
     counts = {s: token_counts(w, dtype, tok.vocab_size) for s, w in writers.items()}
     unseen = np.flatnonzero((counts["val"] > 0) & (counts["train"] == 0))
@@ -95,7 +96,12 @@ def dataset_stats(
         "val_tokens_unseen_in_train": len(unseen),
         "unseen_examples": tok.decode(unseen[:10]) if len(unseen) else "",
         "module": dict(sorted(report.counts.items())),
+        "split_groups": len(np.unique(np.frombuffer(scan.keys, np.uint64))),
     }
+    examples, groups = len(contents), stats["split_groups"]
+    why = {s: m for s, w in writers.items() if (m := why_empty(s, w, examples, groups, val_fraction))}
+    if why:
+        stats["why_empty"] = why
     if pairs:
         total = lengths
         prompt = np.concatenate([np.frombuffer(w.prompt_tokens, np.int64) for w in writers.values()])
@@ -110,14 +116,33 @@ def dataset_stats(
     return stats
 
 
+def why_empty(split: str, w: _Writer, examples: int, groups: int, val_fraction: float) -> str | None:
+    """Why a split came out with nothing to sample, and what would change it; None if it has tokens."""
+    if w.num_tokens:
+        return None
+    if w.num_examples:
+        return f"its {w.num_examples} examples are all empty, so they hold no tokens; drop them or add text"
+    if split == "val" and val_fraction <= 0:
+        return "val_fraction is 0, so nothing was held out; set it above 0 to have a val split"
+    if split == "val" and groups == 1:
+        return (
+            f"the examples ({examples}) all fall in one split group (examples are grouped by their "
+            "text, pairs by their prompt, and a group never sits on both sides), so val cannot take any "
+            "without leaking it into train; add distinct examples (another val_fraction cannot help)"
+        )
+    return None
+
+
 def dataset_warnings(
     stats: dict[str, Any], tok: Tokenizer, writers: dict[str, _Writer], report: Report
 ) -> list[str]:
     """Problems a person should know before training, one sentence each."""
     warnings = list(report.warnings)
     for split, w in writers.items():
-        if w.num_examples == 0:
-            warnings.append(f"The {split} split is empty, so nothing can be sampled from it.")
+        if w.num_tokens == 0:
+            why = stats.get("why_empty", {}).get(split)
+            said = f": {why}." if why else ", so nothing can be sampled from it."
+            warnings.append(f"The {split} split is empty{said}")
     if stats["val_tokens_unseen_in_train"]:
         warnings.append(
             f"{stats['val_tokens_unseen_in_train']} distinct tokens of the val split never occur in train "

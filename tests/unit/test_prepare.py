@@ -183,6 +183,23 @@ def test_warnings_judge_no_block_size(root: Path, store: Store):
     assert "max_block_size" not in long.meta["stats"]  # pairs serve any block size, truncated or not
 
 
+def test_a_val_split_emptied_by_duplicates_says_why(root: Path, store: Store):
+    (root / "same.txt").write_text("The same paragraph again.\n\n" * 40, encoding="utf-8")
+    ds = store.prepare(discover()["text"], root, "same.txt")
+    stats = ds.meta["stats"]
+    assert stats["split_groups"] == 1 and stats["num_examples"]["val"] == 0
+    why = stats["why_empty"]["val"]
+    assert why.startswith("the examples (40) all fall in one split group") and "add distinct examples" in why
+    assert "train" not in stats["why_empty"]
+    assert f"The val split is empty: {why}." in ds.meta["warnings"]
+    rows = [{"prompt": "Same question?", "completion": f"answer {i}"} for i in range(20)]
+    pairs = store.prepare(discover()["jsonl"], root, write_jsonl(root / "q.jsonl", rows), packing="pairs")
+    assert pairs.meta["stats"]["split_groups"] == 1
+    assert "pairs by their prompt" in pairs.meta["stats"]["why_empty"]["val"]
+    none = store.prepare(discover()["text"], root, "same.txt", options={"val_fraction": "0"})
+    assert none.meta["stats"]["why_empty"]["val"].startswith("val_fraction is 0")
+
+
 def test_synthetic_module_needs_no_file(root: Path, store: Store):
     ds = store.prepare(discover()["sort"], root, "sort", packing="pairs", options={"num_examples": "500"})
     assert ds.meta["source"] == "sort" and sum(s["num_examples"] for s in ds.meta["splits"].values()) == 500
