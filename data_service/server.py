@@ -277,6 +277,7 @@ class DataServiceServicer:
                         pb.ModuleOption(name=o.name, description=o.description, default_value=o.default)
                         for o in all_options(m)
                     ],
+                    source_is_label=not m.needs_source,
                 )
                 for _, m in sorted(self.modules.items())
             ]
