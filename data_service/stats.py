@@ -14,6 +14,7 @@ import numpy as np
 
 from data_service.modules.base import Report
 from data_service.tokenizers.base import Tokenizer
+from data_service.tokenizers.bpe import MIN_VOCAB
 
 if TYPE_CHECKING:
     from data_service.prepare import Scan, _Writer
@@ -183,7 +184,7 @@ def _bpe_vocab_warning(train_tokens: int, tok: Tokenizer) -> list[str]:
         f"({train_tokens / vocab:.1f} per entry, under {MIN_TOKENS_PER_VOCAB_ENTRY}): most learned tokens "
         "are seen too rarely to train"
     )
-    least = vocab - tok.base_vocab_size + 256  # the byte alphabet, plus the special tokens
+    least = MIN_VOCAB + vocab - tok.base_vocab_size  # the byte alphabet, plus the special tokens
     wanted = train_tokens // MIN_TOKENS_PER_VOCAB_ENTRY
     if wanted <= least:
         if vocab <= least:
