@@ -152,7 +152,9 @@ def build(
     if sum(w.num_examples for w in writers.values()) != len(in_val):
         raise DataError(f"module {module.name!r} gave different examples on a second read of {path}")
     contents = np.frombuffer(scan.contents, dtype=np.uint64)
-    stats = dataset_stats(dtype, tok, writers, scan, contents, in_val, pairs, report)
+    stats = dataset_stats(
+        dtype, tok, writers, scan, contents, in_val, pairs, report, float(opts["val_fraction"])
+    )
     return {
         "tokenizer": {"kind": tok.kind},
         "vocab_size": tok.vocab_size,
@@ -162,7 +164,7 @@ def build(
             s: {"num_tokens": w.num_tokens, "num_examples": w.num_examples} for s, w in writers.items()
         },
         "stats": stats,
-        "warnings": dataset_warnings(stats, tok, writers, pairs, report),
+        "warnings": dataset_warnings(stats, tok, writers, report),
         "tokenizer_state": tokenizers.save(tok),
     }
 

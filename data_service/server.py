@@ -171,12 +171,15 @@ class _Batches:
         self.made = 0
         self._map()
         split, block = request.split, request.block_size
+        # Datasets prepared before the stats said why_empty get the general advice.
+        why = (
+            ds.meta["stats"]
+            .get("why_empty", {})
+            .get(split, "prepare it with more data or another val_fraction")
+        )
         if self.pairs:
             if not len(self.rows):
-                raise PreconditionError(
-                    f"the {split} split of dataset {ds.id} has no examples; prepare it with more data "
-                    "or another val_fraction"
-                )
+                raise PreconditionError(f"the {split} split of dataset {ds.id} has no examples: {why}")
             if ds.meta["options"]["overlong"] == "reject":
                 long = self.rows[:, 2] > block + 1
                 if long.any():
@@ -187,14 +190,12 @@ class _Batches:
                     )
             self.order = EpochOrder(len(self.rows), request.seed, split)
         elif len(self.tokens) == 0:
-            raise PreconditionError(
-                f"the {split} split of dataset {ds.id} is empty; prepare it with more data "
-                "or another val_fraction"
-            )
+            raise PreconditionError(f"the {split} split of dataset {ds.id} is empty: {why}")
         elif len(self.tokens) <= block:
             raise DataError(
                 f"block_size {block} is too large for the {split} split of dataset {ds.id}, "
-                f"which has {len(self.tokens)} tokens: a window needs block_size + 1"
+                f"which has {len(self.tokens)} tokens: a window needs block_size + 1, so use "
+                f"block_size {len(self.tokens) - 1} or less, or prepare more data"
             )
 
     def _map(self) -> None:
@@ -276,6 +277,7 @@ class DataServiceServicer:
                         pb.ModuleOption(name=o.name, description=o.description, default_value=o.default)
                         for o in all_options(m)
                     ],
+                    source_is_label=not m.needs_source,
                 )
                 for _, m in sorted(self.modules.items())
             ]

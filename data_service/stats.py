@@ -1,7 +1,9 @@
 """Dataset statistics and the warnings a person should read before training on it.
 
-Block-size dependent figures (truncated, padded, masked fractions of pairs) are given for a few
-typical block sizes, since the block size is only chosen when training starts.
+The block size is only chosen when training starts, so nothing here judges against one: block-size
+dependent figures (truncated, padded, masked fractions of pairs) are given for a few block sizes, and
+for stream packing the largest block size each split can serve; the trainer's report judges them at
+the job's own block size.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ import numpy as np
 
 from data_service.modules.base import Report
 from data_service.tokenizers.base import Tokenizer
+from data_service.tokenizers.bpe import MIN_VOCAB
 
 if TYPE_CHECKING:
     from data_service.prepare import Scan, _Writer
 
 BLOCK_SIZES = (64, 128, 256, 512, 1024)
-# A split shorter than one window of this block size (plus its target) gets a warning.
-TYPICAL_BLOCK_SIZE = 256
 COUNT_CHUNK = 1 << 22
+# A trained BPE vocabulary with fewer train tokens than this per entry gets a warning: most of its
+# tokens are seen too rarely for their embeddings to learn anything.
+MIN_TOKENS_PER_VOCAB_ENTRY = 20
 
 
 def token_counts(writer: _Writer, dtype: str, vocab_size: int) -> np.ndarray:
@@ -72,6 +76,7 @@ def dataset_stats(
     in_val: np.ndarray,
     pairs: bool,
     report: Report,
+    val_fraction: float,
 ) -> dict[str, Any]:
     counts = {s: token_counts(w, dtype, tok.vocab_size) for s, w in writers.items()}
     unseen = np.flatnonzero((counts["val"] > 0) & (counts["train"] == 0))
@@ -92,7 +97,12 @@ def dataset_stats(
         "val_tokens_unseen_in_train": len(unseen),
         "unseen_examples": tok.decode(unseen[:10]) if len(unseen) else "",
         "module": dict(sorted(report.counts.items())),
+        "split_groups": len(np.unique(np.frombuffer(scan.keys, np.uint64))),
     }
+    examples, groups = len(contents), stats["split_groups"]
+    why = {s: m for s, w in writers.items() if (m := why_empty(s, w, examples, groups, val_fraction))}
+    if why:
+        stats["why_empty"] = why
     if pairs:
         total = lengths
         prompt = np.concatenate([np.frombuffer(w.prompt_tokens, np.int64) for w in writers.values()])
@@ -102,22 +112,38 @@ def dataset_stats(
         stats["at_block_size"] = {
             str(b): {"truncated": 0.0, "padded": 0.0, "masked": 0.0} for b in BLOCK_SIZES
         }
+        # A window is block_size + 1 tokens, so a split of n tokens serves block sizes below n.
+        stats["max_block_size"] = {s: max(w.num_tokens - 1, 0) for s, w in writers.items()}
     return stats
 
 
+def why_empty(split: str, w: _Writer, examples: int, groups: int, val_fraction: float) -> str | None:
+    """Why a split came out with nothing to sample, and what would change it; None if it has tokens."""
+    if w.num_tokens:
+        return None
+    if w.num_examples:
+        return f"its {w.num_examples} examples are all empty, so they hold no tokens; drop them or add text"
+    if split == "val" and val_fraction <= 0:
+        return "val_fraction is 0, so nothing was held out; set it above 0 to have a val split"
+    if split == "val" and groups == 1:
+        return (
+            f"the examples ({examples}) all fall in one split group (examples are grouped by their "
+            "text, pairs by their prompt, and a group never sits on both sides), so val cannot take any "
+            "without leaking it into train; add distinct examples (another val_fraction cannot help)"
+        )
+    return None
+
+
 def dataset_warnings(
-    stats: dict[str, Any], tok: Tokenizer, writers: dict[str, _Writer], pairs: bool, report: Report
+    stats: dict[str, Any], tok: Tokenizer, writers: dict[str, _Writer], report: Report
 ) -> list[str]:
     """Problems a person should know before training, one sentence each."""
     warnings = list(report.warnings)
     for split, w in writers.items():
-        if w.num_examples == 0:
-            warnings.append(f"The {split} split is empty, so nothing can be sampled from it.")
-        elif not pairs and w.num_tokens <= TYPICAL_BLOCK_SIZE:
-            warnings.append(
-                f"The {split} split has only {w.num_tokens} tokens, too few for a block_size of "
-                f"{TYPICAL_BLOCK_SIZE}: use block_size below {w.num_tokens} or more data."
-            )
+        if w.num_tokens == 0:
+            why = stats.get("why_empty", {}).get(split)
+            said = f": {why}." if why else ", so nothing can be sampled from it."
+            warnings.append(f"The {split} split is empty{said}")
     if stats["val_tokens_unseen_in_train"]:
         warnings.append(
             f"{stats['val_tokens_unseen_in_train']} distinct tokens of the val split never occur in train "
@@ -136,11 +162,32 @@ def dataset_warnings(
         warnings.append(
             f"{media} fields held only media (images or sounds) and were skipped, not kept as markup."
         )
-    if pairs:
-        cut = stats["at_block_size"][str(TYPICAL_BLOCK_SIZE)]["truncated"]
-        if cut:
-            warnings.append(
-                f"{cut:.1%} of the pairs are longer than {TYPICAL_BLOCK_SIZE} + 1 tokens: with block_size "
-                f"{TYPICAL_BLOCK_SIZE} they are truncated (or refused, with option overlong=reject)."
-            )
+    dropped = report.counts.get("media_dropped_fields", 0)
+    if dropped:
+        warnings.append(
+            f"{dropped} fields mixed text with images (or sounds): the images were dropped and only "
+            "the text kept, so the model never sees what they showed."
+        )
+    if tok.kind == "bpe":
+        warnings += _bpe_vocab_warning(stats["num_tokens"]["train"], tok)
     return warnings
+
+
+def _bpe_vocab_warning(train_tokens: int, tok: Tokenizer) -> list[str]:
+    """A vocabulary the train split cannot support, with a vocab_size it could: the power of two at or
+    below train_tokens / MIN_TOKENS_PER_VOCAB_ENTRY (a smaller vocabulary also makes more tokens)."""
+    vocab = tok.vocab_size
+    if train_tokens >= MIN_TOKENS_PER_VOCAB_ENTRY * vocab:
+        return []
+    said = (
+        f"The BPE vocabulary has {vocab} entries for {train_tokens} train tokens "
+        f"({train_tokens / vocab:.1f} per entry, under {MIN_TOKENS_PER_VOCAB_ENTRY}): most learned tokens "
+        "are seen too rarely to train"
+    )
+    least = MIN_VOCAB + vocab - tok.base_vocab_size  # the byte alphabet, plus the special tokens
+    wanted = train_tokens // MIN_TOKENS_PER_VOCAB_ENTRY
+    if wanted <= least:
+        if vocab <= least:
+            return [f"{said}; this is the least BPE takes: use the byte tokenizer, or add data."]
+        return [f"{said}; use vocab_size {least} (the least BPE takes) or the byte tokenizer, or add data."]
+    return [f"{said}; use a smaller vocab_size, about {max(least, 2 ** (wanted.bit_length() - 1))}."]

@@ -32,7 +32,7 @@ from data_service.prepare import SPLITS, build
 from data_service.tokenizers.base import Tokenizer
 
 # Bump when the on-disk layout or the preparation changes, so old ids are not reused for new bytes.
-FORMAT = 2
+FORMAT = 3
 _ID = re.compile(r"[0-9a-f]{16}")
 
 log = logging.getLogger(__name__)

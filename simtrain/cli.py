@@ -688,5 +688,6 @@ def conformance(
         console.print(f"[{colour[r.label]}]{r.label}[/]  {r.name}: {r.detail}", highlight=False)
     failed = sum(r.passed is False for r in results)
     passed = sum(r.passed is True for r in results)
-    console.print(f"conformance of {address}: {passed} checks passed, {failed} failed")
+    skipped = sum(r.passed is None for r in results)
+    console.print(f"conformance of {address}: {passed} checks passed, {failed} failed, {skipped} skipped")
     raise typer.Exit(1 if failed else 0)

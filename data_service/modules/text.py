@@ -17,6 +17,8 @@ from data_service.modules.base import DataModule, Report, Text
 SUFFIXES = (".txt", ".md")
 # A paragraph longer than this is cut at the next line end (a longer line is cut where it stands).
 PIECE_CHARS = 512
+# A whitespace-only cut joins its neighbour unless together they would pass this.
+MERGED_CHARS = 4 * PIECE_CHARS
 READ_BYTES = 1 << 20
 
 
@@ -89,10 +91,26 @@ def lines(path: Path) -> Iterator[str]:
 
 
 def pieces(path: Path) -> Iterator[str]:
-    """The file's text as paragraphs (each with the blank lines after it), none much over PIECE_CHARS.
+    """The file's text as paragraphs (each with the blank lines after it), none over MERGED_CHARS.
 
-    Joined back together they are the file's text exactly.
+    Joined back together they are the file's text exactly. Whitespace never makes a piece of its own
+    (it would count as an empty example): leading blank lines join the first paragraph, and blank lines
+    after a paragraph cut at PIECE_CHARS stay with it. Only a run of whitespace too long to join a
+    neighbour is left alone, and that one is rightly reported as empty.
     """
+    held = ""
+    for piece in _cuts(path):
+        if held and ((held.strip() and piece.strip()) or len(held) + len(piece) > MERGED_CHARS):
+            yield held
+            held = ""
+        held += piece
+    if held:
+        yield held
+
+
+def _cuts(path: Path) -> Iterator[str]:
+    """The file's text cut before each paragraph and at line ends past PIECE_CHARS (so a cut may
+    leave blank lines alone; ``pieces`` joins them to their neighbours)."""
     buffer: list[str] = []
     size = 0
     after_blank = False

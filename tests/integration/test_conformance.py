@@ -169,3 +169,28 @@ def test_cli_with_a_source_on_the_server_skips_the_upload(ours: str, our_setting
     done = run_cli(ours, "--source", "given.txt")
     assert done.returncode == 0, done.stdout
     assert "SKIP  upload" in done.stdout
+
+
+def test_a_label_source_module_skips_what_cannot_apply_to_it(ours: str):
+    """sort makes its data from options: no path is read, and the uploaded corpus is not its text."""
+    results = {r.name: r for r in run_checks(ours, module="sort")}
+    assert not [f"{r.name}: {r.detail}" for r in results.values() if r.passed is False]
+    skipped = {name for name, r in results.items() if r.passed is None}
+    assert skipped == {
+        "encode/decode round trip",
+        "error code: PrepareDataset of a missing source",
+        "error code: PrepareDataset of '../' a path outside",
+    }
+    for name in skipped:
+        assert "takes its source as a label only (ModuleInfo.source_is_label)" in results[name].detail
+    assert "reads no path" in results["error code: PrepareDataset of a missing source"].detail
+    assert results["determinism"].passed and results["error code: StreamBatches with batch_size 0"].passed
+    text = {r.name: r for r in run_checks(ours)}  # a module that reads its path keeps every check
+    assert text["encode/decode round trip"].passed and not any(r.passed is None for r in text.values())
+
+
+def test_cli_prints_the_skips_of_a_label_source_module(ours: str):
+    done = run_cli(ours, "--module", "sort")
+    assert done.returncode == 0, done.stdout
+    assert "SKIP  encode/decode round trip: does not apply: module 'sort'" in done.stdout
+    assert "0 failed, 3 skipped" in done.stdout

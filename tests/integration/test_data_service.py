@@ -148,10 +148,12 @@ def test_other_options_give_another_dataset(stub: pb_grpc.DataServiceStub, datas
     }["val"]
 
 
-def test_short_splits_are_warned_about(stub: pb_grpc.DataServiceStub):
+def test_short_splits_say_what_they_can_serve(stub: pb_grpc.DataServiceStub):
     info = stub.PrepareDataset(pb.PrepareDatasetRequest(module="text", source="tiny.txt"))
-    assert any("train split has only" in w for w in info.warnings)
-    assert any("val split" in w for w in info.warnings)
+    stats = json.loads(info.stats_json)
+    assert stats["max_block_size"]["train"] == len("Just a few words.\n") - 1
+    assert any(w.startswith("The val split is empty: the examples (1) all fall") for w in info.warnings)
+    assert not any("block_size" in w for w in info.warnings)  # the trainer judges the job's own
 
 
 def test_get_dataset(stub: pb_grpc.DataServiceStub, dataset: pb.DatasetInfo):
@@ -259,6 +261,25 @@ def test_stream_invalid_arguments(
     e = error(stub.StreamBatches, pb.StreamBatchesRequest(**args))
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert expected in e.details()
+
+
+def test_a_split_too_small_or_empty_is_refused_saying_what_to_change(
+    settings: Settings, stub: pb_grpc.DataServiceStub
+):
+    (settings.data_root / "copies.txt").write_text("One line, many times.\n\n" * 30, encoding="utf-8")
+    copies = stub.PrepareDataset(pb.PrepareDatasetRequest(module="text", source="copies.txt"))
+    tokens = {s.name: s.num_tokens for s in copies.splits}
+    assert json.loads(copies.stats_json)["split_groups"] == 1
+    args = {"dataset_id": copies.dataset_id, "batch_size": 2, "num_steps": 1}
+    e = error(stub.StreamBatches, pb.StreamBatchesRequest(split="val", block_size=8, **args))
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "is empty: the examples (30) all fall in one split group" in e.details()
+    assert "val_fraction cannot help" in e.details()
+    big = tokens["train"] + 5
+    e = error(stub.StreamBatches, pb.StreamBatchesRequest(split="train", block_size=big, **args))
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"block_size {big} is too large" in e.details()
+    assert f"use block_size {tokens['train'] - 1} or less, or prepare more data" in e.details()
 
 
 @pytest.mark.parametrize(

@@ -240,3 +240,9 @@ def test_slow_client_holds_the_stream_back(service):
     assert servicer.batches_made - before == made, "the server kept making batches nobody read"
     assert made < 200  # each is 256 KiB: a bounded amount sits in flow-control windows
     stream.cancel()
+
+
+def test_list_modules_says_whose_source_is_a_label(stub: pb_grpc.DataServiceStub):
+    modules = {m.name: m for m in stub.ListModules(pb.ListModulesRequest()).modules}
+    assert modules["sort"].source_is_label and modules["add"].source_is_label
+    assert not any(modules[name].source_is_label for name in ("text", "jsonl", "anki"))

@@ -167,3 +167,29 @@ def test_bad_zstd(tmp_path: Path):
 def test_directory_is_refused(tmp_path: Path):
     with pytest.raises(DataError, match="is a directory, not an .apkg file"):
         read(tmp_path)
+
+
+def test_fields_mixing_text_and_images_are_counted_and_warned(tmp_path: Path):
+    import genanki
+
+    from data_service.modules import discover
+    from data_service.store import Store
+
+    deck = genanki.Deck(3_000_001, "Birds")
+    fronts = ['<img src="robin.jpg"> Which bird is this?', "Name the bird", '<img src="wren.png">']
+    for i, front in enumerate(fronts * 10):
+        back = f'A bird, number {i} <img src="b{i}.png">' if i % 3 == 1 else f"Bird {i}"
+        deck.add_note(genanki.Note(model=genanki.BASIC_MODEL, fields=[front, back], guid=f"m{i}"))
+    root = tmp_path / "data"
+    root.mkdir()
+    genanki.Package([deck]).write_to_file(str(root / "birds.apkg"))
+    ds = Store(tmp_path / "prepared").prepare(discover()["anki"], root, "birds.apkg", packing="pairs")
+    module = ds.meta["stats"]["module"]
+    # Kept notes: 10 with an image beside the question, 10 with one beside the answer; the 10
+    # image-only fronts are skipped (their own count), so their backs count for neither.
+    assert module["media_dropped_fields"] == 20
+    assert module["media_only_fields"] == 10
+    assert any(
+        w.startswith("20 fields mixed text with images") and "images were dropped" in w
+        for w in ds.meta["warnings"]
+    )

@@ -11,6 +11,7 @@ import pytest
 from data_service.errors import DataError
 from data_service.modules import discover
 from data_service.modules.text import READ_BYTES
+from data_service.stats import MIN_TOKENS_PER_VOCAB_ENTRY
 from data_service.store import Store
 
 
@@ -92,6 +93,15 @@ def test_the_split_is_deterministic_and_counts_exact_duplicates(root: Path, tmp_
     assert any("150 of 200 examples are exact duplicates" in w for w in a.meta["warnings"])
 
 
+def test_clean_text_has_no_empty_examples(root: Path, store: Store):
+    paragraph = ("word " * 12 + "\n") * 9  # 549 characters: each paragraph is cut at PIECE_CHARS
+    text = "\n" + "".join(f"{i}. {paragraph}\n" for i in range(30))
+    (root / "clean.txt").write_text(text, encoding="utf-8")
+    ds = store.prepare(discover()["text"], root, "clean.txt")
+    assert ds.meta["stats"]["empty_examples"] == 0
+    assert not any("empty" in w for w in ds.meta["warnings"])
+
+
 def test_stats_for_pairs_at_block_sizes(root: Path, store: Store):
     rows = [{"prompt": "p" * 10, "completion": "c" * 100}] + [{"prompt": "q", "completion": "d"}] * 9
     ds = store.prepare(
@@ -132,6 +142,62 @@ def test_bpe_dataset_round_trips(root: Path, store: Store):
     assert "the cat sat on the mat. the cat" in tok.decode(ds.tokens("train"))
     saved = json.loads((ds.path / "tokenizer.json").read_text())
     assert saved["kind"] == "bpe"
+
+
+def made_up_words(n: int, seed: int = 3) -> str:
+    rng = np.random.default_rng(seed)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    vocab = ["".join(rng.choice(letters, size=rng.integers(3, 9))) for _ in range(2000)]
+    return " ".join(rng.choice(vocab, size=n))
+
+
+def test_a_bpe_vocabulary_too_large_for_the_data_is_warned(root: Path, store: Store):
+    (root / "w.txt").write_text(made_up_words(8000), encoding="utf-8")
+    text = discover()["text"]
+    big = store.prepare(text, root, "w.txt", tokenizer="bpe", options={"vocab_size": "4096"})
+    train, vocab = big.meta["stats"]["num_tokens"]["train"], big.meta["vocab_size"]
+    assert train < MIN_TOKENS_PER_VOCAB_ENTRY * vocab
+    said = [w for w in big.meta["warnings"] if w.startswith("The BPE vocabulary has")]
+    assert said == [
+        f"The BPE vocabulary has {vocab} entries for {train} train tokens ({train / vocab:.1f} per entry, "
+        f"under {MIN_TOKENS_PER_VOCAB_ENTRY}): most learned tokens are seen too rarely to train; use a "
+        f"smaller vocab_size, about {2 ** ((train // MIN_TOKENS_PER_VOCAB_ENTRY).bit_length() - 1)}."
+    ]
+    small = store.prepare(text, root, "w.txt", tokenizer="bpe", options={"vocab_size": "300"})
+    assert not any("BPE vocabulary" in w for w in small.meta["warnings"])
+    for kind in ("byte", "char"):  # the data sets their vocabulary; nothing to choose
+        ds = store.prepare(text, root, "w.txt", tokenizer=kind)
+        assert not any("vocab" in w for w in ds.meta["warnings"])
+
+
+def test_warnings_judge_no_block_size(root: Path, store: Store):
+    """The job's block size is chosen later; the stats say what each split can serve instead."""
+    (root / "short.txt").write_text("".join(f"Line {i} of a short note.\n\n" for i in range(8)))
+    ds = store.prepare(discover()["text"], root, "short.txt")
+    rows = [{"prompt": "p" * 10, "completion": "c" * 600}] * 3 + [{"prompt": "q", "completion": "d"}] * 30
+    long = store.prepare(discover()["jsonl"], root, write_jsonl(root / "long.jsonl", rows), packing="pairs")
+    for warning in ds.meta["warnings"] + long.meta["warnings"]:
+        assert "block_size" not in warning and "256" not in warning
+    tokens = ds.meta["stats"]["num_tokens"]
+    assert ds.meta["stats"]["max_block_size"] == {s: n - 1 for s, n in tokens.items()}
+    assert "max_block_size" not in long.meta["stats"]  # pairs serve any block size, truncated or not
+
+
+def test_a_val_split_emptied_by_duplicates_says_why(root: Path, store: Store):
+    (root / "same.txt").write_text("The same paragraph again.\n\n" * 40, encoding="utf-8")
+    ds = store.prepare(discover()["text"], root, "same.txt")
+    stats = ds.meta["stats"]
+    assert stats["split_groups"] == 1 and stats["num_examples"]["val"] == 0
+    why = stats["why_empty"]["val"]
+    assert why.startswith("the examples (40) all fall in one split group") and "add distinct examples" in why
+    assert "train" not in stats["why_empty"]
+    assert f"The val split is empty: {why}." in ds.meta["warnings"]
+    rows = [{"prompt": "Same question?", "completion": f"answer {i}"} for i in range(20)]
+    pairs = store.prepare(discover()["jsonl"], root, write_jsonl(root / "q.jsonl", rows), packing="pairs")
+    assert pairs.meta["stats"]["split_groups"] == 1
+    assert "pairs by their prompt" in pairs.meta["stats"]["why_empty"]["val"]
+    none = store.prepare(discover()["text"], root, "same.txt", options={"val_fraction": "0"})
+    assert none.meta["stats"]["why_empty"]["val"].startswith("val_fraction is 0")
 
 
 def test_synthetic_module_needs_no_file(root: Path, store: Store):

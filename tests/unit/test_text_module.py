@@ -7,7 +7,7 @@ import pytest
 from data_service.errors import DataError, NotFoundError
 from data_service.modules import discover
 from data_service.modules.base import Report, Text, resolve_source
-from data_service.modules.text import PIECE_CHARS, TextModule
+from data_service.modules.text import MERGED_CHARS, PIECE_CHARS, TextModule
 
 
 @pytest.fixture
@@ -47,6 +47,35 @@ def test_pieces_are_paragraphs_that_join_back_to_the_file(root: Path):
     assert pieces[1].text.startswith("Second para.\n")
     assert all(len(p.text) <= 2 * PIECE_CHARS for p in pieces)
     assert len(pieces) > 5
+
+
+def licence_like(paragraphs: int = 12) -> str:
+    """Text laid out as licence files are: a blank first line, a centred title, then paragraphs of
+    wrapped lines, some exactly PIECE_CHARS long, each followed by one or two blank lines."""
+    line = "x" * 63 + "\n"  # 64 characters: 8 lines make a paragraph of exactly PIECE_CHARS
+    parts = ["\n", "                    THE MADE-UP LICENCE\n", "\n"]
+    for i in range(paragraphs):
+        parts.append(line * (PIECE_CHARS // len(line) if i % 2 else 3))
+        parts.append("\n" * (1 + i % 3 // 2))
+    return "".join(parts)
+
+
+def test_clean_text_gives_no_whitespace_only_pieces(root: Path):
+    text = licence_like()
+    (root / "licence.txt").write_text(text, encoding="utf-8")
+    pieces = read(root, "licence.txt")
+    assert "".join(p.text for p in pieces) == text
+    assert all(p.text.strip() for p in pieces)
+    assert pieces[0].text.startswith("\n ") and len(pieces) > 6
+
+
+def test_a_run_of_blank_lines_too_long_to_join_stays_bounded(root: Path):
+    text = "Start.\n" + "\n" * (20 * PIECE_CHARS) + "End.\n"
+    (root / "gap.txt").write_text(text, encoding="utf-8")
+    pieces = read(root, "gap.txt")
+    assert "".join(p.text for p in pieces) == text
+    assert all(len(p.text) <= MERGED_CHARS for p in pieces)
+    assert any(not p.text.strip() for p in pieces)  # whitespace that much is worth its warning
 
 
 def test_a_directory_of_text_files_is_one_document_each(root: Path):

@@ -1,7 +1,8 @@
 """The ``anki`` module: ``.apkg`` decks, every note a prompt → answer pair, cloze notes one per deletion.
 
 Fields are turned from HTML into the text a person sees. A field that holds only media (an image, a
-sound) has no text to learn from: such notes are counted and reported, never kept as markup.
+sound) has no text to learn from: such notes are counted and reported, never kept as markup. A field
+that mixes text with media keeps its text; the media are dropped, and counted so the stats say so.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ class AnkiModule(DataModule):
                 else "notes_skipped_empty"
             )
             return None
+        _count_dropped_media(report, prompt, answer)
         report.count("pairs")
         return Pair(prompt.text, answer.text)
 
@@ -133,6 +135,7 @@ class AnkiModule(DataModule):
             if not (self._usable(prompt, report) and self._usable(answer, report)):
                 report.count("cloze_deletions_skipped")
                 continue
+            _count_dropped_media(report, prompt, answer)
             report.count("cloze_pairs")
             report.count("pairs")
             yield Pair(prompt.text, answer.text)
@@ -142,3 +145,9 @@ class AnkiModule(DataModule):
         counts = {k: v for k, v in sorted(report.counts.items()) if not k.startswith("format:")}
         kinds = "; ".join(f"{t.name}: {', '.join(t.fields)}" for t in types.values())
         return f"counts {counts}; note types and fields: {kinds}"
+
+
+def _count_dropped_media(report: Report, *sides: FieldText) -> None:
+    """Count the fields of a kept pair whose media were dropped beside their text: the model trains on
+    the words without what the pictures showed, and a person should hear of it."""
+    report.count("media_dropped_fields", sum(side.media > 0 for side in sides))

@@ -17,14 +17,16 @@ class ModuleOption(_message.Message):
     def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., default_value: _Optional[str] = ...) -> None: ...
 
 class ModuleInfo(_message.Message):
-    __slots__ = ("name", "description", "options")
+    __slots__ = ("name", "description", "options", "source_is_label")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_IS_LABEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     description: str
     options: _containers.RepeatedCompositeFieldContainer[ModuleOption]
-    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., options: _Optional[_Iterable[_Union[ModuleOption, _Mapping]]] = ...) -> None: ...
+    source_is_label: bool
+    def __init__(self, name: _Optional[str] = ..., description: _Optional[str] = ..., options: _Optional[_Iterable[_Union[ModuleOption, _Mapping]]] = ..., source_is_label: _Optional[bool] = ...) -> None: ...
 
 class ListModulesRequest(_message.Message):
     __slots__ = ()
