@@ -307,6 +307,9 @@ def test_noise_that_ends_at_ln_vocab_fails_the_baseline() -> None:
     noise = replace(FACTS, vocab_size=256, train_unigram_nats=5.545, final_val_loss=5.536, recent_fall=0.0)
     check = recipe(noise)["baseline"]
     assert check.verdict is Verdict.fail and "the data may be noise" in check.reason
+    assert "0.009 nats (0.2%) below the unigram" in check.reason and "-" not in check.reason
+    worse = recipe(replace(noise, final_val_loss=5.570))["baseline"]
+    assert "0.025 nats (0.5%) above the unigram entropy" in worse.reason
     assert recipe(replace(FACTS, train_unigram_nats=None))["baseline"].verdict is Verdict.skip
     assert recipe(replace(FACTS, final_val_loss=math.nan))["baseline"].verdict is Verdict.skip
 

@@ -80,4 +80,4 @@ class Answers:
 
 def _entropy_bits(counts: Counter[int]) -> float:
     total = sum(counts.values())
-    return -sum(c / total * math.log2(c / total) for c in counts.values())
+    return max(0.0, -sum(c / total * math.log2(c / total) for c in counts.values()))  # never -0.0

@@ -134,6 +134,11 @@ def baselines(f: RunFacts) -> dict[str, float] | None:
     }
 
 
+def _below(nats: float, share: float) -> str:
+    where = "below" if nats >= 0 else "above"
+    return f"{abs(nats):.3f} nats ({abs(share):.1%}) {where}"
+
+
 def baseline(f: RunFacts, spec: ChecksSpec) -> Check:
     """Does the model beat what counting tokens gives? Fails when the gain below unigram is too small."""
     title = "beats simple baselines"
@@ -151,10 +156,11 @@ def baseline(f: RunFacts, spec: ChecksSpec) -> Check:
         why = "every train target is one token: nothing to predict (see target diversity)"
         return Check("baseline", SECTION, title, Verdict.skip, why, None, threshold, setting)
     gain = b["below_unigram_share"]
+    unigram = _below(b["below_unigram_nats"], gain)
+    uniform = _below(b["below_uniform_nats"], b["below_uniform_share"])
     reason = (
-        f"val loss {b['val_loss']:.3f} is {b['below_unigram_nats']:.3f} nats ({gain:.1%}) below the unigram "
-        f"entropy of the train targets ({b['unigram_nats']:.3f}) and {b['below_uniform_nats']:.3f} nats "
-        f"({b['below_uniform_share']:.1%}) below ln({f.vocab_size}) = {b['uniform_nats']:.3f}"
+        f"val loss {b['val_loss']:.3f} is {unigram} the unigram entropy of the train targets "
+        f"({b['unigram_nats']:.3f}) and {uniform} ln({f.vocab_size}) = {b['uniform_nats']:.3f}"
     )
     verdict = grade(gain, spec.baseline_warn, spec.baseline_fail, higher_is_worse=False)
     still_falling = f.recent_fall is not None and f.recent_fall >= spec.baseline_fail
