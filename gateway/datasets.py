@@ -21,6 +21,7 @@ from gateway import examples
 from gateway.errors import ApiError, error_doc
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
+from simtrain.jobs import OptionValue
 
 router = APIRouter(tags=["datasets"])
 
@@ -112,7 +113,7 @@ class PrepareRequest(BaseModel):
     source: str = Field(min_length=1, max_length=1024)
     tokenizer: str = Field(default="char", min_length=1, max_length=64)
     packing: str = Field(default="stream", min_length=1, max_length=64)
-    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    options: dict[str, OptionValue] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": examples.PREPARE})
 
