@@ -12,10 +12,10 @@ from pydantic import BaseModel, Field
 
 from gateway import examples
 from gateway.errors import ApiError, error_doc
-from simtrain.jobs import JobRecord, JobSpec, JobStatus
+from simtrain.jobs import JobSpec, JobStatus, JobView
 from simtrain.limits import limit_errors
 from simtrain.model_presets import MODEL_PRESETS
-from simtrain.queue import IdempotencyConflict, JobQueue, decode_record, job_key
+from simtrain.queue import IdempotencyConflict, JobQueue, decode_view, job_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 models_router = APIRouter(prefix="/v1/models", tags=["jobs"])
@@ -34,7 +34,7 @@ class Accepted(BaseModel):
 
 
 class JobPage(BaseModel):
-    jobs: list[JobRecord] = Field(description="Newest first")
+    jobs: list[JobView] = Field(description="Newest first")
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end")
 
     model_config = {"json_schema_extra": {"example": examples.JOB_PAGE}}
@@ -89,7 +89,7 @@ Queue = Annotated[JobQueue, Depends(_queue)]
 JobId = Annotated[str, Depends(_job_id)]
 
 
-async def existing_job(job_id: JobId, request: Request) -> JobRecord:
+async def existing_job(job_id: JobId, request: Request) -> JobView:
     """A dependency: the job's record, or a 404 before any response starts (streams need this).
 
     It reads with the app's asyncio Redis client: the most frequent request (polling a job) then
@@ -99,7 +99,7 @@ async def existing_job(job_id: JobId, request: Request) -> JobRecord:
     fields = await request.app.state.aredis.hgetall(job_key(prefix, job_id))
     if not fields:
         raise no_such_job(job_id)
-    return decode_record(fields)
+    return decode_view(job_id, fields)
 
 
 @router.post(
@@ -179,7 +179,7 @@ def list_jobs(
     responses=_NOT_FOUND | {200: {"content": {"application/json": {"example": examples.RECORD}}}},
     summary="A job's status, progress and latest metrics",
 )
-async def get_job(job: Annotated[JobRecord, Depends(existing_job)]) -> JobRecord:
+async def get_job(job: Annotated[JobView, Depends(existing_job)]) -> JobView:
     return job
 
 
@@ -225,7 +225,7 @@ def delete_job(job_id: JobId, queue: Queue, request: Request) -> Response:
 
 @router.get("/{job_id}/metrics", responses=_NOT_FOUND, summary="A job's logged metrics, in step order")
 def get_metrics(
-    job: Annotated[JobRecord, Depends(existing_job)],
+    job: Annotated[JobView, Depends(existing_job)],
     queue: Queue,
     since_step: Annotated[int, Query(ge=0, description="Only rows at this step or later")] = 0,
 ) -> JobMetrics:
@@ -237,7 +237,7 @@ def get_metrics(
     responses=_NOT_FOUND | {200: {"content": {"application/json": {"example": examples.REPORT}}}},
     summary="The fit report the trainer wrote (404 `report_not_ready` until the job succeeds)",
 )
-def get_report(job: Annotated[JobRecord, Depends(existing_job)], queue: Queue) -> dict[str, Any]:
+def get_report(job: Annotated[JobView, Depends(existing_job)], queue: Queue) -> dict[str, Any]:
     report = queue.report(job.id)
     if report is None:
         details = [{"job_id": job.id, "status": job.status.value}]
@@ -254,7 +254,7 @@ def get_report(job: Annotated[JobRecord, Depends(existing_job)], queue: Queue) -
     },
     summary="Download the job's latest checkpoint (404 `checkpoint_not_ready` until one is saved)",
 )
-def get_checkpoint(job: Annotated[JobRecord, Depends(existing_job)], request: Request) -> FileResponse:
+def get_checkpoint(job: Annotated[JobView, Depends(existing_job)], request: Request) -> FileResponse:
     path = request.app.state.settings.jobs_dir / job.id / "checkpoint.pt"
     if not path.is_file():
         details = [{"job_id": job.id, "status": job.status.value}]

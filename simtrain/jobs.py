@@ -242,12 +242,16 @@ class Progress(BaseModel):
     max_iters: int
 
 
-class JobRecord(BaseModel):
-    """A job's state as stored in Redis and served by ``GET /v1/jobs/{id}``."""
+class JobView(BaseModel):
+    """A job as readers see it (``GET /v1/jobs/{id}``, the jobs list).
+
+    ``spec`` is null for a record whose spec no longer reads (one stored before a fix refused it): such a job
+    is shown failed, with why, rather than failing the read.
+    """
 
     id: str
     status: JobStatus
-    spec: JobSpec
+    spec: JobSpec | None
     progress: Progress
     metrics: dict[str, float] = Field(default_factory=dict)
     error: str | None = None
@@ -257,3 +261,9 @@ class JobRecord(BaseModel):
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+
+
+class JobRecord(JobView):
+    """A job's state as stored in Redis, with a spec that reads: what a worker runs."""
+
+    spec: JobSpec

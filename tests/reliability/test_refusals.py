@@ -9,6 +9,7 @@ submit (422 naming the field) and again by the worker.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.jobs import JobSpec, JobStatus
 from simtrain.limits import activation_bytes, model_params
-from simtrain.queue import JobQueue
+from simtrain.queue import GROUP, JobQueue
 from simtrain.settings import Settings
 from tests.integration.gateway_support import error_of, serve
 from trainer_service.worker import Worker
@@ -128,3 +129,39 @@ def test_the_worker_refuses_a_spec_over_its_limits(limited: Settings):
         "refused: training.block_size: a step of batch_size 4096 x block_size 4096"
     )
     assert time.monotonic() - started < 5  # refused up front, nothing built
+
+
+# -- unreadable records -------------------------------------------------------------------------------
+
+# A spec stored before NaN and Infinity were refused: the JSON holds null where a number is required.
+NULL_CLIP = '{"dataset": {"module": "text", "source": "tiny.txt"}, "training": {"grad_norm_clip": null}}'
+
+
+def put_record(queue: JobQueue, job_id: str, spec: str) -> None:
+    """A job record as another client (or an older version) wrote it, on the stream for workers."""
+    fields = {"id": job_id, "status": "queued", "spec": spec, "max_iters": "300", "created_at": "1.5"}
+    queue.r.hset(f"{queue.prefix}job:{job_id}", mapping=fields)
+    queue.r.xadd(queue.stream, {"id": job_id})
+
+
+def test_the_worker_fails_an_unreadable_record_and_goes_on(limited: Settings, job_queue: JobQueue):
+    queue = JobQueue.from_url(limited.redis_url, prefix=limited.key_prefix)
+    put_record(queue, "a1", NULL_CLIP)
+    put_record(queue, "b2", "{not json")
+    worker = Worker(limited.model_copy(update={"worker_name": "w"}), queue)
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while queue.r.hget(f"{queue.prefix}job:b2", "status") != "failed":
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert thread.is_alive()
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+    first, second = (queue.r.hgetall(f"{queue.prefix}job:{i}") for i in ("a1", "b2"))
+    assert first["status"] == "failed" and "grad_norm_clip: Input should be a valid number" in first["error"]
+    assert first["error"].startswith("the job record cannot be read: JobSpec training.grad_norm_clip")
+    assert "Invalid JSON" in second["error"]
+    assert queue.r.xpending(queue.stream, GROUP)["pending"] == 0
