@@ -238,6 +238,21 @@ def test_access_log_has_a_line_per_request_and_no_secrets(settings: Settings, jo
     assert TOKEN not in stream.getvalue()
 
 
+def test_access_log_masks_credentials_in_the_query(settings: Settings, job_queue: JobQueue) -> None:
+    stream = io.StringIO()
+    app = create_app(settings, GatewaySettings(api_token=TOKEN), access_log=AccessLog(stream))
+    query = f"token={TOKEN}&limit=2&API_KEY={TOKEN}&client%5Fsecret={TOKEN}&password=&access_token={TOKEN}"
+    with serve(app) as c:
+        c.get(f"/v1/jobs?{query}")
+        deadline = time.monotonic() + 5
+        while not stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    (line,) = stream.getvalue().splitlines()
+    masked = "token=***&limit=2&API_KEY=***&client%5Fsecret=***&password=&access_token=***"
+    assert f'"GET /v1/jobs?{masked} HTTP/1.1" 401' in line  # a token is taken from the header only
+    assert TOKEN not in line
+
+
 def test_access_log_and_latency_have_the_requests_that_fail(settings: Settings, job_queue: JobQueue) -> None:
     stream = io.StringIO()
     app = create_app(settings, access_log=AccessLog(stream))
