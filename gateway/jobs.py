@@ -9,8 +9,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from gateway import examples
+from gateway.datasets import dataset_problems
 from gateway.errors import ApiError, error_doc
 from simtrain.jobs import JobSpec, JobStatus, JobView
 from simtrain.limits import limit_errors
@@ -109,10 +111,13 @@ async def existing_job(job_id: JobId, request: Request) -> JobView:
     responses={
         409: error_doc("The Idempotency-Key was used before with a different spec"),
         413: error_doc("The body is over the size limit"),
-        422: error_doc("The spec is invalid; `details` names each field"),
+        422: error_doc(
+            "The spec is invalid, over the memory limits, or names a module, tokenizer or source the data "
+            "service refuses; `details` names each field"
+        ),
     },
 )
-def submit_job(
+async def submit_job(
     spec: Annotated[JobSpec, Body(openapi_examples=examples.SUBMIT_EXAMPLES)],
     queue: Queue,
     request: Request,
@@ -129,7 +134,18 @@ def submit_job(
         ),
     ] = None,
 ) -> Accepted:
-    _refuse_over_limits(spec, request)
+    settings = request.app.state.settings
+    _refuse([(e.field, e.message) for e in limit_errors(spec, settings)], "limit_exceeded")
+    # The gateway's data service is the one to ask; a job naming another is checked by its trainer.
+    if spec.data_service in (None, settings.data_service_addr):
+        _refuse(await dataset_problems(request, spec.dataset), "dataset_refused")
+    return await run_in_threadpool(_submit, spec, queue, request, response, idempotency_key)
+
+
+def _submit(
+    spec: JobSpec, queue: JobQueue, request: Request, response: Response, idempotency_key: str | None
+) -> Accepted:
+    """Queue the job (Redis calls: on a worker thread)."""
     if idempotency_key is None:
         job, created = queue.submit(spec), True
     else:
@@ -144,14 +160,11 @@ def submit_job(
     return Accepted(id=job.id, status=job.status)
 
 
-def _refuse_over_limits(spec: JobSpec, request: Request) -> None:
-    """A 422 naming the field when the model or a step's activations exceed the memory limits."""
-    errors = limit_errors(spec, request.app.state.settings)
+def _refuse(errors: list[tuple[str, str]], kind: str) -> None:
+    """A 422 naming each (field, message): over the memory limits, or a dataset the data service refuses."""
     if errors:
-        details = [
-            {"field": e.field, "in": "body", "message": e.message, "type": "limit_exceeded"} for e in errors
-        ]
-        message = "invalid request: " + "; ".join(e.text() for e in errors)
+        details = [{"field": f, "in": "body", "message": m, "type": kind} for f, m in errors]
+        message = "invalid request: " + "; ".join(f"{f}: {m}" for f, m in errors)
         raise ApiError(422, "validation_error", message, details)
 
 

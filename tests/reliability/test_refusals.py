@@ -48,11 +48,16 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stub(data_root: Path) -> Iterator[pb_grpc.DataServiceStub]:
+def data_address(data_root: Path) -> Iterator[str]:
     server, port = serve_data(Settings(data_root=data_root, state_dir=data_root.parent / "var"), port=0)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield pb_grpc.DataServiceStub(channel)
+    yield f"127.0.0.1:{port}"
     server.stop(None)
+
+
+@pytest.fixture(scope="module")
+def stub(data_address: str) -> Iterator[pb_grpc.DataServiceStub]:
+    with grpc.insecure_channel(data_address) as channel:
+        yield pb_grpc.DataServiceStub(channel)
 
 
 @pytest.mark.parametrize(
@@ -76,6 +81,48 @@ def test_hostile_sources_are_refused_over_grpc(stub, module: str, source: str, m
         stub.PrepareDataset(pb.PrepareDatasetRequest(module=module, source=source), timeout=60)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in refused.value.details()
+
+
+# -- submit-time checks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dataset", "field", "words"),
+    [
+        ({"module": "nope", "source": "fine.txt"}, "dataset.module", "unknown module 'nope'; offered: "),
+        ({"module": "text", "source": "fine.txt", "tokenizer": "nope"}, "dataset.tokenizer", "nope"),
+        ({"module": "text", "source": "missing.txt"}, "dataset.source", "'missing.txt' not found"),
+        ({"module": "text", "source": "../secret.txt"}, "dataset.source", "outside the data root"),
+        ({"module": "text", "source": "fine.txt", "packing": "zigzag"}, "dataset.packing", "zigzag"),
+        ({"module": "text", "source": "fine.txt", "options": {"colour": 1}}, "dataset.options", "colour"),
+    ],
+)
+def test_a_dataset_the_data_service_refuses_is_a_422_at_submit(
+    data_address: str, redis_url: str, key_prefix: str, job_queue: JobQueue, dataset, field, words
+):
+    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, data_service_addr=data_address)
+    with serve(create_app(settings)) as client:
+        error = error_of(client.post("/v1/jobs", json=GPT_NANO | {"dataset": dataset}), 422)
+        assert [(d["field"], d["type"]) for d in error["details"]] == [(field, "dataset_refused")]
+        assert words in error["details"][0]["message"] and field in error["message"]
+        fine = GPT_NANO | {"dataset": {"module": "text", "source": "fine.txt"}}
+        assert client.post("/v1/jobs", json=fine).status_code == 202
+    assert len(job_queue.list()[0]) == 1  # the refused one was never queued
+
+
+def test_a_dataset_is_accepted_where_it_cannot_be_checked(
+    data_address: str, redis_url: str, key_prefix: str, job_queue: JobQueue
+):
+    """No data service to ask, or the job names another: its trainer checks the dataset, and fails the job."""
+    unknown = GPT_NANO | {"dataset": {"module": "nope", "source": "missing.txt"}}
+    down = Settings(redis_url=redis_url, key_prefix=key_prefix, data_service_addr="127.0.0.1:1")
+    with serve(create_app(down)) as client:
+        assert client.post("/v1/jobs", json=unknown).status_code == 202
+    up = down.model_copy(update={"data_service_addr": data_address})
+    with serve(create_app(up)) as client:
+        assert client.post("/v1/jobs", json=unknown | {"data_service": "127.0.0.1:1"}).status_code == 202
+        assert client.post("/v1/jobs", json=unknown).status_code == 422
+    assert len(job_queue.list()[0]) == 2
 
 
 # -- memory limits ------------------------------------------------------------------------------------
