@@ -22,10 +22,11 @@ from grpc_reflection.v1alpha import reflection
 
 from data_service import modules
 from data_service.errors import DataError, NotFoundError, PreconditionError
+from data_service.modules.base import DataModule
 from data_service.options import all_options
 from data_service.sampling import EpochOrder, get_windows, pair_batch
 from data_service.shm import ShmWriter
-from data_service.store import SPLITS, Dataset, Store
+from data_service.store import SPLITS, Dataset, Store, check_request
 from data_service.upload import max_upload_bytes, store_upload
 from data_service.wire import encode_batch
 from simtrain.data.v1 import data_service_pb2 as pb
@@ -283,20 +284,26 @@ class DataServiceServicer:
             ]
         )
 
-    @_rpc
-    def PrepareDataset(self, request, context):
-        module = self.modules.get(request.module)
+    def _module(self, name: str) -> DataModule:
+        module = self.modules.get(name)
         if module is None:
-            raise DataError(f"unknown module {request.module!r}; offered: {', '.join(sorted(self.modules))}")
-        ds = self.store.prepare(
-            module,
+            raise DataError(f"unknown module {name!r}; offered: {', '.join(sorted(self.modules))}", "module")
+        return module
+
+    def _prepare_args(self, request: pb.PrepareDatasetRequest) -> tuple[Any, ...]:
+        """A PrepareDatasetRequest as the arguments of Store.prepare and check_request, defaults filled in."""
+        return (
+            self._module(request.module),
             self.settings.data_root,
             request.source,
-            tokenizer=request.tokenizer or "char",
-            packing=request.packing or "stream",
-            options=dict(request.options),
+            request.tokenizer or "char",
+            request.packing or "stream",
+            dict(request.options),
         )
-        return _info(ds)
+
+    @_rpc
+    def PrepareDataset(self, request, context):
+        return _info(self.store.prepare(*self._prepare_args(request)))
 
     @_rpc
     def GetDataset(self, request, context):
@@ -384,6 +391,14 @@ class DataServiceServicer:
             num_batches=n if n > 1 else 0,
             shm_file=name,
         )
+
+    @_rpc
+    def CheckDataset(self, request, context):
+        try:
+            check_request(*self._prepare_args(request))
+        except DataError as e:
+            return pb.CheckDatasetResponse(problems=[pb.DatasetProblem(field=e.field or "", message=str(e))])
+        return pb.CheckDatasetResponse()
 
     @_rpc
     def Encode(self, request, context):

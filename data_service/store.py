@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from data_service import tokenizers
-from data_service.errors import DataError, NotFoundError
+from data_service.errors import DataError, NotFoundError, blame
 from data_service.modules.base import DataModule, resolve_source
 from data_service.options import PACKINGS, canonical_options
 from data_service.prepare import SPLITS, build
@@ -111,15 +111,7 @@ class Store:
         options: Mapping[str, str] | None = None,
     ) -> Dataset:
         """The dataset for ``source`` read by ``module``: found if prepared before, else built and saved."""
-        opts = canonical_options(module, tokenizer, options or {})
-        if packing not in PACKINGS:
-            raise DataError(f"unknown packing {packing!r}; supported: {', '.join(PACKINGS)}")
-        if module.needs_source:
-            path: Path | None = resolve_source(data_root, source)
-        elif not source:
-            raise DataError(f"source is empty: module {module.name!r} needs none, but give it a name")
-        else:
-            path = None
+        opts, path = check_request(module, data_root, source, tokenizer, packing, options or {})
         recipe = {"format": FORMAT, "module": module.name, "tokenizer": tokenizer, "packing": packing}
         key = json.dumps({**recipe, "options": opts}, sort_keys=True)
         dataset_id = hashlib.sha256(f"{module.fingerprint(path)}\n{key}".encode()).hexdigest()[:16]
@@ -153,6 +145,30 @@ class Store:
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         return self.get(dataset_id)
+
+
+def check_request(
+    module: DataModule,
+    data_root: Path,
+    source: str,
+    tokenizer: str,
+    packing: str,
+    options: Mapping[str, str],
+) -> tuple[dict[str, str], Path | None]:
+    """What preparing needs of a request (canonical options, the source's path), checked before any work:
+    a DataError whose ``field`` names the request field at fault otherwise."""
+    with blame("tokenizer"):
+        tokenizers.tokenizer_class(tokenizer)
+    with blame("options"):
+        opts = canonical_options(module, tokenizer, options)
+    if packing not in PACKINGS:
+        raise DataError(f"unknown packing {packing!r}; supported: {', '.join(PACKINGS)}", "packing")
+    with blame("source"):
+        if module.needs_source:
+            return opts, resolve_source(data_root, source)
+        if not source:
+            raise DataError(f"source is empty: module {module.name!r} needs none, but give it a name")
+    return opts, None
 
 
 @functools.lru_cache(maxsize=64)

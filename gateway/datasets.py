@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -21,11 +22,15 @@ from gateway import examples
 from gateway.errors import ApiError, error_doc
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
+from simtrain.jobs import DatasetSpec, OptionValue
+from simtrain.prepare_request import prepare_request
 
 router = APIRouter(tags=["datasets"])
+log = logging.getLogger(__name__)
 
 _DATASET_ID = re.compile(r"[A-Za-z0-9_.-]{1,128}")
 LIST_TIMEOUT_S = 10.0
+CHECK_TIMEOUT_S = 5.0
 UPLOAD_TIMEOUT_S = 3600.0
 
 # status code -> (HTTP status, error code)
@@ -112,7 +117,7 @@ class PrepareRequest(BaseModel):
     source: str = Field(min_length=1, max_length=1024)
     tokenizer: str = Field(default="char", min_length=1, max_length=64)
     packing: str = Field(default="stream", min_length=1, max_length=64)
-    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    options: dict[str, OptionValue] = Field(default_factory=dict)
 
     model_config = ConfigDict(extra="forbid", json_schema_extra={"example": examples.PREPARE})
 
@@ -194,19 +199,32 @@ async def get_dataset(dataset_id: str, request: Request) -> DatasetInfo:
     responses=_DATA_ERRORS | {422: error_doc("Invalid request, or the data service refused the source")},
 )
 async def prepare_dataset(body: PrepareRequest, request: Request) -> DatasetInfo:
-    message = pb.PrepareDatasetRequest(
-        module=body.module,
-        source=body.source,
-        tokenizer=body.tokenizer,
-        packing=body.packing,
-        options={k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in body.options.items()},
-    )
+    message = prepare_request(body.module, body.source, body.tokenizer, body.packing, body.options)
     timeout = request.app.state.gw.data_service_timeout_s
     try:
         reply = await _stub(request).PrepareDataset(message, timeout=timeout)
     except grpc.RpcError as e:
         raise grpc_error(e, f"preparing {body.source!r} with module {body.module!r}") from None
     return _dataset(reply)
+
+
+async def dataset_problems(request: Request, dataset: DatasetSpec) -> list[tuple[str, str]]:
+    """What the data service finds wrong with a job's dataset, as (field in the job, message).
+
+    Empty also when it cannot be asked (unreachable, slow, or a stand-in without CheckDataset): the job is
+    then accepted, and its trainer meets any problem when it prepares the dataset and fails the job with it.
+    """
+    if dataset.module is None or dataset.source is None:
+        return []  # a prepared dataset's id: the trainer looks it up
+    message = prepare_request(
+        dataset.module, dataset.source, dataset.tokenizer, dataset.packing, dataset.options
+    )
+    try:
+        reply = await _stub(request).CheckDataset(message, timeout=CHECK_TIMEOUT_S)
+    except grpc.RpcError as e:
+        log.info("dataset not checked at submit (%s): the trainer checks it", grpc_error(e, "CheckDataset"))
+        return []
+    return [(f"dataset.{p.field}" if p.field else "dataset", p.message) for p in reply.problems]
 
 
 @router.post(

@@ -129,10 +129,21 @@ def _on_validation_error(request: Request, exc: RequestValidationError) -> JSONR
     return _invalid(_field_errors(exc))
 
 
+def _unparsable(cause: BaseException | None) -> str | None:
+    """Why FastAPI could not parse a body it then answers 400 for; to a client that is malformed JSON too."""
+    if isinstance(cause, UnicodeDecodeError):
+        return "not UTF-8"
+    if isinstance(cause, RecursionError):
+        return "nested too deeply"
+    if isinstance(cause, ValueError):  # JSON errors are caught before: this is Python's limit on digits
+        return "a number with too many digits"
+    return None
+
+
 def _on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
-    if isinstance(exc.__cause__, UnicodeDecodeError):
-        # FastAPI answers 400 for a body that is not even text; to a client that is malformed JSON too.
-        return _invalid([_malformed_body("not UTF-8")])
+    reason = _unparsable(exc.__cause__)
+    if reason is not None:
+        return _invalid([_malformed_body(reason)])
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = f"{exc.detail}: {request.method} {request.url.path}"
     return error_response(exc.status_code, code, message, headers=exc.headers)

@@ -21,8 +21,8 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 from gateway import examples
 from gateway.errors import error_doc
 from gateway.jobs import existing_job
-from simtrain.jobs import JobRecord, JobStatus
-from simtrain.queue import decode_record, job_key
+from simtrain.jobs import JobStatus, JobView
+from simtrain.queue import decode_view, job_key
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ async def _job_events(
         if not raw:
             yield ServerSentEvent(event="end", data={"id": job_id, "status": "deleted"})
             return
-        record = _record(raw)
+        record = _record(job_id, raw)
         if record["status"] != last_status:
             last_status = record["status"]
             yield ServerSentEvent(event="status", data=record)
@@ -77,9 +77,9 @@ async def _job_events(
         block = BLOCK_MS
 
 
-def _record(raw: dict[str, str]) -> dict[str, Any]:
+def _record(job_id: str, raw: dict[str, str]) -> dict[str, Any]:
     """The record as ``GET /v1/jobs/{id}`` shows it."""
-    return json.loads(decode_record(raw).model_dump_json())
+    return json.loads(decode_view(job_id, raw).model_dump_json())
 
 
 @router.get(
@@ -93,7 +93,7 @@ def _record(raw: dict[str, str]) -> dict[str, Any]:
     },
 )
 async def job_events(
-    job: Annotated[JobRecord, Depends(existing_job)],
+    job: Annotated[JobView, Depends(existing_job)],
     request: Request,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=64)] = None,
 ) -> AsyncIterator[ServerSentEvent]:

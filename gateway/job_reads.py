@@ -15,7 +15,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import REDIS_DOWN, redis_down
 from gateway.jobs import JOB_ID, no_such_job
-from simtrain.queue import decode_record, job_key
+from simtrain.queue import decode_view, job_key
 
 
 class RenderedRecords:
@@ -33,7 +33,7 @@ class RenderedRecords:
         held = self._entries.get(job_id)
         if held is not None and held[0] == fields:
             return held[1]
-        body = decode_record(fields).model_dump_json().encode()
+        body = decode_view(job_id, fields).model_dump_json().encode()
         if held is None and len(self._entries) >= self.size:
             del self._entries[next(iter(self._entries))]  # dicts keep insertion order: the oldest
         self._entries[job_id] = (fields, body)

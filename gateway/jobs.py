@@ -9,13 +9,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
 
 from gateway import examples
+from gateway.datasets import dataset_problems
 from gateway.errors import ApiError, error_doc
-from simtrain.jobs import JobRecord, JobSpec, JobStatus
+from simtrain.jobs import JobSpec, JobStatus, JobView
 from simtrain.limits import limit_errors
 from simtrain.model_presets import MODEL_PRESETS
-from simtrain.queue import IdempotencyConflict, JobQueue, decode_record, job_key
+from simtrain.queue import IdempotencyConflict, JobQueue, decode_view, job_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 models_router = APIRouter(prefix="/v1/models", tags=["jobs"])
@@ -34,7 +36,7 @@ class Accepted(BaseModel):
 
 
 class JobPage(BaseModel):
-    jobs: list[JobRecord] = Field(description="Newest first")
+    jobs: list[JobView] = Field(description="Newest first")
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null at the end")
 
     model_config = {"json_schema_extra": {"example": examples.JOB_PAGE}}
@@ -89,7 +91,7 @@ Queue = Annotated[JobQueue, Depends(_queue)]
 JobId = Annotated[str, Depends(_job_id)]
 
 
-async def existing_job(job_id: JobId, request: Request) -> JobRecord:
+async def existing_job(job_id: JobId, request: Request) -> JobView:
     """A dependency: the job's record, or a 404 before any response starts (streams need this).
 
     It reads with the app's asyncio Redis client: the most frequent request (polling a job) then
@@ -99,7 +101,7 @@ async def existing_job(job_id: JobId, request: Request) -> JobRecord:
     fields = await request.app.state.aredis.hgetall(job_key(prefix, job_id))
     if not fields:
         raise no_such_job(job_id)
-    return decode_record(fields)
+    return decode_view(job_id, fields)
 
 
 @router.post(
@@ -109,10 +111,13 @@ async def existing_job(job_id: JobId, request: Request) -> JobRecord:
     responses={
         409: error_doc("The Idempotency-Key was used before with a different spec"),
         413: error_doc("The body is over the size limit"),
-        422: error_doc("The spec is invalid; `details` names each field"),
+        422: error_doc(
+            "The spec is invalid, over the memory limits, or names a module, tokenizer or source the data "
+            "service refuses; `details` names each field"
+        ),
     },
 )
-def submit_job(
+async def submit_job(
     spec: Annotated[JobSpec, Body(openapi_examples=examples.SUBMIT_EXAMPLES)],
     queue: Queue,
     request: Request,
@@ -129,7 +134,18 @@ def submit_job(
         ),
     ] = None,
 ) -> Accepted:
-    _refuse_over_limits(spec, request)
+    settings = request.app.state.settings
+    _refuse([(e.field, e.message) for e in limit_errors(spec, settings)], "limit_exceeded")
+    # The gateway's data service is the one to ask; a job naming another is checked by its trainer.
+    if spec.data_service in (None, settings.data_service_addr):
+        _refuse(await dataset_problems(request, spec.dataset), "dataset_refused")
+    return await run_in_threadpool(_submit, spec, queue, request, response, idempotency_key)
+
+
+def _submit(
+    spec: JobSpec, queue: JobQueue, request: Request, response: Response, idempotency_key: str | None
+) -> Accepted:
+    """Queue the job (Redis calls: on a worker thread)."""
     if idempotency_key is None:
         job, created = queue.submit(spec), True
     else:
@@ -144,14 +160,11 @@ def submit_job(
     return Accepted(id=job.id, status=job.status)
 
 
-def _refuse_over_limits(spec: JobSpec, request: Request) -> None:
-    """A 422 naming the field when the model or a step's activations exceed the memory limits."""
-    errors = limit_errors(spec, request.app.state.settings)
+def _refuse(errors: list[tuple[str, str]], kind: str) -> None:
+    """A 422 naming each (field, message): over the memory limits, or a dataset the data service refuses."""
     if errors:
-        details = [
-            {"field": e.field, "in": "body", "message": e.message, "type": "limit_exceeded"} for e in errors
-        ]
-        message = "invalid request: " + "; ".join(e.text() for e in errors)
+        details = [{"field": f, "in": "body", "message": m, "type": kind} for f, m in errors]
+        message = "invalid request: " + "; ".join(f"{f}: {m}" for f, m in errors)
         raise ApiError(422, "validation_error", message, details)
 
 
@@ -179,7 +192,7 @@ def list_jobs(
     responses=_NOT_FOUND | {200: {"content": {"application/json": {"example": examples.RECORD}}}},
     summary="A job's status, progress and latest metrics",
 )
-async def get_job(job: Annotated[JobRecord, Depends(existing_job)]) -> JobRecord:
+async def get_job(job: Annotated[JobView, Depends(existing_job)]) -> JobView:
     return job
 
 
@@ -225,7 +238,7 @@ def delete_job(job_id: JobId, queue: Queue, request: Request) -> Response:
 
 @router.get("/{job_id}/metrics", responses=_NOT_FOUND, summary="A job's logged metrics, in step order")
 def get_metrics(
-    job: Annotated[JobRecord, Depends(existing_job)],
+    job: Annotated[JobView, Depends(existing_job)],
     queue: Queue,
     since_step: Annotated[int, Query(ge=0, description="Only rows at this step or later")] = 0,
 ) -> JobMetrics:
@@ -237,7 +250,7 @@ def get_metrics(
     responses=_NOT_FOUND | {200: {"content": {"application/json": {"example": examples.REPORT}}}},
     summary="The fit report the trainer wrote (404 `report_not_ready` until the job succeeds)",
 )
-def get_report(job: Annotated[JobRecord, Depends(existing_job)], queue: Queue) -> dict[str, Any]:
+def get_report(job: Annotated[JobView, Depends(existing_job)], queue: Queue) -> dict[str, Any]:
     report = queue.report(job.id)
     if report is None:
         details = [{"job_id": job.id, "status": job.status.value}]
@@ -254,7 +267,7 @@ def get_report(job: Annotated[JobRecord, Depends(existing_job)], queue: Queue) -
     },
     summary="Download the job's latest checkpoint (404 `checkpoint_not_ready` until one is saved)",
 )
-def get_checkpoint(job: Annotated[JobRecord, Depends(existing_job)], request: Request) -> FileResponse:
+def get_checkpoint(job: Annotated[JobView, Depends(existing_job)], request: Request) -> FileResponse:
     path = request.app.state.settings.jobs_dir / job.id / "checkpoint.pt"
     if not path.is_file():
         details = [{"job_id": job.id, "status": job.status.value}]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -86,6 +87,21 @@ class QueueCollector(Collector):
         yield busy
 
 
+# Query parameters whose values are credentials (``?token=`` from a browser's event stream, say).
+SENSITIVE = re.compile(r"token|key|secret|passw|auth|credential|signature|session", re.IGNORECASE)
+
+
+def masked_query(query: str) -> str:
+    """``query`` with the value of every parameter named like a credential replaced by ``***``."""
+    parts = []
+    for part in query.split("&"):
+        name, eq, value = part.partition("=")
+        if eq and value and SENSITIVE.search(urllib.parse.unquote_plus(name)):
+            value = "***"
+        parts.append(name + eq + value)
+    return "&".join(parts)
+
+
 class AccessLog:
     """One line per request (client, method, path, status, time to headers), as uvicorn's access log has.
 
@@ -102,7 +118,8 @@ class AccessLog:
         # Quoted, the query too (its escapes kept): no request can forge a line or a field of its own.
         path = urllib.parse.quote(scope["path"])
         if scope["query_string"]:
-            path += "?" + urllib.parse.quote(scope["query_string"].decode("latin-1"), safe="=&%+/:,;@")
+            query = masked_query(scope["query_string"].decode("latin-1"))
+            path += "?" + urllib.parse.quote(query, safe="=&%+/:,;@*")
         line = f'INFO:     {host}:{port} - "{scope["method"]} {path} HTTP/{scope["http_version"]}" {status}'
         if not self.lines:
             asyncio.get_running_loop().call_soon(self.flush)

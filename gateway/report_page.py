@@ -16,7 +16,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from gateway.errors import ApiError, error_doc
 from gateway.jobs import Queue, existing_job
 from gateway.report_html import render
-from simtrain.jobs import JobRecord
+from simtrain.jobs import JobView
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -30,7 +30,7 @@ _NOT_FOUND = {404: error_doc("No such job, or no report yet (`report_not_ready`)
     summary="The fit report as a page: verdict, loss curves, checks, data statistics, trace, samples",
 )
 def report_page(
-    job: Annotated[JobRecord, Depends(existing_job)], queue: Queue, request: Request
+    job: Annotated[JobView, Depends(existing_job)], queue: Queue, request: Request
 ) -> HTMLResponse:
     report = queue.report(job.id)
     if report is None:
@@ -57,7 +57,7 @@ def _png_data_url(path: Path) -> str | None:
     | {200: {"content": {"image/png": {}}, "description": "Train and val loss against step"}},
     summary="The loss curves the trainer drew beside the report (PNG)",
 )
-def report_png(job: Annotated[JobRecord, Depends(existing_job)], request: Request) -> FileResponse:
+def report_png(job: Annotated[JobView, Depends(existing_job)], request: Request) -> FileResponse:
     path = request.app.state.settings.jobs_dir / job.id / "report.png"
     if not path.is_file():
         details = [{"job_id": job.id, "status": job.status.value}]

@@ -2,20 +2,61 @@
 
 from __future__ import annotations
 
+import json
+import math
 import time
+import types
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from simtrain.model_presets import MODEL_PRESETS
 
 ModelType = Literal[tuple(MODEL_PRESETS)]  # type: ignore[valid-type]
 
 
+def _finite(value: Any) -> Any:
+    """Refuse NaN and Infinity: Python's JSON reads them, but a record holding one cannot be read back."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"not a finite number: {json.dumps(value)}")
+    return value
+
+
+OptionValue = Annotated[str | int | float | bool, BeforeValidator(_finite)]
+
+
+def _numeric(annotation: Any) -> bool:
+    """Whether a field takes numbers and not booleans (``int``, ``float | None``, ``tuple[float, float]``)."""
+    if get_origin(annotation) in (Union, types.UnionType, tuple):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return bool(args) and bool not in args and all(_numeric(a) for a in args)
+    return annotation in (int, float)
+
+
 class _Strict(BaseModel):
     # Unknown fields are errors: a typo in a spec must not silently train the default.
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _plain_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """Only finite numbers where numbers are asked: Pydantic would take ``true`` as 1."""
+        assert info.field_name is not None
+        items = value if isinstance(value, list | tuple) else [value]
+        for item in items:
+            _finite(item)
+        if _numeric(cls.model_fields[info.field_name].annotation) and any(isinstance(v, bool) for v in items):
+            raise ValueError("a number is asked here, not true or false")
+        return value
 
 
 class DatasetSpec(_Strict):
@@ -26,7 +67,7 @@ class DatasetSpec(_Strict):
     source: str | None = Field(default=None, min_length=1, max_length=1024)
     tokenizer: str = Field(default="char", min_length=1, max_length=64)
     packing: str = Field(default="stream", min_length=1, max_length=64)
-    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    options: dict[str, OptionValue] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _id_or_source(self) -> DatasetSpec:
@@ -201,12 +242,16 @@ class Progress(BaseModel):
     max_iters: int
 
 
-class JobRecord(BaseModel):
-    """A job's state as stored in Redis and served by ``GET /v1/jobs/{id}``."""
+class JobView(BaseModel):
+    """A job as readers see it (``GET /v1/jobs/{id}``, the jobs list).
+
+    ``spec`` is null for a record whose spec no longer reads (one stored before a fix refused it): such a job
+    is shown failed, with why, rather than failing the read.
+    """
 
     id: str
     status: JobStatus
-    spec: JobSpec
+    spec: JobSpec | None
     progress: Progress
     metrics: dict[str, float] = Field(default_factory=dict)
     error: str | None = None
@@ -216,3 +261,9 @@ class JobRecord(BaseModel):
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+
+
+class JobRecord(JobView):
+    """A job's state as stored in Redis, with a spec that reads: what a worker runs."""
+
+    spec: JobSpec

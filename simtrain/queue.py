@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from pydantic import ValidationError
 
-from simtrain.jobs import JobRecord, JobSpec, JobStatus, Progress
+from simtrain.jobs import JobRecord, JobSpec, JobStatus, JobView, Progress
 
 GROUP = "trainers"
 
@@ -71,6 +72,13 @@ redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 redis.call('SET', KEYS[1], ARGV[1] .. ' ' .. ARGV[2], 'EX', ARGV[4])
 return false
 """
+# ARGV: error, now. Fails a job that has not finished; returns whether it did.
+_FAIL_UNFINISHED = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[1], 'finished_at', ARGV[2])
+return 1
+"""
 _START = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status ~= 'queued' and status ~= 'running' then return 0 end
@@ -81,7 +89,8 @@ return 1
 
 # KEYS: the job's hash, its attempts stream. ARGV: worker, now, max attempts.
 # Begins the next attempt: counts it, refuses a finished job, ends one cancelled while its worker was gone,
-# fails one out of attempts (with the reason). Returns {outcome, attempt number or status or reason}.
+# fails one out of attempts (with the reason; not counted, since none is made, so attempts stays at most
+# max attempts). Returns {outcome, attempt number or status or reason}.
 _BEGIN = """
 local h = KEYS[1]
 local status = redis.call('HGET', h, 'status')
@@ -91,8 +100,8 @@ if redis.call('HGET', h, 'cancel_requested') == '1' then
   redis.call('HSET', h, 'status', 'cancelled', 'finished_at', ARGV[2])
   return {'finished', 'cancelled'}
 end
-local attempt = redis.call('HINCRBY', h, 'attempts', 1)
-if attempt > tonumber(ARGV[3]) then
+local made = tonumber(redis.call('HGET', h, 'attempts') or '0') or 0
+if made >= tonumber(ARGV[3]) then
   local reason = 'gave up after ' .. ARGV[3] .. ' attempts'
   local err = redis.call('HGET', h, 'error')
   local last = redis.call('HGET', h, 'worker')
@@ -104,6 +113,7 @@ if attempt > tonumber(ARGV[3]) then
   redis.call('HSET', h, 'status', 'failed', 'error', reason, 'finished_at', ARGV[2])
   return {'gave_up', reason}
 end
+local attempt = redis.call('HINCRBY', h, 'attempts', 1)
 redis.call('HSET', h, 'status', 'running', 'worker', ARGV[1], 'started_at', ARGV[2], 'error', '')
 redis.call('XADD', KEYS[2], '*', 'attempt', attempt, 'worker', ARGV[1], 'started_at', ARGV[2])
 return {'run', tostring(attempt)}
@@ -226,14 +236,14 @@ class JobQueue:
 
     def list(
         self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None, scan: int = 1000
-    ) -> tuple[list[JobRecord], str | None]:
+    ) -> tuple[list[JobView], str | None]:
         """Jobs newest first, optionally only those in ``status``; returns the page and the next cursor.
 
         A filtered page looks at no more than ``scan`` jobs, so it may come back short (even empty) with
         a cursor to go on from; the cursor is None only once the index is exhausted.
         """
         top, after = ("+inf", None) if cursor is None else _decode_cursor(cursor)
-        page: list[JobRecord] = []
+        page: list[JobView] = []
         last: tuple[float, str] | None = None
         seen = offset = 0
         while len(page) < limit and seen < scan:
@@ -249,8 +259,9 @@ class JobQueue:
                 if after is not None and score == float(top) and job_id >= after:
                     continue
                 last, seen = (score, job_id), seen + 1
-                if fields and (status is None or fields["status"] == status.value):
-                    page.append(decode_record(fields))
+                view = decode_view(job_id, fields) if fields else None
+                if view and (status is None or view.status == status):
+                    page.append(view)
                 if len(page) == limit or seen == scan:
                     break
         assert last is not None
@@ -295,6 +306,7 @@ class JobQueue:
         return {n.removeprefix(head): json.loads(v) for n, v in zip(names, values, strict=True) if v}
 
     def get(self, job_id: str) -> JobRecord | None:
+        """The job's record; :class:`UnreadableRecord` when it does not decode."""
         fields = self.r.hgetall(self._job_key(job_id))
         return decode_record(fields) if fields else None
 
@@ -304,11 +316,12 @@ class JobQueue:
         rows = [{k: float(v) for k, v in fields.items()} for _, fields in entries]
         return [row for row in rows if row.get("step", 0) >= since_step]
 
-    def request_cancel(self, job_id: str) -> JobRecord | None:
+    def request_cancel(self, job_id: str) -> JobView | None:
         """Cancel a queued job at once; ask a running job's worker to stop at its next step."""
         if self.r.eval(_CANCEL, 1, self._job_key(job_id), time.time()) is None:
             return None
-        return self.get(job_id)
+        fields = self.r.hgetall(self._job_key(job_id))
+        return decode_view(job_id, fields) if fields else None
 
     def report(self, job_id: str) -> dict[str, Any] | None:
         raw = self.r.get(f"{self._job_key(job_id)}:report")
@@ -342,6 +355,10 @@ class JobQueue:
     def start(self, job_id: str, consumer: str) -> bool:
         """Mark a claimed job running, unless it was cancelled or finished meanwhile."""
         return bool(self.r.eval(_START, 1, self._job_key(job_id), consumer, time.time()))
+
+    def fail_unreadable(self, job_id: str, error: str) -> bool:
+        """Fail a job whose record does not decode, unless it finished; False when it had."""
+        return bool(self.r.eval(_FAIL_UNFINISHED, 1, self._job_key(job_id), error, time.time()))
 
     def cancel_requested(self, job_id: str) -> bool:
         return self.r.hget(self._job_key(job_id), "cancel_requested") == "1"
@@ -455,6 +472,10 @@ class LeaseLost(RuntimeError):
         self.attempt = attempt
 
 
+class UnreadableRecord(ValueError):
+    """A job's hash that does not decode: a spec stored before a fix refused it, or a corrupted field."""
+
+
 class IdempotencyConflict(Exception):
     """An Idempotency-Key came back with a different job spec than the job it first made."""
 
@@ -526,22 +547,65 @@ def job_key(prefix: str, job_id: str) -> str:
 
 
 def decode_record(h: dict[str, str]) -> JobRecord:
-    """A job record from its Redis hash (see :func:`job_key`)."""
+    """A job record from its Redis hash (see :func:`job_key`); :class:`UnreadableRecord` if not one."""
 
     def opt(key: str) -> str | None:
         return h.get(key) or None
 
-    return JobRecord(
-        id=h["id"],
-        status=JobStatus(h["status"]),
-        spec=JobSpec.model_validate_json(h["spec"]),
-        progress=Progress(step=int(h.get("step") or 0), max_iters=int(h["max_iters"])),
-        metrics=json.loads(h.get("metrics") or "{}"),
-        error=opt("error"),
-        attempts=int(h.get("attempts") or 0),
-        worker=opt("worker"),
-        dataset_id=opt("dataset_id"),
-        created_at=float(h["created_at"]),
-        started_at=float(h["started_at"]) if opt("started_at") else None,
-        finished_at=float(h["finished_at"]) if opt("finished_at") else None,
+    try:
+        return JobRecord(
+            id=h["id"],
+            status=JobStatus(h["status"]),
+            spec=JobSpec.model_validate_json(h["spec"]),
+            progress=Progress(step=int(h.get("step") or 0), max_iters=int(h["max_iters"])),
+            metrics=json.loads(h.get("metrics") or "{}"),
+            error=opt("error"),
+            attempts=int(h.get("attempts") or 0),
+            worker=opt("worker"),
+            dataset_id=opt("dataset_id"),
+            created_at=float(h["created_at"]),
+            started_at=float(h["started_at"]) if opt("started_at") else None,
+            finished_at=float(h["finished_at"]) if opt("finished_at") else None,
+        )
+    except (KeyError, ValueError) as e:  # a ValidationError is a ValueError, as a JSONDecodeError is
+        raise UnreadableRecord(f"the job record cannot be read: {_why(e)}") from None
+
+
+def decode_view(job_id: str, h: dict[str, str]) -> JobView:
+    """The job for readers: a record that does not decode is shown failed with the reason (spec null)."""
+    try:
+        return decode_record(h)
+    except UnreadableRecord as e:
+        reason = str(e)
+
+    def number(key: str, kind: type[float] | type[int]) -> Any:
+        try:
+            value = kind(h[key])
+        except (KeyError, ValueError):
+            return None
+        return value if math.isfinite(value) else None
+
+    status = h.get("status", "")
+    finished = status in {s.value for s in JobStatus if s.finished}
+    return JobView(
+        id=job_id,
+        status=JobStatus(status) if finished else JobStatus.failed,
+        spec=None,
+        progress=Progress(step=number("step", int) or 0, max_iters=number("max_iters", int) or 0),
+        error=h.get("error") or reason,
+        attempts=number("attempts", int) or 0,
+        worker=h.get("worker") or None,
+        dataset_id=h.get("dataset_id") or None,
+        created_at=number("created_at", float) or 0.0,
+        started_at=number("started_at", float),
+        finished_at=number("finished_at", float),
     )
+
+
+def _why(e: Exception) -> str:
+    """A one-line reason a record does not decode."""
+    if isinstance(e, KeyError):
+        return f"it has no {e.args[0]!r} field"
+    if isinstance(e, ValidationError):
+        return "; ".join(f"{e.title} {'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()[:3])
+    return str(e)

@@ -27,6 +27,7 @@ from simtrain import batch_wire, shm
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.jobs import DatasetSpec
+from simtrain.prepare_request import prepare_request
 from simtrain.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -136,13 +137,8 @@ class DataClient:
             return self._with_retries(
                 "describe dataset", lambda: self.stub.GetDataset(pb.GetDatasetRequest(dataset_id=spec.id))
             )
-        request = pb.PrepareDatasetRequest(
-            module=spec.module,
-            source=spec.source,
-            tokenizer=spec.tokenizer,
-            packing=spec.packing,
-            options={k: str(v) for k, v in spec.options.items()},
-        )
+        assert spec.module is not None and spec.source is not None  # DatasetSpec: an id, or both
+        request = prepare_request(spec.module, spec.source, spec.tokenizer, spec.packing, spec.options)
         return self._with_retries("prepare dataset", lambda: self.stub.PrepareDataset(request))
 
     def decode(self, dataset_id: str, tokens: list[int]) -> str:

@@ -27,7 +27,7 @@ import redis
 from simtrain.fencing import AttemptQueue
 from simtrain.jobs import JobRecord, JobStatus
 from simtrain.limits import limit_errors
-from simtrain.queue import JobQueue, LeaseLost
+from simtrain.queue import JobQueue, LeaseLost, UnreadableRecord
 from simtrain.settings import Settings
 from trainer_service.job_runner import JobRun
 from trainer_service.launch import run_torchrun
@@ -102,7 +102,13 @@ class Worker:
         if claimed is None:
             return False
         msg_id, job_id = claimed
-        job = self.queue.get(job_id)
+        try:
+            job = self.queue.get(job_id)
+        except UnreadableRecord as e:  # one stored before a fix refused its spec, say: fail it, go on
+            log.warning("failing job %s: %s", job_id, e)
+            self.queue.fail_unreadable(job_id, str(e))
+            self.queue.ack(msg_id)
+            return True
         if job is None or job.status.finished:
             self.queue.ack(msg_id)  # a stale message: nothing left to do
             return True

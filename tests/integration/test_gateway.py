@@ -200,6 +200,46 @@ def test_malformed_body_is_422(client: httpx.Client, content: bytes, content_typ
     assert error["details"]
 
 
+RAW_SPEC = '{"dataset": {"module": "text", "source": "tiny.txt"%s}, "training": {%s}, "checks": {%s}}'
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "words"),
+    [
+        (RAW_SPEC % ("", '"grad_norm_clip": Infinity', ""), "training.grad_norm_clip", "not a finite number"),
+        (RAW_SPEC % ("", '"learning_rate": NaN', ""), "training.learning_rate", "not a finite number"),
+        (RAW_SPEC % ("", "", '"gap_warn": -Infinity'), "checks.gap_warn", "not a finite number"),
+        (RAW_SPEC % (', "options": {"x": NaN}', "", ""), "dataset.options.x", "not a finite number"),
+        (RAW_SPEC % ("", '"max_iters": true', ""), "training.max_iters", "not true or false"),
+    ],
+)
+def test_non_finite_and_boolean_numbers_are_422(
+    client: httpx.Client, job_queue: JobQueue, body: str, field: str, words: str
+) -> None:
+    """Python's json reads NaN and Infinity: they were stored as null, and the job could not be read."""
+    response = client.post("/v1/jobs", content=body, headers={"content-type": "application/json"})
+    error = error_of(response, 422)
+    assert [d["field"] for d in error["details"]] == [field]
+    assert words in error["details"][0]["message"] and field in error["message"]
+    assert job_queue.r.exists(job_queue.stream) == 0
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b"[" * 10_000 + b"]" * 10_000, "nested too deeply"),
+        (b'{"dataset": ' + b"[" * 10_000 + b"]" * 10_000 + b"}", "nested too deeply"),
+        (b'{"training": {"max_iters": ' + b"1" * 100_000 + b"}}", "a number with too many digits"),
+    ],
+)
+def test_unparsable_bodies_are_422(client: httpx.Client, content: bytes, words: str) -> None:
+    response = client.post("/v1/jobs", content=content, headers={"content-type": "application/json"})
+    error = error_of(response, 422)
+    assert error["details"] == [
+        {"field": "body", "in": "body", "message": f"malformed JSON: {words}", "type": "json_invalid"}
+    ]
+
+
 def test_bad_query_is_422(client: httpx.Client) -> None:
     job_id = submit(client)
     error = error_of(client.get(f"/v1/jobs/{job_id}/metrics", params={"since_step": "soon"}), 422)

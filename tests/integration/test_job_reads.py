@@ -129,6 +129,41 @@ def test_a_record_written_by_an_older_version_or_another_client(
     assert job["progress"] == {"step": 0, "max_iters": 300} and job["metrics"] == {} and job["attempts"] == 0
 
 
+@pytest.mark.parametrize(
+    ("spec", "why"),
+    [
+        # Stored before NaN and Infinity were refused: the JSON holds null where a number is required.
+        (
+            '{"dataset": {"module": "text", "source": "t.txt"}, "training": {"grad_norm_clip": null}}',
+            "valid number",
+        ),
+        ("{corrupted", "Invalid JSON"),
+    ],
+)
+def test_an_unreadable_record_reads_as_failed_with_why(
+    client: httpx.Client, framework_only: httpx.Client, job_queue: JobQueue, spec: str, why: str
+) -> None:
+    readable = submit(client)
+    job_id = "0123456789abcdef"
+    fields = {"id": job_id, "status": "queued", "spec": spec, "max_iters": "300", "created_at": "1.5"}
+    job_queue.r.hset(job_key(job_queue.prefix, job_id), mapping=fields)
+    job_queue.r.zadd(job_queue.index, {job_id: 1.5})
+    for reader in (client, framework_only):
+        job = reader.get(f"/v1/jobs/{job_id}").json()
+        assert (job["status"], job["spec"], job["progress"]) == (
+            "failed",
+            None,
+            {"step": 0, "max_iters": 300},
+        )
+        assert job["error"].startswith("the job record cannot be read: JobSpec") and why in job["error"]
+        page = reader.get("/v1/jobs")
+        assert page.status_code == 200
+        assert [j["id"] for j in page.json()["jobs"]] == [readable, job_id]
+        assert [j["id"] for j in reader.get("/v1/jobs?status=failed").json()["jobs"]] == [job_id]
+    assert client.post(f"/v1/jobs/{job_id}/cancel").json()["status"] == "cancelled"
+    assert client.get(f"/v1/jobs/{job_id}/metrics").json() == {"job_id": job_id, "metrics": []}
+
+
 def test_no_such_job_is_the_routes_404_from_one_read(
     app: FastAPI, client: httpx.Client, framework_only: httpx.Client
 ) -> None:
@@ -201,6 +236,21 @@ def test_access_log_has_a_line_per_request_and_no_secrets(settings: Settings, jo
     assert '"GET /v1/jobs/x%0AINFO%3A%20forged?limit=2 HTTP/1.1" 404' in lines[3]
     assert all(line.startswith("INFO:     127.0.0.1:") and line.endswith("ms") for line in lines)
     assert TOKEN not in stream.getvalue()
+
+
+def test_access_log_masks_credentials_in_the_query(settings: Settings, job_queue: JobQueue) -> None:
+    stream = io.StringIO()
+    app = create_app(settings, GatewaySettings(api_token=TOKEN), access_log=AccessLog(stream))
+    query = f"token={TOKEN}&limit=2&API_KEY={TOKEN}&client%5Fsecret={TOKEN}&password=&access_token={TOKEN}"
+    with serve(app) as c:
+        c.get(f"/v1/jobs?{query}")
+        deadline = time.monotonic() + 5
+        while not stream.getvalue() and time.monotonic() < deadline:
+            time.sleep(0.01)
+    (line,) = stream.getvalue().splitlines()
+    masked = "token=***&limit=2&API_KEY=***&client%5Fsecret=***&password=&access_token=***"
+    assert f'"GET /v1/jobs?{masked} HTTP/1.1" 401' in line  # a token is taken from the header only
+    assert TOKEN not in line
 
 
 def test_access_log_and_latency_have_the_requests_that_fail(settings: Settings, job_queue: JobQueue) -> None:

@@ -9,6 +9,7 @@ submit (422 naming the field) and again by the worker.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.jobs import JobSpec, JobStatus
 from simtrain.limits import activation_bytes, model_params
-from simtrain.queue import JobQueue
+from simtrain.queue import GROUP, JobQueue
 from simtrain.settings import Settings
 from tests.integration.gateway_support import error_of, serve
 from trainer_service.worker import Worker
@@ -47,11 +48,16 @@ def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stub(data_root: Path) -> Iterator[pb_grpc.DataServiceStub]:
+def data_address(data_root: Path) -> Iterator[str]:
     server, port = serve_data(Settings(data_root=data_root, state_dir=data_root.parent / "var"), port=0)
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield pb_grpc.DataServiceStub(channel)
+    yield f"127.0.0.1:{port}"
     server.stop(None)
+
+
+@pytest.fixture(scope="module")
+def stub(data_address: str) -> Iterator[pb_grpc.DataServiceStub]:
+    with grpc.insecure_channel(data_address) as channel:
+        yield pb_grpc.DataServiceStub(channel)
 
 
 @pytest.mark.parametrize(
@@ -75,6 +81,48 @@ def test_hostile_sources_are_refused_over_grpc(stub, module: str, source: str, m
         stub.PrepareDataset(pb.PrepareDatasetRequest(module=module, source=source), timeout=60)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert message in refused.value.details()
+
+
+# -- submit-time checks -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("dataset", "field", "words"),
+    [
+        ({"module": "nope", "source": "fine.txt"}, "dataset.module", "unknown module 'nope'; offered: "),
+        ({"module": "text", "source": "fine.txt", "tokenizer": "nope"}, "dataset.tokenizer", "nope"),
+        ({"module": "text", "source": "missing.txt"}, "dataset.source", "'missing.txt' not found"),
+        ({"module": "text", "source": "../secret.txt"}, "dataset.source", "outside the data root"),
+        ({"module": "text", "source": "fine.txt", "packing": "zigzag"}, "dataset.packing", "zigzag"),
+        ({"module": "text", "source": "fine.txt", "options": {"colour": 1}}, "dataset.options", "colour"),
+    ],
+)
+def test_a_dataset_the_data_service_refuses_is_a_422_at_submit(
+    data_address: str, redis_url: str, key_prefix: str, job_queue: JobQueue, dataset, field, words
+):
+    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, data_service_addr=data_address)
+    with serve(create_app(settings)) as client:
+        error = error_of(client.post("/v1/jobs", json=GPT_NANO | {"dataset": dataset}), 422)
+        assert [(d["field"], d["type"]) for d in error["details"]] == [(field, "dataset_refused")]
+        assert words in error["details"][0]["message"] and field in error["message"]
+        fine = GPT_NANO | {"dataset": {"module": "text", "source": "fine.txt"}}
+        assert client.post("/v1/jobs", json=fine).status_code == 202
+    assert len(job_queue.list()[0]) == 1  # the refused one was never queued
+
+
+def test_a_dataset_is_accepted_where_it_cannot_be_checked(
+    data_address: str, redis_url: str, key_prefix: str, job_queue: JobQueue
+):
+    """No data service to ask, or the job names another: its trainer checks the dataset, and fails the job."""
+    unknown = GPT_NANO | {"dataset": {"module": "nope", "source": "missing.txt"}}
+    down = Settings(redis_url=redis_url, key_prefix=key_prefix, data_service_addr="127.0.0.1:1")
+    with serve(create_app(down)) as client:
+        assert client.post("/v1/jobs", json=unknown).status_code == 202
+    up = down.model_copy(update={"data_service_addr": data_address})
+    with serve(create_app(up)) as client:
+        assert client.post("/v1/jobs", json=unknown | {"data_service": "127.0.0.1:1"}).status_code == 202
+        assert client.post("/v1/jobs", json=unknown).status_code == 422
+    assert len(job_queue.list()[0]) == 2
 
 
 # -- memory limits ------------------------------------------------------------------------------------
@@ -128,3 +176,39 @@ def test_the_worker_refuses_a_spec_over_its_limits(limited: Settings):
         "refused: training.block_size: a step of batch_size 4096 x block_size 4096"
     )
     assert time.monotonic() - started < 5  # refused up front, nothing built
+
+
+# -- unreadable records -------------------------------------------------------------------------------
+
+# A spec stored before NaN and Infinity were refused: the JSON holds null where a number is required.
+NULL_CLIP = '{"dataset": {"module": "text", "source": "tiny.txt"}, "training": {"grad_norm_clip": null}}'
+
+
+def put_record(queue: JobQueue, job_id: str, spec: str) -> None:
+    """A job record as another client (or an older version) wrote it, on the stream for workers."""
+    fields = {"id": job_id, "status": "queued", "spec": spec, "max_iters": "300", "created_at": "1.5"}
+    queue.r.hset(f"{queue.prefix}job:{job_id}", mapping=fields)
+    queue.r.xadd(queue.stream, {"id": job_id})
+
+
+def test_the_worker_fails_an_unreadable_record_and_goes_on(limited: Settings, job_queue: JobQueue):
+    queue = JobQueue.from_url(limited.redis_url, prefix=limited.key_prefix)
+    put_record(queue, "a1", NULL_CLIP)
+    put_record(queue, "b2", "{not json")
+    worker = Worker(limited.model_copy(update={"worker_name": "w"}), queue)
+    thread = threading.Thread(target=worker.run_forever)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while queue.r.hget(f"{queue.prefix}job:b2", "status") != "failed":
+            assert thread.is_alive() and time.monotonic() < deadline
+            time.sleep(0.05)
+        assert thread.is_alive()
+    finally:
+        worker.stop()
+        thread.join(timeout=10)
+    first, second = (queue.r.hgetall(f"{queue.prefix}job:{i}") for i in ("a1", "b2"))
+    assert first["status"] == "failed" and "grad_norm_clip: Input should be a valid number" in first["error"]
+    assert first["error"].startswith("the job record cannot be read: JobSpec training.grad_norm_clip")
+    assert "Invalid JSON" in second["error"]
+    assert queue.r.xpending(queue.stream, GROUP)["pending"] == 0

@@ -1,5 +1,7 @@
 """The job spec contract: what validates, what is refused, and with which field named."""
 
+import json
+
 import pytest
 from pydantic import ValidationError
 
@@ -74,3 +76,51 @@ def test_invalid_specs_name_the_field(change: dict, field: str):
 
 def test_missing_dataset_is_named():
     assert "dataset" in error_fields({})
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ('{"training": {"grad_norm_clip": Infinity}}', "training.grad_norm_clip"),
+        ('{"training": {"learning_rate": NaN}}', "training.learning_rate"),
+        ('{"training": {"betas": [0.9, -Infinity]}}', "training.betas"),
+        ('{"checks": {"gap_warn": Infinity}}', "checks.gap_warn"),
+        (
+            '{"dataset": {"module": "text", "source": "tiny.txt", "options": {"val_fraction": NaN}}}',
+            "dataset.options.val_fraction",
+        ),
+    ],
+)
+def test_non_finite_numbers_are_refused(body: str, field: str):
+    """Stored, they would come back as null and the record could not be read (json.dumps keeps them)."""
+    spec = MINIMAL | json.loads(body)
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate_json(json.dumps(spec))
+    errors = {".".join(str(p) for p in e["loc"]): e["msg"] for e in info.value.errors()}
+    assert "not a finite number" in errors[field]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"training": {"max_iters": True}},
+        {"training": {"learning_rate": False}},
+        {"training": {"betas": [True, 0.9]}},
+        {"model": {"n_layer": True, "n_head": 1, "n_embd": 8}},
+        {"checks": {"overfit_steps": True}},
+    ],
+)
+def test_booleans_are_not_numbers(change: dict):
+    (section,) = change
+    with pytest.raises(ValidationError) as info:
+        JobSpec.model_validate(MINIMAL | change)
+    (error,) = info.value.errors()
+    assert error["loc"][0] == section and "not true or false" in error["msg"]
+
+
+def test_booleans_stay_allowed_where_asked():
+    spec = JobSpec.model_validate(MINIMAL | {"training": {"compile": True}})
+    assert spec.training.compile is True
+    options = {"lowercase": True, "n": 3, "share": 0.5, "name": "x"}
+    spec = JobSpec.model_validate({"dataset": MINIMAL["dataset"] | {"options": options}})
+    assert spec.dataset.options == options

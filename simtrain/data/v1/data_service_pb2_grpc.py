@@ -74,6 +74,11 @@ class DataServiceStub:
                 request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeRequest.SerializeToString,
                 response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeResponse.FromString,
                 _registered_method=True)
+        self.CheckDataset = channel.unary_unary(
+                '/simtrain.data.v1.DataService/CheckDataset',
+                request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.PrepareDatasetRequest.SerializeToString,
+                response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.CheckDatasetResponse.FromString,
+                _registered_method=True)
 
 
 class DataServiceServicer:
@@ -137,6 +142,14 @@ class DataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckDataset(self, request, context):
+        """Check a request as PrepareDataset would before preparing (module, tokenizer, options, packing,
+        source), without preparing: a job can then be refused when it is submitted, naming the field.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -179,6 +192,11 @@ def add_DataServiceServicer_to_server(servicer, server):
                     servicer.Decode,
                     request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeRequest.FromString,
                     response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeResponse.SerializeToString,
+            ),
+            'CheckDataset': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckDataset,
+                    request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.PrepareDatasetRequest.FromString,
+                    response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.CheckDatasetResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -397,6 +415,33 @@ class DataService:
             '/simtrain.data.v1.DataService/Decode',
             simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeRequest.SerializeToString,
             simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckDataset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simtrain.data.v1.DataService/CheckDataset',
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.PrepareDatasetRequest.SerializeToString,
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.CheckDatasetResponse.FromString,
             options,
             channel_credentials,
             insecure,
