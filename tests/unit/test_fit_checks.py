@@ -233,9 +233,11 @@ def test_answers_that_are_all_alike_fail_and_say_which() -> None:
 
 def test_a_vocabulary_too_large_for_the_data_warns_with_a_size_to_use() -> None:
     bpe = data(STATS | {"num_tokens": {"train": 38_000}}, vocab=4096, tokenizer="bpe")["vocab_size"]
-    assert bpe.verdict is Verdict.warn and "vocab_size to about 512" in bpe.reason
+    assert bpe.verdict is Verdict.warn and "vocab_size to about 1024" in bpe.reason
     big = data(STATS | {"num_tokens": {"train": 500_000}}, vocab=50_000, tokenizer="bpe")["vocab_size"]
-    assert big.verdict is Verdict.warn and "vocab_size to about 8192" in big.reason
+    assert big.verdict is Verdict.warn and "vocab_size to about 16384" in big.reason
+    small = data(STATS | {"num_tokens": {"train": 6_000}}, vocab=1000, tokenizer="bpe")["vocab_size"]
+    assert "vocab_size to about 512, or use the byte tokenizer" in small.reason
     char = data(STATS | {"num_tokens": {"train": 600}}, vocab=65)["vocab_size"]
     assert char.verdict is Verdict.warn and "add data" in char.reason
 

@@ -14,9 +14,9 @@ from trainer_service.report.checks import Check, Verdict, grade
 
 SECTION = "data"
 Decode = Callable[[list[int]], str | None]  # token ids to text; None when the data service cannot say
-# A BPE vocabulary is suggested at this many train tokens per entry, a power of two no smaller than this
-# (byte-level BPE starts from 256 byte tokens, so 512 leaves room for some merges).
-SUGGESTED_TOKENS_PER_ENTRY = 50
+# A BPE vocabulary is suggested as the power of two that gives checks.vocab_tokens_warn train tokens per
+# entry (the data service's own warning suggests the same), and no smaller than this: byte-level BPE
+# starts from 256 byte tokens, so 512 leaves room for some merges.
 SMALLEST_SUGGESTED_VOCAB = 512
 
 
@@ -263,12 +263,14 @@ def vocab_size(stats: dict[str, Any], spec: ChecksSpec, vocab: int, tokenizer: s
     verdict = grade(per, spec.vocab_tokens_warn, None, higher_is_worse=False)
     reason = f"{train} train tokens for a vocabulary of {vocab}: {per:.1f} per entry"
     if verdict is Verdict.warn and tokenizer == "bpe":
-        wanted = max(train // SUGGESTED_TOKENS_PER_ENTRY, 1)
+        wanted = max(int(train / spec.vocab_tokens_warn), 1)
         suggested = max(SMALLEST_SUGGESTED_VOCAB, 2 ** (wanted.bit_length() - 1))  # a power of two below
         reason += (
             ": most learned tokens are seen only a few times, so their embeddings barely train; set the "
             f"tokenizer option vocab_size to about {suggested}"
         )
+        if wanted < SMALLEST_SUGGESTED_VOCAB:
+            reason += ", or use the byte tokenizer, or add data"
     elif verdict is Verdict.warn:
         reason += ": the text is small for its vocabulary, so rare tokens barely train; add data"
     return Check("vocab_size", SECTION, title, verdict, reason, per, threshold, "checks.vocab_tokens_warn")
