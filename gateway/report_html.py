@@ -306,13 +306,15 @@ def _baselines(b: dict[str, Any] | None) -> str:
 
 
 def _summary(report: dict[str, Any]) -> str:
-    verdict = report.get("verdict") or "no verdict"
     ds, model, speed = report.get("dataset") or {}, report.get("model") or {}, report.get("speed") or {}
     init, final = report.get("loss_at_init") or {}, report.get("final") or {}
     dataset = f"{ds.get('module')}:{ds.get('source')} · {ds.get('tokenizer')} tokenizer"
-    dataset += f" · vocab {ds.get('vocab_size')}"
+    dataset += f" · vocab {ds['vocab_size']}" if ds.get("vocab_size") else ""
     size = f"{model.get('n_layer')} layers, {model.get('n_embd')} wide"
     size += f", {fmt(model.get('num_params'))} parameters"
+    if "model" not in report:  # refused before training: nothing was built or measured
+        table_ = table([["dataset", escape(dataset)], ["trained", "nothing: the data could not be served"]])
+        return el("section", _badge(report) + table_, id="verdict")
     facts = [
         ["dataset", escape(dataset)],
         ["model", size],
@@ -321,11 +323,15 @@ def _summary(report: dict[str, Any]) -> str:
         ["learned beyond baselines", _baselines(report.get("baselines"))],
         ["speed", f"{fmt(speed.get('tokens_per_s'), 0)} tokens/s on {fmt(speed.get('device'))}"],
     ]
+    return el("section", _badge(report) + table(facts), id="verdict")
+
+
+def _badge(report: dict[str, Any]) -> str:
+    verdict = report.get("verdict") or "no verdict"
     badge = el(
         "span", escape(verdict), class_="verdict", style=f"background:{VERDICT_COLOURS.get(verdict, GREY)}"
     )
-    head = badge + " " + el("span", escape(report.get("summary") or ""))
-    return el("section", head + table(facts), id="verdict")
+    return badge + " " + el("span", escape(report.get("summary") or ""))
 
 
 def render(report: dict[str, Any], png_url: str | None = None) -> str:
@@ -348,13 +354,17 @@ def render(report: dict[str, Any], png_url: str | None = None) -> str:
         + el("p", f"job {job}", class_="muted mono")
         + _summary(report)
         + banner
-        + el("section", el("h2", "Loss curves" + png) + curves, id="curves")
+        + (
+            el("section", el("h2", "Loss curves" + png) + curves, id="curves")
+            if "loss_at_init" in report
+            else ""
+        )
         + _checks(report.get("checks") or [])
-        + _data(report)
+        + (_data(report) if "data" in report else "")
         + _preflight(report)
         + _accuracy(report)
         + _samples(report)
-        + _trace(report)
+        + (_trace(report) if "trace" in report else "")
     )
     head = "<meta charset='utf-8'>" + el("title", f"simtrain report {job}") + el("style", STYLE)
     return "<!doctype html>" + el("html", el("head", head) + el("body", el("main", body)), lang="en")

@@ -80,14 +80,19 @@ def test_a_full_report_renders_every_section() -> None:
 def test_a_report_of_data_that_was_never_trained_shows_the_verdict_and_why() -> None:
     refused = {
         "job_id": "r1",
-        "dataset": {"module": "text", "source": "tiny.txt"},
+        "dataset": {"module": "text", "source": "tiny.txt", "tokenizer": "char"},
         "verdict": "not fit",
         "summary": "not fit: data service serves the job: 40 tokens, fewer than one block",
         "checks": [{"name": "batches_served", "section": "data", "verdict": "fail", "reason": "one block"}],
         "stopped_early": "40 tokens, fewer than one block",
     }
     html = render(refused)
-    assert "not fit" in html and "fewer than one block" in html and "not measured" in html
+    assert (
+        "not fit" in html
+        and "fewer than one block" in html
+        and "nothing: the data could not be served" in html
+    )
+    assert "None" not in html and "id='data'" not in html and "id='curves'" not in html
 
 
 def test_an_old_report_without_checks_still_renders() -> None:
