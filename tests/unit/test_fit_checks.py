@@ -274,6 +274,7 @@ def test_a_healthy_run_passes_every_recipe_check() -> None:
         ({"final_train_loss": 4.5}, "loss_falls", Verdict.fail),
         ({"final_train_loss": math.nan}, "loss_falls", Verdict.fail),
         ({"nonfinite_steps": 3, "first_nonfinite_step": 12}, "finite", Verdict.fail),
+        ({"init_val_loss": None, "final_train_loss": None, "final_val_loss": None}, "finite", Verdict.skip),
         ({"final_val_loss": 2.0}, "val_train_gap", Verdict.warn),
         ({"data_wait_share": 0.2}, "data_wait", Verdict.warn),
         ({"data_wait_share": 0.7}, "data_wait", Verdict.fail),

@@ -180,10 +180,12 @@ def finite(f: RunFacts) -> Check:
     if f.nonfinite_steps:
         reason = (
             f"loss or gradient norm was NaN/inf at {f.nonfinite_steps} step(s), first at step "
-            f"{f.first_nonfinite_step}: lower the learning rate, or look for batches with no target"
+            f"{f.first_nonfinite_step}: lower the learning rate, or set grad_norm_clip"
         )
         return Check("finite", SECTION, title, Verdict.fail, reason, f.nonfinite_steps, "fail > 0")
     final = [v for v in (f.final_train_loss, f.final_val_loss) if v is not None]
+    if not final and f.init_val_loss is None:
+        return Check("finite", SECTION, title, Verdict.skip, "nothing was trained or evaluated")
     if not _finite(*final):
         reason = f"the final evaluation gave train {f.final_train_loss}, val {f.final_val_loss}"
         return Check("finite", SECTION, title, Verdict.fail, reason, None, "fail > 0")
