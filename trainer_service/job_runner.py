@@ -15,7 +15,7 @@ import math
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -163,7 +163,7 @@ class JobRun:
             raise UnfitBatch(f"not fit, training stopped: {self.unfit} (the report says more)")
         return report
 
-    def _refused_before_training(self, e: DataRefused) -> None:
+    def _refused_before_training(self, e: DataRefused) -> NoReturn:
         """End a job whose dataset the data service will not prepare: a report that says not fit, and why."""
         reason = f"the data service cannot prepare the dataset: {e.detail}"
         report = refused_report(self.job.id, self.spec.dataset.model_dump(exclude_none=True), reason)

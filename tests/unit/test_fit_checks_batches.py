@@ -172,6 +172,19 @@ def test_overlap_needs_enough_probes() -> None:
     overlap.add_seen(x, y)
     overlap.add_probe("val", x, y)
     assert overlap.summary()["ratio"] is None  # a handful of probes says nothing
+    assert not overlap.enough_probes("val") and not overlap.enough_probes("fresh")
+
+
+def test_the_end_of_run_probing_stops_once_fresh_probes_hit_what_was_seen() -> None:
+    g = torch.Generator().manual_seed(7)
+    train = torch.randint(0, 50, (400,), generator=g)
+    overlap = Overlap(ngram=16, pairs=False, block_size=32)
+    for batch in text_batches(train, seed=2):
+        overlap.add_probe("fresh", *batch)
+    assert overlap.enough_probes("fresh") and not overlap.enough_seen()  # nothing seen yet
+    for batch in text_batches(train, seed=0, n=60):
+        overlap.add_seen(*batch)
+    assert overlap.enough_seen()
 
 
 def test_pairs_overlap_is_by_whole_example() -> None:

@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from trainer_service.report.batch_checks import last_real
+
 MAX_EXAMPLES = 1 << 16  # distinct examples kept; later ones are not added
 _WEIGHTS_SEED = 20241204
 
@@ -35,7 +37,7 @@ class Answers:
         real = y != -1
         t = torch.arange(T)
         first = torch.where(real, t, T).min(dim=1).values
-        last = torch.where(real, t, -1).max(dim=1).values
+        last = last_real(real)
         in_prompt = t <= first.unsqueeze(1)
         from_first = t - first.unsqueeze(1)
         in_answer = (from_first >= 0) & (t <= last.unsqueeze(1))

@@ -8,6 +8,7 @@ assert) on it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -24,6 +25,11 @@ PAD_RUN = 4
 
 class UnfitBatch(DataServiceError):
     """A batch no model can train on (ids out of range, a malformed shape); the message says which."""
+
+
+def last_real(real: torch.Tensor) -> torch.Tensor:
+    """The position of each row's last real target (``real``: y != -1, [B, T]); -1 for a row with none."""
+    return torch.where(real, torch.arange(real.size(1)), -1).max(dim=1).values
 
 
 @dataclass
@@ -86,7 +92,8 @@ class BatchChecks:
         head = real[:, :-1]
         c.checkable += int(head.sum())
         c.aligned += int((head & (y[:, :-1] == x[:, 1:])).sum())
-        c.padded += self._padding(real)
+        last = last_real(real)
+        c.padded += int((y.size(1) - 1 - last)[last >= 0].sum())  # -1 after the last target: packing's fill
         c.rows += y.size(0)
         counts = torch.bincount(y[real].long(), minlength=vocab)
         self.target_counts += counts
@@ -94,26 +101,17 @@ class BatchChecks:
             self.train_targets += counts
         if self.pairs:
             self._leakage(x, y, real)
-            self._last_targets(y, real)
+            self._last_targets(y, last)
 
     def _fail(self, message: str) -> None:
         if self.first_problem is None:
             self.first_problem = message
         raise UnfitBatch(message)
 
-    @staticmethod
-    def _padding(real: torch.Tensor) -> int:
-        """-1 targets after each row's last real one: what packing added to fill the block. A row with no
-        real target is all prompt, not padding."""
-        T = real.size(1)
-        last = torch.where(real, torch.arange(T), -1).max(dim=1).values
-        return int((T - 1 - last)[last >= 0].sum())
-
-    def _last_targets(self, y: torch.Tensor, real: torch.Tensor) -> None:
+    def _last_targets(self, y: torch.Tensor, last: torch.Tensor) -> None:
         """Pairs: how each row ends. A row that ends inside the block closes with the end token; one that
         fills it was maybe cut, unless its targets end in a padding run (which closes it just the same)."""
         T = y.size(1)
-        last = torch.where(real, torch.arange(T), -1).max(dim=1).values
         rows = last >= 0
         final = y.gather(1, last.clamp(min=0).unsqueeze(1)).squeeze(1).long()
         tail = y.flip(1)
@@ -156,7 +154,7 @@ class BatchChecks:
         """The counts and the shares the report judges."""
         c = self.counts
         top = int(self.target_counts.argmax()) if c.targets else None
-        probs = self.target_counts[self.target_counts > 0].double() / max(c.targets, 1)
+        target_nats = _entropy_nats(self.target_counts)
         target_rows = c.rows - c.untrained_rows
         return {
             **{f.name: getattr(c, f.name) for f in fields(c)},
@@ -172,7 +170,7 @@ class BatchChecks:
             "distinct_targets": int((self.target_counts > 0).sum()),
             "top_target": top,
             "top_target_share": _share(int(self.target_counts.max()), c.targets) if c.targets else None,
-            "target_entropy_bits": float(-(probs * probs.log2()).sum()) if c.targets else None,
+            "target_entropy_bits": target_nats / math.log(2) if target_nats is not None else None,
             "train_unigram_nats": _entropy_nats(self.train_targets),
             "first_problem": self.first_problem,
         }
@@ -189,7 +187,7 @@ class BatchChecks:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.counts = BatchCounts(**state["counts"])  # counts added since are zero in older checkpoints
+        self.counts = BatchCounts(**state["counts"])
         self.target_counts = state["targets"].clone()
         self.last_of_short = state["last_of_short"].clone()
         self.last_of_full = state["last_of_full"].clone()

@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from trainer_service.report.batch_checks import last_real
+
 KEEP_ONE_IN = 8
 MAX_SEEN = 1 << 19  # hashes kept from training (4 MiB); later batches are not added
 MAX_PROBES = 1 << 16
@@ -42,8 +44,7 @@ class Overlap:
         x = x.to(torch.int64)
         if self.pairs:
             T = x.size(1)
-            real = y != -1
-            last = torch.where(real, torch.arange(T), -1).max(dim=1).values
+            last = last_real(y != -1)
             inside = torch.arange(T) <= last.unsqueeze(1)
             seq = torch.where(inside, x + 1, 0)  # 0 past the example, so padding never counts
             end = y.gather(1, last.clamp(min=0).unsqueeze(1)).squeeze(1) + 1
@@ -61,29 +62,36 @@ class Overlap:
 
     def add_probe(self, kind: str, x: torch.Tensor, y: torch.Tensor) -> None:
         """``kind``: "val" (held out) or "fresh" (train windows drawn with another seed)."""
-        if sum(len(p) for p in self._probes[kind]) < MAX_PROBES:
+        if self._probe_count(kind) < MAX_PROBES:
             self._probes[kind].append(self.hashes(x, y))
 
     def has_val_probes(self) -> bool:
         return bool(self._probes["val"])
 
     def enough_probes(self, kind: str) -> bool:
-        return sum(len(p) for p in self._probes[kind]) >= MIN_PROBES
+        return self._probe_count(kind) >= MIN_PROBES
 
     def enough_seen(self) -> bool:
         """Whether fresh train probes hit the seen hashes often enough to be a baseline (or nothing more
         can be added)."""
-        hits = self.summary()["fresh_hits"]
+        hits = self._hits("fresh", _cat(self._seen))
         return self._seen_count >= MAX_SEEN or (hits is not None and hits >= MIN_BASELINE_HITS)
+
+    def _probe_count(self, kind: str) -> int:
+        return sum(len(p) for p in self._probes[kind])
+
+    def _hits(self, kind: str, seen: torch.Tensor) -> float | None:
+        """The share of ``kind`` probes found among ``seen`` hashes (None: no probe)."""
+        probes = _cat(self._probes[kind])
+        return float(torch.isin(probes, seen).float().mean()) if len(probes) else None
 
     def summary(self) -> dict[str, Any]:
         """Hit rates of val and fresh-train probes among the seen hashes, and their ratio (None: unknown)."""
-        seen = torch.unique(torch.cat(self._seen)) if self._seen else torch.zeros(0, dtype=torch.int64)
+        seen = torch.unique(_cat(self._seen))
         out: dict[str, Any] = {"unit": "example" if self.pairs else f"{self.n}-gram", "seen": len(seen)}
-        for kind, chunks in self._probes.items():
-            probes = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.int64)
-            out[f"{kind}_probes"] = len(probes)
-            out[f"{kind}_hits"] = float(torch.isin(probes, seen).float().mean()) if len(probes) else None
+        for kind in self._probes:
+            out[f"{kind}_probes"] = self._probe_count(kind)
+            out[f"{kind}_hits"] = self._hits(kind, seen)
         val, fresh = out["val_hits"], out["fresh_hits"]
         enough = out["val_probes"] >= MIN_PROBES and out["fresh_probes"] >= MIN_PROBES
         usable = enough and val is not None and fresh is not None and fresh >= MIN_BASELINE_HITS
@@ -91,9 +99,12 @@ class Overlap:
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        seen = torch.cat(self._seen) if self._seen else torch.zeros(0, dtype=torch.int64)
-        return {"seen": seen}
+        return {"seen": _cat(self._seen)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._seen = [state["seen"].clone()]
         self._seen_count = len(state["seen"])
+
+
+def _cat(chunks: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.int64)
