@@ -312,7 +312,7 @@ def _summary(report: dict[str, Any]) -> str:
     dataset += f" · vocab {ds['vocab_size']}" if ds.get("vocab_size") else ""
     size = f"{model.get('n_layer')} layers, {model.get('n_embd')} wide"
     size += f", {fmt(model.get('num_params'))} parameters"
-    if "model" not in report:  # refused before training: nothing was built or measured
+    if not _trained(report):
         table_ = table([["dataset", escape(dataset)], ["trained", "nothing: the data could not be served"]])
         return el("section", _badge(report) + table_, id="verdict")
     facts = [
@@ -324,6 +324,11 @@ def _summary(report: dict[str, Any]) -> str:
         ["speed", f"{fmt(speed.get('tokens_per_s'), 0)} tokens/s on {fmt(speed.get('device'))}"],
     ]
     return el("section", _badge(report) + table(facts), id="verdict")
+
+
+def _trained(report: dict[str, Any]) -> bool:
+    """False for the report of a dataset refused before training: it has no losses at all."""
+    return "final" in report or "loss_at_init" in report
 
 
 def _badge(report: dict[str, Any]) -> str:
@@ -354,11 +359,7 @@ def render(report: dict[str, Any], png_url: str | None = None) -> str:
         + el("p", f"job {job}", class_="muted mono")
         + _summary(report)
         + banner
-        + (
-            el("section", el("h2", "Loss curves" + png) + curves, id="curves")
-            if "loss_at_init" in report
-            else ""
-        )
+        + (el("section", el("h2", "Loss curves" + png) + curves, id="curves") if _trained(report) else "")
         + _checks(report.get("checks") or [])
         + (_data(report) if "data" in report else "")
         + _preflight(report)

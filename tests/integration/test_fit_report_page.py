@@ -101,6 +101,11 @@ def test_an_old_report_without_checks_still_renders() -> None:
     assert "no verdict" in html and "No finite loss was recorded" in html and "No samples." in html
 
 
+def test_a_partial_report_with_losses_is_not_taken_for_a_refused_one() -> None:
+    html = render({"job_id": "p", "final": {"train_loss": 1.25, "val_loss": 1.5}, "checks": []})
+    assert "train 1.250" in html and "nothing: the data could not be served" not in html
+
+
 def test_a_stopped_job_shows_why() -> None:
     html = render(FULL | {"verdict": "not fit", "stopped_early": "ids <past> the vocabulary"})
     assert "Training stopped early" in html and "ids &lt;past&gt; the vocabulary" in html
