@@ -1,7 +1,9 @@
 """Errors a client caused. The server answers them with a status code and the message as written."""
 
 import contextlib
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 
 class DataError(Exception):
@@ -31,3 +33,12 @@ class NotFoundError(DataError):
 
 class PreconditionError(DataError):
     """The request is well formed, but the dataset cannot serve it as prepared (FAILED_PRECONDITION)."""
+
+
+def without_server_paths(message: str, roots: Iterable[Path]) -> str:
+    """``message`` with the server's own folders taken out: a client names files relative to the data
+    root and never sees where that root lies (``/srv/data/notes.txt`` → ``notes.txt``)."""
+    spellings = {str(spelled) for root in roots for spelled in (root, root.resolve()) if str(spelled) != "."}
+    for root in sorted(spellings, key=len, reverse=True):
+        message = message.replace(root + os.sep, "").replace(root, "the data root")
+    return message

@@ -21,7 +21,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from data_service import modules
-from data_service.errors import DataError, NotFoundError, PreconditionError
+from data_service.errors import DataError, NotFoundError, PreconditionError, without_server_paths
 from data_service.modules.base import DataModule
 from data_service.options import all_options
 from data_service.sampling import EpochOrder, get_windows, pair_batch
@@ -53,21 +53,25 @@ log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def _status(context: grpc.ServicerContext, method: str) -> Iterator[None]:
-    """Turn exceptions into status codes: the client's mistakes keep their message, the rest is INTERNAL."""
+def _status(context: grpc.ServicerContext, method: str, roots: tuple[Path, ...]) -> Iterator[None]:
+    """Turn exceptions into status codes: the client's mistakes keep their message, the rest is INTERNAL.
+
+    Either way the message leaves without the server's folders in it (see ``without_server_paths``).
+    """
     try:
         yield
     except NotFoundError as e:
-        context.abort(grpc.StatusCode.NOT_FOUND, str(e))
+        context.abort(grpc.StatusCode.NOT_FOUND, without_server_paths(str(e), roots))
     except PreconditionError as e:
-        context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+        context.abort(grpc.StatusCode.FAILED_PRECONDITION, without_server_paths(str(e), roots))
     except DataError as e:
-        context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
+        context.abort(grpc.StatusCode.INVALID_ARGUMENT, without_server_paths(str(e), roots))
     except Exception as e:
         if not context.is_active():  # the client went away (e.g. cancelled an upload mid-stream)
             return
         log.exception("%s failed", method)
-        context.abort(grpc.StatusCode.INTERNAL, f"{method} failed: {type(e).__name__}: {e}")
+        reason = without_server_paths(f"{type(e).__name__}: {e}", roots)
+        context.abort(grpc.StatusCode.INTERNAL, f"the data service failed ({reason}); its log says more")
 
 
 @dataclass(frozen=True)
@@ -105,14 +109,14 @@ def _rpc(method: Callable) -> Callable:
 
         @functools.wraps(method)
         def stream(self, request, context):
-            with _status(context, method.__name__):
+            with _status(context, method.__name__, self.server_roots):
                 yield from method(self, _well_formed(request), context)
 
         return stream
 
     @functools.wraps(method)
     def unary(self, request, context):
-        with _status(context, method.__name__):
+        with _status(context, method.__name__, self.server_roots):
             return method(self, _well_formed(request), context)
 
     return unary
@@ -256,6 +260,8 @@ class DataServiceServicer:
     def __init__(self, settings: Settings, upload_limit_bytes: int | None = None) -> None:
         self.settings = settings
         self.store = Store(settings.prepared_dir)
+        # Folders of this server that its messages never show a client.
+        self.server_roots = (Path(settings.data_root), Path(settings.state_dir))
         self.modules = modules.discover()
         self.upload_limit_bytes = max_upload_bytes() if upload_limit_bytes is None else upload_limit_bytes
         # Batches made so far, over all streams (a stream makes one only when the client can take it).
@@ -397,7 +403,8 @@ class DataServiceServicer:
         try:
             check_request(*self._prepare_args(request))
         except DataError as e:
-            return pb.CheckDatasetResponse(problems=[pb.DatasetProblem(field=e.field or "", message=str(e))])
+            message = without_server_paths(str(e), self.server_roots)
+            return pb.CheckDatasetResponse(problems=[pb.DatasetProblem(field=e.field or "", message=message)])
         return pb.CheckDatasetResponse()
 
     @_rpc

@@ -84,7 +84,7 @@ class Store:
     def get(self, dataset_id: str) -> Dataset:
         path = self.root / dataset_id
         if not _ID.fullmatch(dataset_id) or not (path / "meta.json").is_file():
-            raise NotFoundError(f"dataset {dataset_id!r} not found; PrepareDataset creates it")
+            raise NotFoundError(f"dataset {dataset_id!r} not found: prepare it first")
         return _load(path, (path / "meta.json").stat().st_mtime_ns)
 
     def list(self) -> list[Dataset]:

@@ -87,6 +87,14 @@ def no_such_job(job_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no job with id {job_id}")
 
 
+def not_ready(job: JobView, what: str, code: str) -> ApiError:
+    """The 404 for a job output that is not there: "yet" only while the job may still write it."""
+    details = [{"job_id": job.id, "status": job.status.value}]
+    if job.status.finished:
+        return ApiError(404, code, f"the job {job.status.value} without a {what}; none will come", details)
+    return ApiError(404, code, f"no {what} yet, job is {job.status.value}", details)
+
+
 Queue = Annotated[JobQueue, Depends(_queue)]
 JobId = Annotated[str, Depends(_job_id)]
 
@@ -253,8 +261,7 @@ def get_metrics(
 def get_report(job: Annotated[JobView, Depends(existing_job)], queue: Queue) -> dict[str, Any]:
     report = queue.report(job.id)
     if report is None:
-        details = [{"job_id": job.id, "status": job.status.value}]
-        raise ApiError(404, "report_not_ready", f"no report yet, job is {job.status.value}", details)
+        raise not_ready(job, "report", "report_not_ready")
     return report
 
 
@@ -270,8 +277,7 @@ def get_report(job: Annotated[JobView, Depends(existing_job)], queue: Queue) -> 
 def get_checkpoint(job: Annotated[JobView, Depends(existing_job)], request: Request) -> FileResponse:
     path = request.app.state.settings.jobs_dir / job.id / "checkpoint.pt"
     if not path.is_file():
-        details = [{"job_id": job.id, "status": job.status.value}]
-        raise ApiError(404, "checkpoint_not_ready", f"no checkpoint yet, job is {job.status.value}", details)
+        raise not_ready(job, "checkpoint", "checkpoint_not_ready")
     return FileResponse(path, media_type="application/octet-stream", filename=f"{job.id}-checkpoint.pt")
 
 

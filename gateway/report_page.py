@@ -13,8 +13,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import FileResponse, HTMLResponse
 
-from gateway.errors import ApiError, error_doc
-from gateway.jobs import Queue, existing_job
+from gateway.errors import error_doc
+from gateway.jobs import Queue, existing_job, not_ready
 from gateway.report_html import render
 from simtrain.jobs import JobView
 
@@ -34,8 +34,7 @@ def report_page(
 ) -> HTMLResponse:
     report = queue.report(job.id)
     if report is None:
-        details = [{"job_id": job.id, "status": job.status.value}]
-        raise ApiError(404, "report_not_ready", f"no report yet, job is {job.status.value}", details)
+        raise not_ready(job, "report", "report_not_ready")
     png = _png_data_url(request.app.state.settings.jobs_dir / job.id / "report.png")
     return HTMLResponse(render(report, png_url=png), headers={"Cache-Control": "no-cache"})
 
@@ -60,6 +59,5 @@ def _png_data_url(path: Path) -> str | None:
 def report_png(job: Annotated[JobView, Depends(existing_job)], request: Request) -> FileResponse:
     path = request.app.state.settings.jobs_dir / job.id / "report.png"
     if not path.is_file():
-        details = [{"job_id": job.id, "status": job.status.value}]
-        raise ApiError(404, "report_not_ready", f"no plot yet, job is {job.status.value}", details)
+        raise not_ready(job, "plot", "report_not_ready")
     return FileResponse(path, media_type="image/png")

@@ -120,7 +120,7 @@ def resolve_source(data_root: Path, source: str) -> Path:
             raise DataError(f"source {source!r} is outside the data root: a symbolic link leads out of it")
         raise DataError(f"source {source!r} is outside the data root: '..' climbs out of it")
     if not path.exists():
-        raise NotFoundError(f"source {source!r} not found in the data root {data_root}")
+        raise NotFoundError(f"source {source!r} not found: upload it, or name a file in the data root")
     return path
 
 

@@ -312,14 +312,18 @@ def test_a_split_too_small_or_empty_is_refused_saying_what_to_change(
         (
             {"module": "text", "source": "bad.txt"},
             "INVALID_ARGUMENT",
-            "bad.txt is not valid UTF-8: byte 0xff",
+            "bad.txt is not valid UTF-8: byte 0xff",  # not /tmp/.../data/bad.txt
         ),
     ],
 )
-def test_prepare_errors(stub: pb_grpc.DataServiceStub, request_: dict, code: str, expected: str):
+def test_prepare_errors(
+    stub: pb_grpc.DataServiceStub, settings: Settings, request_: dict, code: str, expected: str
+):
     e = error(stub.PrepareDataset, pb.PrepareDatasetRequest(**request_))
     assert e.code() == grpc.StatusCode[code]
     assert expected in e.details()
+    # Files are named as the client names them; where the server keeps them is its own business.
+    assert str(settings.data_root) not in e.details() and "PrepareDataset" not in e.details()
 
 
 def test_unknown_dataset_is_not_found(stub: pb_grpc.DataServiceStub):
@@ -352,7 +356,8 @@ def test_unexpected_failure_is_internal_with_the_reason(stub: pb_grpc.DataServic
     (broken / "meta.json").write_text("{not json", encoding="utf-8")
     e = error(stub.GetDataset, pb.GetDatasetRequest(dataset_id=broken.name))
     assert e.code() == grpc.StatusCode.INTERNAL
-    assert "GetDataset failed: JSONDecodeError" in e.details()
+    assert "the data service failed (JSONDecodeError" in e.details() and "GetDataset" not in e.details()
+    assert str(settings.state_dir) not in e.details()
     # Listing skips the broken one rather than failing for all.
     listed = stub.ListDatasets(pb.ListDatasetsRequest()).datasets
     assert broken.name not in {d.dataset_id for d in listed} and listed

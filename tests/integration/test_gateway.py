@@ -276,6 +276,12 @@ def test_report_404_until_stored(client: httpx.Client, job_queue: JobQueue) -> N
     assert error["message"] == "no report yet, job is running"
     assert error["details"] == [{"job_id": job_id, "status": "running"}]
 
+    failed = submit(client)
+    job_queue.update(failed, status=JobStatus.failed)
+    for what, path in [("report", "report"), ("report", "report.html"), ("checkpoint", "checkpoint")]:
+        error = error_of(client.get(f"/v1/jobs/{failed}/{path}"), 404)
+        assert error["message"] == f"the job failed without a {what}; none will come"
+
     report = {"verdict": "pass", "checks": [{"name": "loss_falls", "verdict": "pass", "value": 1.2}]}
     job_queue.set_report(job_id, report)
     response = client.get(f"/v1/jobs/{job_id}/report")
