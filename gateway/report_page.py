@@ -37,7 +37,8 @@ def report_page(
         details = [{"job_id": job.id, "status": job.status.value}]
         raise ApiError(404, "report_not_ready", f"no report yet, job is {job.status.value}", details)
     png = _png_data_url(request.app.state.settings.jobs_dir / job.id / "report.png")
-    return HTMLResponse(render(report, png_url=png), headers={"Cache-Control": "no-cache"})
+    spec = job.spec.model_dump(exclude_none=True) if job.spec else None
+    return HTMLResponse(render(report, png_url=png, spec=spec), headers={"Cache-Control": "no-cache"})
 
 
 def _png_data_url(path: Path) -> str | None:

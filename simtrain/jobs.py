@@ -260,7 +260,8 @@ class JobView(BaseModel):
     dataset_id: str | None = None
     verdict: str | None = Field(
         default=None,
-        description="The fit report's verdict (fit, fit with warnings, not fit) once it is written; null before",
+        description="The fit report's verdict (fit, fit with warnings, not fit) once it is written; "
+        "null before",
     )
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
