@@ -591,7 +591,8 @@ function lossChart(series, maxIters, emptyText) {
   const el = svg("svg", { class: "chart", id: "chart", viewBox: `0 0 ${W} ${H}`, "data-points": String(all.length),
     role: "img", "aria-label": "loss curve" });
   if (!all.length) {
-    el.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis-label", id: "chart-empty" }, emptyText));
+    el.setAttribute("viewBox", `0 0 ${W} 60`);
+    el.append(svg("text", { x: W / 2, y: 34, "text-anchor": "middle", class: "axis-label", id: "chart-empty" }, emptyText));
     return h("div", {}, el);
   }
   const xMax = Math.max(maxIters || 0, ...all.map((p) => p[0]), 1);
