@@ -426,13 +426,16 @@ function reportLink(jobId, text, anchor, attrs) {
 // The verdict card: the badge and summary, then each failing and warning check linked to its row.
 function verdictParts(job, report) {
   const verdict = (report && report.verdict) || job.verdict;
+  const fullReport = h("p", {}, reportLink(job.id, "Full fit report (plots, data, trace) →", null, { id: "report-page" }));
   if (!verdict) {
-    const why = !FINISHED.has(job.status) ? "The verdict comes with the fit report, when the job ends."
-      : job.status === "failed" ? "The job failed before it wrote a fit report."
-        : job.status === "cancelled" ? "The job was cancelled before it wrote a fit report."
-          : report ? "This report has no verdict." : "No fit report was stored for this job.";
+    const why = report ? "This report has no verdict."
+      : !FINISHED.has(job.status) ? "The verdict comes with the fit report, when the job ends."
+        : job.status === "failed" ? "The job failed before it wrote a fit report."
+          : job.status === "cancelled" ? "The job was cancelled before it wrote a fit report."
+            : "No fit report was stored for this job.";
     const label = FINISHED.has(job.status) ? "no verdict" : "verdict pending";
-    return [h("div", { class: "verdict-line" }, verdictBadge(label, true), h("span", { id: "verdict-summary" }, why))];
+    const line = h("div", { class: "verdict-line" }, verdictBadge(label, true), h("span", { id: "verdict-summary" }, why));
+    return report ? [line, fullReport] : [line];
   }
   const parts = [h("div", { class: "verdict-line" }, verdictBadge(verdict, true),
     h("span", { id: "verdict-summary" }, (report && report.summary) || ""))];
@@ -446,7 +449,7 @@ function verdictParts(job, report) {
         reportLink(job.id, c.title || c.name, `check-${c.name}`, { class: "check-link", "data-check": c.name }),
         c.reason ? h("span", { class: "muted" }, ` — ${c.reason}`) : null))));
   }
-  parts.push(h("p", {}, reportLink(job.id, "Full fit report (plots, data, trace) →", null, { id: "report-page" })));
+  parts.push(fullReport);
   return parts;
 }
 

@@ -337,6 +337,9 @@ def test_a_failed_job_shows_its_error_and_no_checkpoint(
     assert page.eval("document.getElementById('job-error-text').textContent") == f"This job failed: {error}"
     page.wait_for("document.getElementById('chart-empty')")
     assert page.eval(VERDICT) == "no verdict"
+    assert page.eval("document.getElementById('verdict').textContent") == (
+        "no verdictThe job failed before it wrote a fit report."
+    )
     body = page.eval("document.body.innerText")
     assert "The job failed before it wrote a fit report." in body
     assert "no metrics: the job failed before it logged a step" in body and "waiting" not in body
@@ -348,15 +351,18 @@ def test_the_jobs_table_has_a_verdict_column(gateway: str, page: Page, job_queue
     not_fit = stored_job(gateway, job_queue, JobStatus.succeeded, {"verdict": "not fit", "checks": CHECKS})
     fit = stored_job(gateway, job_queue, JobStatus.succeeded, {"verdict": "fit"})
     failed = stored_job(gateway, job_queue, JobStatus.failed, None, "boom")
+    queued = httpx.post(f"{gateway}/v1/jobs", json=SPEC, headers={"Authorization": f"Bearer {TOKEN}"}).json()[
+        "id"
+    ]
     page.goto(f"{gateway}/")
     page.eval(f"localStorage.setItem('simtrain-token', {TOKEN!r})")
     page.goto(f"{gateway}/")
-    page.wait_for("document.querySelectorAll('#jobs-body tr[data-job]').length === 3")
+    page.wait_for("document.querySelectorAll('#jobs-body tr[data-job]').length === 4")
     head = page.eval("[...document.querySelectorAll('#jobs thead th')].map(th => th.textContent)")
     assert head[:3] == ["job", "verdict", "status"]
     shown = page.eval(
         "Object.fromEntries([...document.querySelectorAll('#jobs-body tr[data-job]')].map(r =>"
         " [r.dataset.job, r.querySelector('.verdict-cell').textContent]))"
     )
-    assert shown == {not_fit: "not fit", fit: "fit", failed: "no verdict"}
+    assert shown == {not_fit: "not fit", fit: "fit", failed: "no verdict", queued: "pending"}
     assert page.js_errors() == []
