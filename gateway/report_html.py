@@ -385,12 +385,13 @@ def _hyperparameters(report: dict[str, Any], spec: dict[str, Any] | None) -> str
     ds = {**(report.get("dataset") or {}), **(spec.get("dataset") or {})}
     sizes = (fmt(model.get(k)) for k in ("n_layer", "n_head", "n_embd"))
     preset = escape(model.get("model_type") or "{} layers, {} heads, {} wide".format(*sizes))
+    lr = training.get("learning_rate")
     packing = ds.get("packing") or (report.get("data") or {}).get("packing")
     options = ", ".join(f"{k}={v}" for k, v in (ds.get("options") or {}).items())
     where = f"id {ds['id']}" if ds.get("id") and not ds.get("source") else f"{ds.get('module')} module"
     rows = [
         ["model preset", escape(preset)],
-        ["learning rate", fmt(training.get("learning_rate"), 6)],
+        ["learning rate", f"{lr:g}" if isinstance(lr, float) else fmt(lr)],
         ["batch size", fmt(training.get("batch_size"))],
         ["block size", fmt(training.get("block_size"))],
         ["iterations", fmt(training.get("max_iters"))],

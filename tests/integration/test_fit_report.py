@@ -117,7 +117,7 @@ def test_the_gateway_serves_the_report_page_and_plot(
     # The job's spec: spec() trains 2 layers, 2 heads, 32 wide for 30 steps of 8 rows of 32 tokens.
     for label, value in (
         ("model preset", "2 layers, 2 heads, 32 wide"),
-        ("learning rate", "0.003000"),
+        ("learning rate", "0.003"),
         ("batch size", "8"),
         ("block size", "32"),
         ("iterations", "30"),

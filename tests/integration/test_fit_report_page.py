@@ -136,7 +136,7 @@ def test_the_hyperparameters_come_from_the_jobs_spec() -> None:
     shown = hyperparameters(render(FULL, spec=SPEC))
     for label, value in (
         ("model preset", "gpt-nano"),
-        ("learning rate", "0.005000"),
+        ("learning rate", "0.005"),
         ("batch size", "16"),
         ("block size", "32"),
         ("iterations", "300"),
