@@ -59,6 +59,7 @@ RECORD: dict[str, Any] = {
     "attempts": 1,
     "worker": "trainer-0-4242",
     "dataset_id": DATASET_ID,
+    "verdict": None,
     "created_at": 1767225600.0,
     "started_at": 1767225600.4,
     "finished_at": None,

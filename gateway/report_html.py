@@ -1,4 +1,5 @@
-"""The fit report as one self-contained HTML page: verdict, loss curves, checks, data, trace, samples.
+"""The fit report as one self-contained HTML page: verdict, hyperparameters, loss curves, checks, data, trace,
+samples.
 
 Rendered from the report JSON alone (the trainer's ``report.json``, as stored in Redis), with the charts
 as inline SVG and the style inline, so the page needs no script, no second request and no token beyond
@@ -35,6 +36,8 @@ th { font-weight: 600; color: #555; }
 .verdict { display: inline-block; padding: 4px 14px; border-radius: 14px; color: #fff; font-weight: 600; }
 .banner { background: #fdecea; border-color: #f5c2bd; }
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 0 32px; }
+tr:target { background: #fff4c2; }
+.verdict-checks { margin: 10px 0 0; padding-left: 20px; }
 """
 
 
@@ -66,16 +69,21 @@ def pct(value: Any) -> str:
     return "—" if value is None else f"{value:.1%}"
 
 
-def table(rows: list[list[str]], head: list[str] | None = None, numeric: set[int] = frozenset()) -> str:
-    """A table of markup cells; columns in ``numeric`` are right-aligned."""
+def table(
+    rows: list[list[str]],
+    head: list[str] | None = None,
+    numeric: set[int] = frozenset(),
+    row_ids: list[str] | None = None,
+) -> str:
+    """A table of markup cells; columns in ``numeric`` are right-aligned; ``row_ids`` name rows to link to."""
 
-    def row(cells: list[str], cell: str) -> str:
-        return el(
-            "tr", "".join(el(cell, c, class_="num" if i in numeric else None) for i, c in enumerate(cells))
-        )
+    def row(cells: list[str], cell: str, id_: str | None = None) -> str:
+        tds = "".join(el(cell, c, class_="num" if i in numeric else None) for i, c in enumerate(cells))
+        return el("tr", tds, id=id_)
 
+    ids = row_ids or [None] * len(rows)
     thead = el("thead", row(head, "th")) if head else ""
-    return el("table", thead + el("tbody", "".join(row(r, "td") for r in rows)))
+    return el("table", thead + el("tbody", "".join(row(r, "td", i) for r, i in zip(rows, ids, strict=True))))
 
 
 def section(name: str, title: str, body: str, class_: str | None = None) -> str:
@@ -97,6 +105,14 @@ def _text(x: float, y: float, text: str, size: int = 11, anchor: str = "middle")
     return el("text", escape(text), x=f"{x:.1f}", y=f"{y:.1f}", font_size=size, text_anchor=anchor)
 
 
+def _vertical(x: float, y: float, text: str, size: int = 11) -> str:
+    """An axis title read bottom to top, centred on (x, y)."""
+    turn = f"rotate(-90 {x:.1f} {y:.1f})"
+    return el(
+        "text", escape(text), x=f"{x:.1f}", y=f"{y:.1f}", font_size=size, text_anchor="middle", transform=turn
+    )
+
+
 def _line(x1: float, y1: float, x2: float, y2: float, colour: str, dash: str = "") -> str:
     extra = {"stroke_dasharray": dash} if dash else {}
     return el("line", x1=f"{x1:.1f}", y1=f"{y1:.1f}", x2=f"{x2:.1f}", y2=f"{y2:.1f}", stroke=colour, **extra)
@@ -111,7 +127,9 @@ def curves_svg(curve: dict[str, list[list[float]]], ln_vocab: float | None, widt
     points = [p for pts in series.values() for p in pts]
     if not points:
         return el("p", "No finite loss was recorded.", class_="muted")
-    height, left, right, top, bottom = 320, 56, 16, 12, 40
+    legend = [(label, colour) for name, label, colour in CURVES if series[name]]
+    legend += [("ln(vocab)", "#999")] if ln_vocab else []
+    height, left, right, top, bottom = 340, 64, 16, 32, 40
     x0, x1 = min(0.0, *(s for s, _ in points)), max(s for s, _ in points) or 1.0
     ys = [v for _, v in points] + ([ln_vocab] if ln_vocab else [])
     y0, y1 = min(0.0, *ys), (max(ys) * 1.05) or 1.0
@@ -131,11 +149,11 @@ def curves_svg(curve: dict[str, list[list[float]]], ln_vocab: float | None, widt
         ]
     parts += [_text(px(t), base + 16, f"{t:g}") for t in _ticks(x0, x1)]
     parts += [_text((left + width) / 2, height - 6, "step", 12)]
+    parts.append(_vertical(14, (top + base) / 2, "loss (nats/token)", 12))
     parts += [_line(left, top, left, base, "#999"), _line(left, base, width - right, base, "#999")]
-    legend = []
     if ln_vocab:
         parts.append(_line(left, py(ln_vocab), width - right, py(ln_vocab), "#999", dash="5 4"))
-    for name, label, colour in CURVES:
+    for name, _, colour in CURVES:
         if not series[name]:
             continue
         path = " ".join(f"{px(s):.1f},{py(v):.1f}" for s, v in series[name])
@@ -144,13 +162,11 @@ def curves_svg(curve: dict[str, list[list[float]]], ln_vocab: float | None, widt
             parts += [
                 el("circle", cx=f"{px(s):.1f}", cy=f"{py(v):.1f}", r=3, fill=colour) for s, v in series[name]
             ]
-        legend.append((label, colour))
-    if ln_vocab:
-        legend.append(("ln(vocab)", "#999"))
-    for row, (label, colour) in enumerate(legend):
-        y = top + 10 + row * 16
-        parts.append(el("rect", x=width - right - 150, y=y - 8, width=12, height=4, fill=colour))
-        parts.append(_text(width - right - 132, y - 2, label, anchor="start"))
+    # The legend is a line above the plot area: it never covers a curve.
+    for i, (label, colour) in enumerate(legend):
+        x = left + i * 170
+        parts.append(el("rect", x=x, y=10, width=14, height=4, fill=colour))
+        parts.append(_text(x + 20, 16, label, anchor="start"))
     return el(
         "svg", "".join(parts), viewBox=f"0 0 {width} {height}", width="100%", role="img", aria_label="loss"
     )
@@ -162,11 +178,12 @@ def histogram_svg(lengths: dict[str, Any] | None, width: int = 900) -> str:
     if not hist or not hist.get("counts"):
         return el("p", "No length histogram.", class_="muted")
     starts, counts = hist["bin_starts"], hist["counts"]
-    height, bottom, bar = 160, 30, (width - 20) / len(counts)
+    height, bottom, left = 160, 30, 28
+    bar = (width - left - 10) / len(counts)
     base, peak = height - bottom, max(counts) or 1
     parts = []
     for i, (start, n) in enumerate(zip(starts, counts, strict=False)):
-        h, x = (base - 14) * n / peak, 10 + i * bar
+        h, x = (base - 14) * n / peak, left + i * bar
         tip = el("title", f"{start}+ tokens: {n}")
         box = {"x": f"{x + 1:.1f}", "y": f"{base - h:.1f}", "width": f"{bar - 2:.1f}", "height": f"{h:.1f}"}
         parts.append(el("rect", tip, fill="#3b6ea8", **box))
@@ -174,6 +191,7 @@ def histogram_svg(lengths: dict[str, Any] | None, width: int = 900) -> str:
             parts.append(_text(x + bar / 2, base - h - 3, str(n), 10))
         parts.append(_text(x + bar / 2, base + 13, str(start), 11))
     parts.append(_text(width / 2, height - 3, "tokens per example (bins start at)"))
+    parts.append(_vertical(12, base / 2, "examples"))
     view = f"0 0 {width} {height}"
     return el("svg", "".join(parts), viewBox=view, width="100%", style="max-width:900px", role="img")
 
@@ -194,7 +212,13 @@ def _checks(checks: list[dict[str, Any]]) -> str:
         rows.append([escape(c.get("section", "")), title, pill, reason, fmt(c.get("value"))])
         rows[-1].append(escape(c.get("threshold") or "") + setting)
     head = ["section", "check", "verdict", "why", "value", "threshold"]
-    return section("checks", "Checks", table(rows, head, numeric={4}))
+    ids = [check_anchor(c) for c in checks]
+    return section("checks", "Checks", table(rows, head, numeric={4}, row_ids=ids))
+
+
+def check_anchor(check: dict[str, Any]) -> str:
+    """The id of a check's row: the job page links each failing or warning check to it."""
+    return f"check-{check.get('name', '')}"
 
 
 def _data(report: dict[str, Any]) -> str:
@@ -336,11 +360,53 @@ def _badge(report: dict[str, Any]) -> str:
     badge = el(
         "span", escape(verdict), class_="verdict", style=f"background:{VERDICT_COLOURS.get(verdict, GREY)}"
     )
-    return badge + " " + el("span", escape(report.get("summary") or ""))
+    return badge + " " + el("span", escape(report.get("summary") or "")) + _flagged(report)
 
 
-def render(report: dict[str, Any], png_url: str | None = None) -> str:
-    """The whole page for one report; ``png_url`` (a data URL or a path) links the PNG of the curves."""
+def _flagged(report: dict[str, Any]) -> str:
+    """The failing checks, then the warning ones, each linked to its row in the checks table."""
+    items = [
+        el(
+            "li",
+            f"{level}: " + el("a", escape(c.get("title") or c.get("name", "")), href="#" + check_anchor(c)),
+        )
+        for level in ("fail", "warn")
+        for c in report.get("checks") or []
+        if c.get("verdict") == level
+    ]
+    return el("ul", "".join(items), class_="verdict-checks") if items else ""
+
+
+def _hyperparameters(report: dict[str, Any], spec: dict[str, Any] | None) -> str:
+    """What the job trained with: from its spec when the page has it, else as far as the report recorded."""
+    spec = spec or {}
+    training = spec.get("training") or report.get("training") or {}
+    model = spec.get("model") or report.get("model") or {}
+    ds = {**(report.get("dataset") or {}), **(spec.get("dataset") or {})}
+    sizes = (fmt(model.get(k)) for k in ("n_layer", "n_head", "n_embd"))
+    preset = escape(model.get("model_type") or "{} layers, {} heads, {} wide".format(*sizes))
+    lr = training.get("learning_rate")
+    packing = ds.get("packing") or (report.get("data") or {}).get("packing")
+    options = ", ".join(f"{k}={v}" for k, v in (ds.get("options") or {}).items())
+    where = f"id {ds['id']}" if ds.get("id") and not ds.get("source") else f"{ds.get('module')} module"
+    rows = [
+        ["model preset", escape(preset)],
+        ["learning rate", f"{lr:g}" if isinstance(lr, float) else fmt(lr)],
+        ["batch size", fmt(training.get("batch_size"))],
+        ["block size", fmt(training.get("block_size"))],
+        ["iterations", fmt(training.get("max_iters"))],
+        ["dataset", escape(where)],
+        ["source", fmt(ds.get("source"))],
+        ["tokenizer", fmt(ds.get("tokenizer"))],
+        ["packing", fmt(packing)],
+        ["dataset options", escape(options) if options else "none" if "options" in ds else "—"],
+    ]
+    return section("hyperparameters", "Hyperparameters", table(rows))
+
+
+def render(report: dict[str, Any], png_url: str | None = None, spec: dict[str, Any] | None = None) -> str:
+    """The whole page for one report; ``png_url`` (a data URL or a path) links the PNG of the curves, and
+    ``spec`` (the job's spec as JSON) gives the hyperparameters the report itself may lack."""
     job = escape(str(report.get("job_id", "")))
     stopped = report.get("stopped_early")
     banner = (
@@ -359,6 +425,7 @@ def render(report: dict[str, Any], png_url: str | None = None) -> str:
         + el("p", f"job {job}", class_="muted mono")
         + _summary(report)
         + banner
+        + _hyperparameters(report, spec)
         + (el("section", el("h2", "Loss curves" + png) + curves, id="curves") if _trained(report) else "")
         + _checks(report.get("checks") or [])
         + (_data(report) if "data" in report else "")

@@ -36,7 +36,8 @@ def report_page(
     if report is None:
         raise not_ready(job, "report", "report_not_ready")
     png = _png_data_url(request.app.state.settings.jobs_dir / job.id / "report.png")
-    return HTMLResponse(render(report, png_url=png), headers={"Cache-Control": "no-cache"})
+    spec = job.spec.model_dump(exclude_none=True) if job.spec else None
+    return HTMLResponse(render(report, png_url=png, spec=spec), headers={"Cache-Control": "no-cache"})
 
 
 def _png_data_url(path: Path) -> str | None:

@@ -33,6 +33,7 @@ from simtrain.queue import (
     JobQueue,
     LeaseLost,
     _encode_fields,
+    verdict_of,
 )
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ class AttemptQueue(JobQueue):
     def set_report(self, job_id: str, report: dict[str, Any]) -> None:
         self._check_job(job_id)
         keys = [self._job_key(job_id), f"{self._job_key(job_id)}:report"]
-        self._fenced(_REPORT, keys, json.dumps(report))
+        self._fenced(_REPORT, keys, json.dumps(report), verdict_of(report))
 
     def assert_owner(self, job_id: str) -> None:
         """Raise :class:`LeaseLost` unless this attempt runs the job (checked before a file is replaced)."""

@@ -258,6 +258,11 @@ class JobView(BaseModel):
     attempts: int = 0
     worker: str | None = None
     dataset_id: str | None = None
+    verdict: str | None = Field(
+        default=None,
+        description="The fit report's verdict (fit, fit with warnings, not fit) once it is written; "
+        "null before",
+    )
     created_at: float = Field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None

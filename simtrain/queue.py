@@ -168,8 +168,16 @@ redis.call('HSET', KEYS[1], 'step', math.max(resume, 0), 'metrics', ARGV[4])
 return 1
 """
 )
-# KEYS[2]: the report key. ARGV[3]: the report (JSON).
-_REPORT = _FENCE + "redis.call('SET', KEYS[2], ARGV[3])\nreturn 1"
+# KEYS[2]: the report key. ARGV[3]: the report (JSON), ARGV[4]: its verdict ('' for none), kept on the
+# record too, so a job list shows it without reading every report. A deleted job's record is not remade.
+_REPORT = (
+    _FENCE
+    + """
+redis.call('SET', KEYS[2], ARGV[3])
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'verdict', ARGV[4]) end
+return 1
+"""
+)
 # KEYS[2]: the jobs stream. ARGV[3]: group, ARGV[4]: consumer, ARGV[5]: message id, ARGV[6]: its idle time.
 _XCLAIM = (
     _FENCE
@@ -445,7 +453,9 @@ class JobQueue:
         pipe.execute()
 
     def set_report(self, job_id: str, report: dict[str, Any]) -> None:
-        self.r.set(f"{self._job_key(job_id)}:report", json.dumps(report))
+        """Store the report, and its verdict on the job's record."""
+        keys = [self._job_key(job_id), f"{self._job_key(job_id)}:report"]
+        self._fenced(_REPORT, keys, json.dumps(report), verdict_of(report), running=False)
 
     def finish(self, job_id: str, status: JobStatus, error: str | None = None) -> None:
         self.update(job_id, status=status, error=error, finished_at=time.time())
@@ -541,6 +551,12 @@ def _to_hash(job: JobRecord) -> dict[str, str]:
     )
 
 
+def verdict_of(report: dict[str, Any]) -> str:
+    """The report's verdict as the job record keeps it: '' when the report has none (an old trainer's)."""
+    verdict = report.get("verdict")
+    return verdict[:64] if isinstance(verdict, str) else ""
+
+
 def job_key(prefix: str, job_id: str) -> str:
     """The Redis hash of a job's record, for readers with a client of their own (an asyncio one, say)."""
     return f"{prefix}job:{job_id}"
@@ -563,6 +579,7 @@ def decode_record(h: dict[str, str]) -> JobRecord:
             attempts=int(h.get("attempts") or 0),
             worker=opt("worker"),
             dataset_id=opt("dataset_id"),
+            verdict=opt("verdict"),
             created_at=float(h["created_at"]),
             started_at=float(h["started_at"]) if opt("started_at") else None,
             finished_at=float(h["finished_at"]) if opt("finished_at") else None,
@@ -596,6 +613,7 @@ def decode_view(job_id: str, h: dict[str, str]) -> JobView:
         attempts=number("attempts", int) or 0,
         worker=h.get("worker") or None,
         dataset_id=h.get("dataset_id") or None,
+        verdict=h.get("verdict") or None,
         created_at=number("created_at", float) or 0.0,
         started_at=number("started_at", float),
         finished_at=number("finished_at", float),

@@ -41,6 +41,13 @@ function ago(seconds) {
 
 const pill = (status) => h("span", { class: `pill ${status}`, "data-status": status }, status);
 
+// The fit verdict is the page's answer; green is kept for "fit" alone, so a run that succeeded on data
+// that is not fit never looks fine.
+const VERDICT_CLASS = { "fit": "fit", "fit with warnings": "warnings", "not fit": "not-fit" };
+const verdictBadge = (verdict, big) => h("span", {
+  class: `verdict-badge ${VERDICT_CLASS[verdict] || "none"}${big ? " big" : ""}`, "data-verdict": verdict,
+}, verdict);
+
 function progressCell(job) {
   const { step, max_iters } = job.progress;
   const pct = max_iters ? Math.min(100, (100 * step) / max_iters) : 0;
@@ -245,7 +252,8 @@ function jobsTable() {
     h("div", { class: "toolbar" }, h("h2", { style: "margin:0" }, "Jobs"), h("span", { class: "spacer" }),
       h("span", { class: "muted" }, "status "), filter),
     h("table", { id: "jobs" },
-      h("thead", {}, h("tr", {}, ["job", "status", "progress", "train loss", "val loss", "model", "data", "created"]
+      h("thead", {}, h("tr", {}, ["job", "verdict", "status", "progress", "train loss", "val loss", "model", "data",
+        "created"]
         .map((c) => h("th", {}, c)))),
       body));
   let busy = false;
@@ -259,7 +267,7 @@ function jobsTable() {
         const page = await api("GET", `/v1/jobs?limit=50${q}`);
         notice("");
         body.replaceChildren(...(page.jobs.length ? page.jobs.map(jobRow)
-          : [h("tr", {}, h("td", { colspan: 8, class: "empty" }, "No jobs yet: submit one."))]));
+          : [h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No jobs yet: submit one."))]));
       } catch (err) {
         if (err.status !== 401) notice(`Could not list jobs: ${err.message}`);
       } finally {
@@ -270,18 +278,27 @@ function jobsTable() {
   return self;
 }
 
+// A job record's spec is null when it no longer reads (the record then says why, in its error).
+const modelName = (spec) => !spec ? "—"
+  : spec.model.model_type || `${spec.model.n_layer} layers × ${spec.model.n_head} heads × ${spec.model.n_embd} wide`;
+const dataName = (spec) => !spec ? "—" : spec.dataset.id || `${spec.dataset.module}:${spec.dataset.source}`;
+
+function verdictCell(job) {
+  if (job.verdict) return verdictBadge(job.verdict);
+  return h("span", { class: "muted", "data-verdict": "" }, FINISHED.has(job.status) ? "no verdict" : "pending");
+}
+
 function jobRow(job) {
   const m = job.metrics || {};
-  const ds = job.spec.dataset;
-  const model = job.spec.model.model_type || `${job.spec.model.n_layer}×${job.spec.model.n_embd}`;
   return h("tr", { "data-job": job.id },
     h("td", {}, h("a", { class: "mono", href: `/jobs/${job.id}` }, job.id.slice(0, 12))),
+    h("td", { class: "verdict-cell" }, verdictCell(job)),
     h("td", {}, pill(job.status)),
     h("td", {}, progressCell(job)),
     h("td", { class: "num" }, fmt(m["train/loss"])),
     h("td", { class: "num" }, fmt(m["val/loss"])),
-    h("td", {}, model),
-    h("td", { class: "mono" }, ds.id || `${ds.module}:${ds.source}`),
+    h("td", {}, modelName(job.spec)),
+    h("td", { class: "mono" }, dataName(job.spec)),
     h("td", { class: "muted" }, ago(job.created_at)));
 }
 
@@ -297,37 +314,68 @@ async function jobPage(root, jobId) {
   }
   const series = { train: [], val: [] };
   let lastId = null;
+  let report = null;
+  let hasCheckpoint = false;
   const head = h("div", { class: "job-head" });
+  const verdictBox = h("section", { class: "card verdict-card", id: "verdict" });
+  const errorBox = h("div", { id: "job-error" });
   const stats = h("div", { class: "stats", id: "stats" });
   const chartBox = h("div", { id: "chart-box" });
-  const errorBox = h("div", { id: "job-error" });
+  const paramsBox = h("section", { class: "card", id: "params" });
   const reportBox = h("div", { class: "stack", id: "report" });
-  root.replaceChildren(h("p", {}, h("a", { href: "/" }, "← all jobs")), head, errorBox, stats,
+  root.replaceChildren(h("p", {}, h("a", { href: "/" }, "← all jobs")), head, verdictBox, errorBox, stats,
     h("div", { class: "stack" },
       h("section", { class: "card" }, h("h2", {}, "Loss ", h("span", { class: "muted" }, "(live)")), chartBox),
-      reportBox));
+      paramsBox, reportBox));
 
-  const drawChart = () => chartBox.replaceChildren(lossChart(series, job.progress.max_iters));
+  const drawChart = () => chartBox.replaceChildren(lossChart(series, job.progress.max_iters, noMetricsText(job)));
   const render = () => {
-    head.replaceChildren(h("h1", {}, "Job ", h("span", { class: "mono" }, job.id)), pill(job.status),
-      h("span", { class: "spacer" }), ...jobActions(job, () => location.reload()));
+    head.replaceChildren(h("h1", {}, "Job ", h("span", { class: "mono" }, job.id)),
+      h("span", { class: "run-state" }, "run ", pill(job.status)),
+      h("span", { class: "spacer" }), ...jobActions(job, hasCheckpoint, () => location.reload()));
+    verdictBox.replaceChildren(...verdictParts(job, report));
     const m = job.metrics || {};
     const stat = (k, v) => h("div", { class: "stat" }, h("div", { class: "k" }, k), h("div", { class: "v" }, v));
     stats.replaceChildren(
       stat("step", `${job.progress.step} / ${job.progress.max_iters}`),
       stat("train loss", fmt(m["train/loss"])), stat("val loss", fmt(m["val/loss"])),
-      stat("tokens / s", fmtInt(m.tokens_per_s)), stat("model", job.spec.model.model_type || "custom"),
-      stat("attempts", String(job.attempts)));
-    errorBox.replaceChildren(...(job.error ? [h("div", { class: "error-box" }, job.error)] : []));
+      stat("tokens / s", fmtInt(m.tokens_per_s)), stat("attempts", String(job.attempts)));
+    errorBox.replaceChildren(...(job.error ? [h("div", { class: "error-box", id: "job-error-text" },
+      h("strong", {}, job.status === "failed" ? "This job failed: " : "Error: "), job.error)] : []));
   };
+  // A checkpoint appears at an evaluation and stays after the job ends; ask again when either may have
+  // brought one, and offer the download only once there is one.
+  let probing = false;
+  const probeCheckpoint = async () => {
+    if (hasCheckpoint || probing) return;
+    probing = true;
+    hasCheckpoint = await checkpointExists(job.id);
+    probing = false;
+    if (hasCheckpoint) render();
+  };
+  const loadReport = async () => {
+    try {
+      report = await api("GET", `/v1/jobs/${job.id}/report`);
+    } catch (err) {
+      if (err.status !== 404) notice(`Could not read the report: ${err.message}`);
+      return;
+    }
+    render();
+    showReport(reportBox, report);
+  };
+  paramsBox.replaceChildren(h("h2", {}, "Hyperparameters"), paramsTable(job.spec));
   render();
   drawChart();
+  probeCheckpoint();
 
   const onEvent = (event, data, id) => {
     if (event === "metrics") {
       const step = data.step;
       if ("train/loss" in data) series.train.push([step, data["train/loss"]]);
-      if ("val/loss" in data) series.val.push([step, data["val/loss"]]);
+      if ("val/loss" in data) {
+        series.val.push([step, data["val/loss"]]);
+        probeCheckpoint();
+      }
       job.progress.step = Math.max(job.progress.step, step);
       Object.assign(job.metrics, data);
       render();
@@ -337,7 +385,8 @@ async function jobPage(root, jobId) {
       job = data;
       render();
       drawChart();
-      if (event === "end") showReport(reportBox, job);
+      probeCheckpoint();
+      if (event === "end") loadReport();
     }
     if (id) lastId = id;
   };
@@ -353,14 +402,91 @@ async function jobPage(root, jobId) {
   }
 }
 
-function jobActions(job, after) {
+// What the chart says while it has no point: only a running or queued job has metrics still to come.
+function noMetricsText(job) {
+  return {
+    queued: "queued: the curve starts at the first logged step",
+    running: "waiting for the first metrics…",
+    failed: "no metrics: the job failed before it logged a step",
+    cancelled: "no metrics: the job was cancelled before it logged a step",
+  }[job.status] || "no metrics were logged";
+}
+
+const reportPath = (jobId) => `/v1/jobs/${jobId}/report.html`;
+
+// A link into the full report page (a check's row there has the id "check-<name>").
+function reportLink(jobId, text, anchor, attrs) {
+  const hash = anchor ? `#${encodeURIComponent(anchor)}` : "";
+  return h("a", Object.assign({
+    href: reportPath(jobId) + hash,
+    onclick: (e) => { e.preventDefault(); openPage(reportPath(jobId), hash); },
+  }, attrs || {}), text);
+}
+
+// The verdict card: the badge and summary, then each failing and warning check linked to its row.
+function verdictParts(job, report) {
+  const verdict = (report && report.verdict) || job.verdict;
+  const fullReport = h("p", {}, reportLink(job.id, "Full fit report (plots, data, trace) →", null, { id: "report-page" }));
+  if (!verdict) {
+    const why = report ? "This report has no verdict."
+      : !FINISHED.has(job.status) ? "The verdict comes with the fit report, when the job ends."
+        : job.status === "failed" ? "The job failed before it wrote a fit report."
+          : job.status === "cancelled" ? "The job was cancelled before it wrote a fit report."
+            : "No fit report was stored for this job.";
+    const label = FINISHED.has(job.status) ? "no verdict" : "verdict pending";
+    const line = h("div", { class: "verdict-line" }, verdictBadge(label, true), h("span", { id: "verdict-summary" }, why));
+    return report ? [line, fullReport] : [line];
+  }
+  const parts = [h("div", { class: "verdict-line" }, verdictBadge(verdict, true),
+    h("span", { id: "verdict-summary" }, (report && report.summary) || ""))];
+  if (!report) return parts;
+  const checks = checkList(report.checks);
+  for (const [level, title] of [["fail", "Failing checks"], ["warn", "Warnings"]]) {
+    const hits = checks.filter((c) => c.verdict === level);
+    if (!hits.length) continue;
+    parts.push(h("h3", {}, title), h("ul", { class: `check-list ${level}`, id: `${level}-checks` },
+      hits.map((c) => h("li", {},
+        reportLink(job.id, c.title || c.name, `check-${c.name}`, { class: "check-link", "data-check": c.name }),
+        c.reason ? h("span", { class: "muted" }, ` — ${c.reason}`) : null))));
+  }
+  parts.push(fullReport);
+  return parts;
+}
+
+// What the job was asked to train: model, optimisation and data settings, from its spec.
+function paramsTable(spec) {
+  if (!spec) return h("p", { class: "muted" }, "The job's spec could not be read (its error says why).");
+  const t = spec.training, ds = spec.dataset;
+  const options = Object.entries(ds.options || {}).map(([k, v]) => `${k}=${v}`).join(", ") || "none";
+  const lr = t.lr_schedule && t.lr_schedule !== "constant"
+    ? `${t.learning_rate} (${t.lr_schedule}, ${t.warmup_iters} warm-up steps)` : String(t.learning_rate);
+  const rows = [
+    ["model", "model preset", modelName(spec)],
+    ["learning_rate", "learning rate", lr],
+    ["batch_size", "batch size", t.batch_size],
+    ["block_size", "block size", t.block_size],
+    ["max_iters", "iterations", t.max_iters],
+    ["eval_interval", "evaluate every", `${t.eval_interval} steps`],
+    ["dataset", "dataset", ds.id ? `id ${ds.id}` : `${ds.module} module, source ${ds.source}`],
+    ["tokenizer", "tokenizer", ds.tokenizer],
+    ["packing", "packing", ds.packing],
+    ["options", "dataset options", options],
+  ];
+  return h("table", { class: "params" }, h("tbody", {},
+    rows.map(([key, label, value]) => h("tr", { "data-param": key }, h("th", {}, label),
+      h("td", { class: "mono" }, String(value))))));
+}
+
+function jobActions(job, hasCheckpoint, after) {
   const act = (label, cls, fn) => h("button", { class: cls, onclick: async (e) => {
     e.target.disabled = true;
     try { await fn(); after(); } catch (err) { notice(err.message); e.target.disabled = false; }
   } }, label);
   const out = [];
   if (!FINISHED.has(job.status)) out.push(act("Cancel", "danger", () => api("POST", `/v1/jobs/${job.id}/cancel`)));
-  out.push(act("Checkpoint", "secondary", () => download(`/v1/jobs/${job.id}/checkpoint`, `${job.id}-checkpoint.pt`)));
+  if (hasCheckpoint) {
+    out.push(act("Checkpoint", "secondary", () => download(`/v1/jobs/${job.id}/checkpoint`, `${job.id}-checkpoint.pt`)));
+  }
   if (FINISHED.has(job.status)) {
     out.push(act("Delete", "danger", async () => {
       if (!confirm("Delete this job, its report and checkpoint?")) throw new Error("not deleted");
@@ -369,6 +495,17 @@ function jobActions(job, after) {
     }));
   }
   return out;
+}
+
+// Whether the job has a checkpoint to download: one byte of it is asked for, not the file.
+async function checkpointExists(jobId) {
+  try {
+    const res = await fetch(`/v1/jobs/${jobId}/checkpoint`, { headers: authHeaders({ Range: "bytes=0-0" }) });
+    if (res.body) res.body.cancel();
+    return res.ok;
+  } catch (_) {
+    return false;
+  }
 }
 
 async function download(path, name) {
@@ -380,14 +517,15 @@ async function download(path, name) {
 }
 
 // A page behind the token, in a new tab: a plain link cannot send the Authorization header, so fetch the
-// page with it and open what came back. The tab opens at the click, before the fetch (no pop-up block).
-async function openPage(path) {
+// page with it and open what came back (at ``hash``, a place in it). The tab opens at the click, before
+// the fetch (no pop-up block).
+async function openPage(path, hash) {
   const tab = window.open("", "_blank");
   try {
     const res = await fetch(path, { headers: authHeaders() });
     if (res.status === 401) needToken();
     if (!res.ok) throw new ApiError(res.status, await res.json().catch(() => null));
-    const url = URL.createObjectURL(await res.blob());
+    const url = URL.createObjectURL(await res.blob()) + (hash || "");
     if (tab) tab.location = url;
     else location.href = url;
   } catch (err) {
@@ -396,37 +534,32 @@ async function openPage(path) {
   }
 }
 
-async function showReport(box, job) {
-  if (!["succeeded", "failed", "cancelled"].includes(job.status)) return;
-  let report;
-  try {
-    report = await api("GET", `/v1/jobs/${job.id}/report`);
-  } catch (err) {
-    box.replaceChildren(h("p", { class: "muted" }, `No report: ${err.message}`));
-    return;
-  }
+function showReport(box, report) {
   const init = report.loss_at_init || {};
   const final = report.final || {};
-  const summary = h("section", { class: "card", id: "summary" },
-    h("h2", {}, "Report ", h("a", {
-      href: `/v1/jobs/${job.id}/report.html`, class: "muted", id: "report-page",
-      onclick: (e) => { e.preventDefault(); openPage(`/v1/jobs/${job.id}/report.html`); },
-    }, "(full page with plots)")),
+  const trained = "final" in report || "loss_at_init" in report;
+  const summary = h("section", { class: "card", id: "summary" }, h("h2", {}, "Report"),
     h("table", {}, h("tbody", {},
-      h("tr", {}, h("td", {}, "loss at init"), h("td", { class: "num" }, fmt(init.val, 3)),
-        h("td", { class: "muted" }, `ln(vocab) = ${fmt(init.expected_ln_vocab, 3)}`)),
-      h("tr", {}, h("td", {}, "final train loss"), h("td", { class: "num" }, fmt(final.train_loss, 3)), h("td", {})),
-      h("tr", {}, h("td", {}, "final val loss"), h("td", { class: "num" }, fmt(final.val_loss, 3)), h("td", {})),
-      report.dataset ? h("tr", {}, h("td", {}, "dataset"),
-        h("td", { class: "mono", colspan: 2 }, `${report.dataset.module}:${report.dataset.source} · vocab ${report.dataset.vocab_size}`)) : null)));
+      trained ? [
+        h("tr", {}, h("td", {}, "loss at init"), h("td", { class: "num" }, fmt(init.val, 3)),
+          h("td", { class: "muted" }, `ln(vocab) = ${fmt(init.expected_ln_vocab, 3)}`)),
+        h("tr", {}, h("td", {}, "final train loss"), h("td", { class: "num" }, fmt(final.train_loss, 3)), h("td", {})),
+        h("tr", {}, h("td", {}, "final val loss"), h("td", { class: "num" }, fmt(final.val_loss, 3)), h("td", {})),
+      ] : h("tr", {}, h("td", {}, "trained"), h("td", { colspan: 2 }, "nothing: the data could not be served")),
+      report.dataset ? h("tr", {}, h("td", {}, "dataset"), h("td", { class: "mono", colspan: 2 },
+        `${report.dataset.module}:${report.dataset.source}` +
+        (report.dataset.vocab_size ? ` · vocab ${report.dataset.vocab_size}` : ""))) : null)));
   box.replaceChildren(summary, checksCard(report.checks), samplesCard(report.samples || []));
 }
 
 // Checks come as a list of {name, verdict, reason, value} or as an object keyed by name.
-function checksCard(checks) {
-  const list = Array.isArray(checks) ? checks
+function checkList(checks) {
+  return Array.isArray(checks) ? checks
     : Object.entries(checks || {}).map(([name, c]) => Object.assign({ name }, typeof c === "object" ? c : { value: c }));
-  const rows = list.map((c) => h("tr", {},
+}
+
+function checksCard(checks) {
+  const rows = checkList(checks).map((c) => h("tr", {},
     h("td", {}, c.name), h("td", {}, c.verdict ? pill(c.verdict) : "—"),
     h("td", {}, c.reason || c.message || ""),
     h("td", { class: "num" }, typeof c.value === "number" ? fmt(c.value, 3) : (c.value ?? ""))));
@@ -454,13 +587,15 @@ function niceTicks(lo, hi, count) {
   return ticks;
 }
 
-function lossChart(series, maxIters) {
-  const W = 760, H = 300, L = 48, R = 16, T = 14, B = 30;
+// Train and val loss against step. The legend is a line above the plot, so it never covers a curve.
+function lossChart(series, maxIters, emptyText) {
+  const W = 760, H = 310, L = 64, R = 16, T = 12, B = 42;
   const all = [...series.train, ...series.val];
   const el = svg("svg", { class: "chart", id: "chart", viewBox: `0 0 ${W} ${H}`, "data-points": String(all.length),
     role: "img", "aria-label": "loss curve" });
   if (!all.length) {
-    el.append(svg("text", { x: W / 2, y: H / 2, "text-anchor": "middle", class: "axis-label" }, "waiting for the first metrics…"));
+    el.setAttribute("viewBox", `0 0 ${W} 60`);
+    el.append(svg("text", { x: W / 2, y: 34, "text-anchor": "middle", class: "axis-label", id: "chart-empty" }, emptyText));
     return h("div", {}, el);
   }
   const xMax = Math.max(maxIters || 0, ...all.map((p) => p[0]), 1);
@@ -475,8 +610,13 @@ function lossChart(series, maxIters) {
       svg("text", { class: "axis-label", x: L - 6, y: y(t) + 4, "text-anchor": "end" }, String(+t.toFixed(3))));
   }
   for (const t of niceTicks(0, xMax, 6)) {
-    el.append(svg("text", { class: "axis-label", x: x(t), y: H - 10, "text-anchor": "middle" }, String(t)));
+    el.append(svg("text", { class: "axis-label", x: x(t), y: H - B + 16, "text-anchor": "middle" }, String(t)));
   }
+  const midY = T + (H - T - B) / 2;
+  el.append(
+    svg("text", { class: "axis-title", id: "x-title", x: L + (W - L - R) / 2, y: H - 6, "text-anchor": "middle" }, "step"),
+    svg("text", { class: "axis-title", id: "y-title", x: 14, y: midY, "text-anchor": "middle",
+      transform: `rotate(-90 14 ${midY})` }, "loss (nats/token)"));
   for (const name of ["train", "val"]) {
     const pts = series[name];
     if (!pts.length) continue;
@@ -485,11 +625,10 @@ function lossChart(series, maxIters) {
     const marks = name === "val" ? pts : pts.slice(-1);
     for (const [a, b] of marks) el.append(svg("circle", { class: name, cx: x(a).toFixed(1), cy: y(b).toFixed(1), r: 3.5 }));
   }
-  const legend = h("div", { class: "legend" },
-    h("span", {}, h("i", { style: "background:var(--train)" }), `train loss (${series.train.length})`),
-    h("span", {}, h("i", { style: "background:var(--val)" }), `val loss (${series.val.length})`),
-    h("span", {}, "x: step"));
-  return h("div", {}, el, legend);
+  const legend = h("div", { class: "legend", id: "chart-legend" },
+    h("span", {}, h("i", { style: "background:var(--train)" }), `train loss (${series.train.length} points)`),
+    h("span", {}, h("i", { style: "background:var(--val)" }), `val loss (${series.val.length} points)`));
+  return h("div", {}, legend, el);
 }
 
 // -- start ----------------------------------------------------------------------------------------

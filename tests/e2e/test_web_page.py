@@ -1,4 +1,5 @@
-"""The web page in headless Chromium, against the whole local stack: submit through the form, watch it train.
+"""The web page in headless Chromium: submit through the form and watch it train, against the whole local
+stack, on clean data and on data too short to serve; then job pages for stored reports of each verdict.
 
 Skipped, with the reason, only where Debian's ``chromium`` is not installed (``.ci/run`` installs it).
 """
@@ -13,10 +14,15 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.app import create_app
+from gateway.config import GatewaySettings
 from simtrain.cli import DEMO_CORPUS
+from simtrain.jobs import JobStatus
+from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from simtrain.stack import LocalStack
 from tests.e2e.chromium import Browser, Page, why_unusable
+from tests.integration.gateway_support import serve
 
 TOKEN = "web-test-token"
 UNUSABLE = why_unusable()
@@ -28,6 +34,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[
     root = tmp_path_factory.mktemp("web")
     (root / "data").mkdir()
     shutil.copyfile(DEMO_CORPUS, root / "data" / "tiny.txt")
+    (root / "data" / "short.txt").write_text("far too short\n")  # less than one block: nothing to train on
     env = {"REDIS_URL": redis_url, "SIMTRAIN_API_TOKEN": TOKEN}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -117,6 +124,245 @@ def test_submit_through_the_form_and_watch_the_chart(stack: LocalStack, page: Pa
     assert drawn["marks"] >= 4, drawn  # the val points at 0, 20, 40, 60 and the last train point
     assert page.eval("document.querySelectorAll('#samples .sample').length") >= 1
     assert "loss at init" in page.eval("document.getElementById('summary').textContent")
+
+    # The verdict leads, as the report has it; the settings the form sent are on the page.
+    report = httpx.get(f"{url}/v1/jobs/{job_id}/report", headers={"Authorization": f"Bearer {TOKEN}"}).json()
+    page.wait_for(f"{VERDICT} === {report['verdict']!r}")
+    assert report["verdict"] in ("fit", "fit with warnings", "not fit")
+    for level in ("fail", "warn"):
+        flagged = [c["name"] for c in report["checks"] if c["verdict"] == level]
+        assert [name for name, _ in page.eval(FLAGGED.format(level))] == flagged
+    params = page.eval(PARAMS)
+    assert (params["learning_rate"], params["batch_size"], params["block_size"]) == ("0.005", "16", "32")
+    assert (params["max_iters"], params["model"], params["dataset"]) == (
+        "60",
+        "gpt-nano",
+        "text module, source tiny.txt",
+    )
+    assert (params["tokenizer"], params["packing"], params["options"]) == ("char", "stream", "none")
+    assert "Checkpoint" in page.eval(BUTTONS)  # the run saved one
+    # The chart's axes are titled, and its legend sits above the plot, off the curves.
+    assert page.eval("document.getElementById('y-title').textContent") == "loss (nats/token)"
+    assert page.eval("document.getElementById('x-title').textContent") == "step"
+    assert page.eval("document.getElementById('chart-legend').getBoundingClientRect().bottom") <= page.eval(
+        "document.getElementById('chart').getBoundingClientRect().top"
+    )
     screenshot = page.screenshot(tmp_path / "job.png")
     assert screenshot.stat().st_size > 10_000
+
+    page.goto(f"{url}/")
+    cell = f"document.querySelector('#jobs-body tr[data-job=\"{job_id}\"] .verdict-cell')"
+    page.wait_for(cell)
+    assert page.eval(f"{cell}.textContent") == report["verdict"]
+    assert page.js_errors() == []
+
+
+# -- what the job page shows: the verdict first ------------------------------------------------------
+
+VERDICT = "document.querySelector('#verdict .verdict-badge').dataset.verdict"
+FLAGGED = (
+    "[...document.querySelectorAll('#{}-checks a.check-link')]"
+    ".map(a => [a.dataset.check, a.getAttribute('href')])"
+)
+PARAMS = (
+    "Object.fromEntries([...document.querySelectorAll('#params tr')]"
+    ".map(r => [r.dataset.param, r.querySelector('td').textContent]))"
+)
+BUTTONS = "[...document.querySelectorAll('.job-head button')].map(b => b.textContent)"
+GREEN = "rgb(31, 138, 76)"  # --ok: kept for the verdict fit
+
+
+def open_job(page: Page, url: str, job_id: str) -> None:
+    page.goto(f"{url}/")
+    page.eval(f"localStorage.setItem('simtrain-token', {TOKEN!r})")
+    page.goto(f"{url}/jobs/{job_id}")
+
+
+def test_data_too_short_to_serve_shows_not_fit_and_the_error(stack: LocalStack, page: Page) -> None:
+    url, auth = stack.gateway_url, {"Authorization": f"Bearer {TOKEN}"}
+    spec = {
+        "dataset": {"module": "text", "source": "short.txt"},
+        "training": {"max_iters": 20, "batch_size": 4, "block_size": 32, "eval_interval": 10},
+    }
+    submitted = httpx.post(f"{url}/v1/jobs", json=spec, headers=auth)
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
+    open_job(page, url, job_id)
+    page.wait_for("document.querySelector('.job-head [data-status=\"failed\"]')", timeout_s=120)
+    page.wait_for(f"{VERDICT} === 'not fit'", timeout_s=30)
+    report = httpx.get(f"{url}/v1/jobs/{job_id}/report", headers=auth).json()
+    assert report["verdict"] == "not fit"
+    failing = [c["name"] for c in report["checks"] if c["verdict"] == "fail"]
+    page.wait_for(f"{FLAGGED.format('fail')}.length > 0")
+    assert page.eval(FLAGGED.format("fail")) == [
+        [name, f"/v1/jobs/{job_id}/report.html#check-{name}"] for name in failing
+    ]
+    assert page.eval("document.getElementById('verdict-summary').textContent") == report["summary"]
+
+    error = httpx.get(f"{url}/v1/jobs/{job_id}", headers=auth).json()["error"]
+    assert error and page.eval("document.getElementById('job-error-text').textContent") == (
+        f"This job failed: {error}"
+    )
+    assert "Checkpoint" not in page.eval(BUTTONS) and "Delete" in page.eval(BUTTONS)
+    body = page.eval("document.body.innerText")
+    assert "no metrics: the job failed before it logged a step" in body and "waiting" not in body
+    assert page.eval(PARAMS)["block_size"] == "32" and page.eval(PARAMS)["dataset"] == (
+        "text module, source short.txt"
+    )
+
+    # Each failing check's link lands on its row of the full report, which shows the hyperparameters too.
+    html = httpx.get(f"{url}/v1/jobs/{job_id}/report.html", headers=auth).text
+    for name in failing:
+        assert f"<tr id='check-{name}'>" in html
+    assert "<td>source</td><td>short.txt</td>" in html and "<td>block size</td><td>32</td>" in html
+    assert page.js_errors() == []
+
+
+@pytest.fixture
+def gateway(redis_url: str, key_prefix: str, tmp_path: Path) -> Iterator[str]:
+    """A gateway with no trainer: the jobs' outcomes and reports are written here, as a worker would."""
+    settings = Settings(
+        redis_url=redis_url, key_prefix=key_prefix, data_service_addr="127.0.0.1:1", state_dir=tmp_path
+    )
+    with serve(create_app(settings, GatewaySettings(api_token=TOKEN))) as client:
+        yield str(client.base_url).rstrip("/")
+
+
+CHECKS = [
+    {
+        "name": "targets_aligned",
+        "title": "targets aligned",
+        "verdict": "fail",
+        "reason": "y is not x shifted",
+    },
+    {"name": "duplicates", "title": "duplicates", "verdict": "warn", "reason": "65% repeat"},
+    {"name": "finite", "title": "finite loss", "verdict": "pass", "reason": "every loss is finite"},
+]
+SPEC = {
+    "dataset": {"module": "sort", "source": "sort", "packing": "pairs", "options": {"num_examples": 2000}},
+    "model": {"model_type": "gpt-micro"},
+    "training": {"max_iters": 40, "batch_size": 8, "block_size": 16, "learning_rate": 0.002},
+}
+
+
+def stored_job(url: str, job_queue: JobQueue, status: JobStatus, report: dict | None, error: str = "") -> str:
+    job_id = httpx.post(f"{url}/v1/jobs", json=SPEC, headers={"Authorization": f"Bearer {TOKEN}"}).json()[
+        "id"
+    ]
+    if report is not None:
+        job_queue.set_report(
+            job_id, {"job_id": job_id, "final": {"train_loss": 1.2, "val_loss": 1.3}} | report
+        )
+    job_queue.finish(job_id, status, error or None)
+    return job_id
+
+
+def test_a_succeeded_job_on_data_not_fit_leads_with_not_fit_and_never_looks_green(
+    gateway: str, page: Page, job_queue: JobQueue, tmp_path: Path
+) -> None:
+    summary = "1 check(s) fail, first targets aligned: y is not x shifted"
+    job_id = stored_job(gateway, job_queue, JobStatus.succeeded, {"verdict": "not fit", "summary": summary})
+    job_queue.set_report(job_id, job_queue.report(job_id) | {"checks": CHECKS})
+    open_job(page, gateway, job_id)
+    page.wait_for(f"{FLAGGED.format('fail')}.length > 0")
+    assert page.eval(VERDICT) == "not fit"
+    assert page.eval("document.getElementById('verdict-summary').textContent") == summary
+    report_page = f"/v1/jobs/{job_id}/report.html"
+    assert page.eval(FLAGGED.format("fail")) == [["targets_aligned", f"{report_page}#check-targets_aligned"]]
+    assert page.eval(FLAGGED.format("warn")) == [["duplicates", f"{report_page}#check-duplicates"]]
+    assert "finite loss" not in page.eval("document.getElementById('verdict').textContent")
+    # The verdict comes before the run state, and nothing on the page is green.
+    assert page.eval("document.getElementById('verdict').getBoundingClientRect().top") < page.eval(
+        "document.getElementById('stats').getBoundingClientRect().top"
+    )
+    assert page.eval("document.querySelector('.job-head [data-status]').dataset.status") == "succeeded"
+    colours = page.eval(
+        "[...document.querySelectorAll('.job-head *, #verdict *')].flatMap(e =>"
+        " [getComputedStyle(e).color, getComputedStyle(e).backgroundColor])"
+    )
+    assert GREEN not in colours
+    assert page.eval(PARAMS) == {
+        "model": "gpt-micro",
+        "learning_rate": "0.002",
+        "batch_size": "8",
+        "block_size": "16",
+        "max_iters": "40",
+        "eval_interval": "100 steps",
+        "dataset": "sort module, source sort",
+        "tokenizer": "char",
+        "packing": "pairs",
+        "options": "num_examples=2000",
+    }
+    assert "Checkpoint" not in page.eval(BUTTONS)  # none was saved
+
+    # A check's link opens the full report (fetched with the token) at that check's row.
+    page.eval("window.tab = {location: null, close() {}}; window.open = () => window.tab")
+    page.eval("document.querySelector('#fail-checks a.check-link').click()")
+    opened = page.wait_for("String(window.tab.location || '')")
+    assert opened.startswith("blob:") and opened.endswith("#check-targets_aligned")
+    html = page.eval(f"fetch({opened.split('#')[0]!r}).then(r => r.text())")
+    assert "<tr id='check-targets_aligned'>" in html and "<td>model preset</td><td>gpt-micro</td>" in html
+
+    # Once a checkpoint is saved, the page offers it.
+    checkpoint = tmp_path / "jobs" / job_id / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    page.goto(f"{gateway}/jobs/{job_id}")
+    page.wait_for(f"{BUTTONS}.includes('Checkpoint')")
+    assert page.js_errors() == []
+
+
+def test_a_fit_job_shows_fit_in_green(gateway: str, page: Page, job_queue: JobQueue) -> None:
+    job_id = stored_job(
+        gateway, job_queue, JobStatus.succeeded, {"verdict": "fit", "summary": "every check passes"}
+    )
+    open_job(page, gateway, job_id)
+    page.wait_for(f"{VERDICT} === 'fit' && document.getElementById('verdict-summary').textContent")
+    assert page.eval("document.getElementById('verdict-summary').textContent") == "every check passes"
+    assert (
+        page.eval("getComputedStyle(document.querySelector('#verdict .verdict-badge')).backgroundColor")
+        == GREEN
+    )
+    assert page.eval("document.querySelectorAll('#fail-checks, #warn-checks').length") == 0
+    assert page.js_errors() == []
+
+
+def test_a_failed_job_shows_its_error_and_no_checkpoint(
+    gateway: str, page: Page, job_queue: JobQueue
+) -> None:
+    error = "RuntimeError: CUDA out of memory while allocating 2.00 GiB"
+    job_id = stored_job(gateway, job_queue, JobStatus.failed, None, error)
+    open_job(page, gateway, job_id)
+    page.wait_for("document.getElementById('job-error-text')")
+    assert page.eval("document.getElementById('job-error-text').textContent") == f"This job failed: {error}"
+    page.wait_for("document.getElementById('chart-empty')")
+    assert page.eval(VERDICT) == "no verdict"
+    assert page.eval("document.getElementById('verdict').textContent") == (
+        "no verdictThe job failed before it wrote a fit report."
+    )
+    body = page.eval("document.body.innerText")
+    assert "The job failed before it wrote a fit report." in body
+    assert "no metrics: the job failed before it logged a step" in body and "waiting" not in body
+    assert page.eval(BUTTONS) == ["Delete"]
+    assert page.js_errors() == []
+
+
+def test_the_jobs_table_has_a_verdict_column(gateway: str, page: Page, job_queue: JobQueue) -> None:
+    not_fit = stored_job(gateway, job_queue, JobStatus.succeeded, {"verdict": "not fit", "checks": CHECKS})
+    fit = stored_job(gateway, job_queue, JobStatus.succeeded, {"verdict": "fit"})
+    failed = stored_job(gateway, job_queue, JobStatus.failed, None, "boom")
+    queued = httpx.post(f"{gateway}/v1/jobs", json=SPEC, headers={"Authorization": f"Bearer {TOKEN}"}).json()[
+        "id"
+    ]
+    page.goto(f"{gateway}/")
+    page.eval(f"localStorage.setItem('simtrain-token', {TOKEN!r})")
+    page.goto(f"{gateway}/")
+    page.wait_for("document.querySelectorAll('#jobs-body tr[data-job]').length === 4")
+    head = page.eval("[...document.querySelectorAll('#jobs thead th')].map(th => th.textContent)")
+    assert head[:3] == ["job", "verdict", "status"]
+    shown = page.eval(
+        "Object.fromEntries([...document.querySelectorAll('#jobs-body tr[data-job]')].map(r =>"
+        " [r.dataset.job, r.querySelector('.verdict-cell').textContent]))"
+    )
+    assert shown == {not_fit: "not fit", fit: "fit", failed: "no verdict", queued: "pending"}
     assert page.js_errors() == []

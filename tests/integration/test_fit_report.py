@@ -110,8 +110,24 @@ def test_the_gateway_serves_the_report_page_and_plot(
     assert "Fit report" in html and report["verdict"] in html and "<svg" in html and "<polyline" in html
     for check in report["checks"]:
         assert check["title"] in html
-    for section in ("checks", "data", "trace", "samples", "preflight"):
+    for section in ("checks", "data", "trace", "samples", "preflight", "hyperparameters"):
         assert f"id='{section}'" in html
+    for check in report["checks"]:
+        assert f"<tr id='check-{check['name']}'>" in html
+    # The job's spec: spec() trains 2 layers, 2 heads, 32 wide for 30 steps of 8 rows of 32 tokens.
+    for label, value in (
+        ("model preset", "2 layers, 2 heads, 32 wide"),
+        ("learning rate", "0.003"),
+        ("batch size", "8"),
+        ("block size", "32"),
+        ("iterations", "30"),
+        ("dataset", "text module"),
+        ("source", "tiny.txt"),
+        ("tokenizer", "char"),
+        ("packing", "stream"),
+        ("dataset options", "none"),
+    ):
+        assert f"<td>{label}</td><td>{value}</td>" in html, label
     png = gateway.get(f"/v1/jobs/{job_id}/report.png")
     assert png.status_code == 200 and png.headers["content-type"] == "image/png"
     assert png.content[:4] == b"\x89PNG"

@@ -117,3 +117,67 @@ def test_the_curves_skip_missing_values_and_draw_ln_vocab() -> None:
     assert "ln(vocab)" in svg
     assert "No length histogram" in histogram_svg(None)
     assert histogram_svg(FULL["data"]["lengths"]).count("<rect") == 5
+
+
+SPEC = {
+    "dataset": {"module": "sort", "source": "sort", "tokenizer": "char", "packing": "pairs"}
+    | {"options": {"num_examples": 2000}},
+    "model": {"model_type": "gpt-nano"},
+    "training": {"max_iters": 300, "batch_size": 16, "block_size": 32, "learning_rate": 0.005},
+}
+
+
+def hyperparameters(html: str) -> str:
+    start = html.index("id='hyperparameters'")
+    return html[start : html.index("</section>", start)]
+
+
+def test_the_hyperparameters_come_from_the_jobs_spec() -> None:
+    shown = hyperparameters(render(FULL, spec=SPEC))
+    for label, value in (
+        ("model preset", "gpt-nano"),
+        ("learning rate", "0.005"),
+        ("batch size", "16"),
+        ("block size", "32"),
+        ("iterations", "300"),
+        ("dataset", "sort module"),
+        ("source", "sort"),
+        ("tokenizer", "char"),
+        ("packing", "pairs"),
+        ("dataset options", "num_examples=2000"),
+    ):
+        assert f"<td>{label}</td><td>{value}</td>" in shown, label
+
+
+def test_without_the_spec_the_hyperparameters_come_from_the_report() -> None:
+    report = FULL | {"training": {"max_iters": 40, "batch_size": 8, "block_size": 16, "learning_rate": 0.001}}
+    shown = hyperparameters(render(report | {"model": FULL["model"] | {"n_head": 2}}))
+    assert "<td>model preset</td><td>2 layers, 2 heads, 32 wide</td>" in shown
+    assert "<td>iterations</td><td>40</td>" in shown and "<td>batch size</td><td>8</td>" in shown
+    assert "<td>dataset options</td><td>—</td>" in shown  # a trained report does not record them
+
+
+def test_each_check_has_a_row_to_link_to_and_the_verdict_links_the_flagged_ones() -> None:
+    failing = {
+        "name": "targets_aligned",
+        "title": "targets aligned",
+        "verdict": "fail",
+        "reason": "not shifted",
+    }
+    html = render(FULL | {"verdict": "not fit", "checks": [failing, *FULL["checks"]]})
+    assert "<tr id='check-targets_aligned'>" in html and "<tr id='check-duplicates'>" in html
+    verdict = html[html.index("id='verdict'") : html.index("</section>", html.index("id='verdict'"))]
+    assert "fail: <a href='#check-targets_aligned'>targets aligned</a>" in verdict
+    assert "warn: <a href='#check-duplicates'>duplicates</a>" in verdict
+    assert "check-trace'>" not in verdict  # a passing check is not flagged
+
+
+def test_the_curves_have_axis_titles_and_the_legend_above_the_plot() -> None:
+    svg = curves_svg(FULL["curve"], 1.79)
+    assert ">step</text>" in svg and ">loss (nats/token)</text>" in svg and "rotate(-90" in svg
+    top_of_plot = 32
+    for label in ("train (logged steps)", "val", "ln(vocab)"):
+        at = svg.index(f">{label}</text>")
+        y = float(svg[svg.rindex("y='", 0, at) + 3 :].split("'")[0])
+        assert y < top_of_plot, label
+    assert ">examples</text>" in histogram_svg(FULL["data"]["lengths"])

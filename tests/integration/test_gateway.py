@@ -104,6 +104,7 @@ def test_get_job_returns_record(client: httpx.Client) -> None:
     assert job["spec"]["dataset"]["source"] == "tiny.txt"
     assert job["created_at"] > 0 and job["started_at"] is None and job["finished_at"] is None
     assert "dataset_id" in job
+    assert job["verdict"] is None  # no report yet
 
 
 def test_get_job_after_worker_progress(client: httpx.Client, job_queue: JobQueue) -> None:
@@ -287,6 +288,10 @@ def test_report_404_until_stored(client: httpx.Client, job_queue: JobQueue) -> N
     response = client.get(f"/v1/jobs/{job_id}/report")
     assert response.status_code == 200
     assert response.json() == report
+    # The verdict rides on the record, for the job, its events and the list alike.
+    assert client.get(f"/v1/jobs/{job_id}").json()["verdict"] == "pass"
+    listed = {j["id"]: j["verdict"] for j in client.get("/v1/jobs").json()["jobs"]}
+    assert listed[job_id] == "pass"
 
 
 # -- routes, docs, health ---------------------------------------------------------------------------

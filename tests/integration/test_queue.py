@@ -75,6 +75,27 @@ def test_metrics_and_report(job_queue: JobQueue):
     assert job_queue.report(job.id) is None
     job_queue.set_report(job.id, {"final": {"val_loss": 1.5}})
     assert job_queue.report(job.id) == {"final": {"val_loss": 1.5}}
+    assert job_queue.get(job.id).verdict is None  # a report without a verdict (an old trainer's)
+
+
+def test_the_record_keeps_the_reports_verdict_for_the_list(job_queue: JobQueue):
+    old, job = job_queue.submit(SPEC), job_queue.submit(SPEC)
+    assert "verdict" not in job_queue.r.hgetall(job_queue._job_key(old.id))  # as stored before the field
+    job_queue.set_report(job.id, {"verdict": "not fit", "checks": []})
+    assert job_queue.get(job.id).verdict == "not fit"
+    assert {j.id: j.verdict for j in job_queue.list()[0]} == {job.id: "not fit", old.id: None}
+    job_queue.set_report(job.id, {"verdict": "fit"})  # a later report replaces it
+    assert job_queue.get(job.id).verdict == "fit"
+    job_queue.set_report(job.id, {"verdict": ["not", "a", "string"]})
+    assert job_queue.get(job.id).verdict is None
+
+
+def test_a_report_for_a_deleted_job_does_not_remake_its_record(job_queue: JobQueue):
+    job = job_queue.submit(SPEC)
+    job_queue.finish(job.id, JobStatus.succeeded)
+    job_queue.delete(job.id)
+    job_queue.set_report(job.id, {"verdict": "fit"})
+    assert job_queue.r.exists(job_queue._job_key(job.id)) == 0 and job_queue.get(job.id) is None
 
 
 def test_prefixes_isolate(redis_url: str, job_queue: JobQueue):

@@ -55,14 +55,15 @@ def test_attempts_are_counted_and_recorded(queue: JobQueue):
 def test_a_late_worker_cannot_overwrite_the_newer_attempt(queue: JobQueue):
     job_id, msg_id, late, owner = take_over(queue)
     owner.add_metrics(job_id, {"step": 10, "train/loss": 1.0})
-    owner.set_report(job_id, {"by": "attempt 2"})
+    owner.set_report(job_id, {"by": "attempt 2", "verdict": "fit"})
+    assert queue.get(job_id).verdict == "fit"
     before = (queue.r.hgetall(queue._job_key(job_id)), queue.metrics(job_id), queue.report(job_id))
 
     refused = [
         lambda: late.update(job_id, dataset_id="other"),
         lambda: late.add_metrics(job_id, {"step": 99, "train/loss": 9.0}),
         lambda: late.rewind_metrics(job_id, -1, {}),
-        lambda: late.set_report(job_id, {"by": "attempt 1"}),
+        lambda: late.set_report(job_id, {"by": "attempt 1", "verdict": "not fit"}),
         lambda: late.finish(job_id, JobStatus.succeeded),
         lambda: late.requeue(job_id),
         lambda: late.assert_owner(job_id),

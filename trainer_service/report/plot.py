@@ -22,7 +22,18 @@ def _finite(points: Curve) -> Curve:
 
 def save_curves(path: Path, curves: dict[str, Curve], ln_vocab: float | None, title: str) -> Path:
     """Train and val loss against step, with ln(vocab) (the loss of a uniform guess) for reference."""
-    fig = Figure(figsize=(8, 4.5), dpi=100)
+    fig = curves_figure(curves, ln_vocab, title)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png")
+    tmp.replace(path)
+    return path
+
+
+def curves_figure(curves: dict[str, Curve], ln_vocab: float | None, title: str) -> Figure:
+    """The figure :func:`save_curves` saves."""
+    # Constrained layout makes room for the legend outside the axes, so it never covers a curve.
+    fig = Figure(figsize=(9, 4.5), dpi=100, layout="constrained")
     ax = fig.subplots()
     for name in ("train", "train_eval", "val"):
         points = _finite(curves.get(name) or [])
@@ -36,10 +47,6 @@ def save_curves(path: Path, curves: dict[str, Curve], ln_vocab: float | None, ti
     ax.set_ylabel("loss (nats per token)")
     ax.set_title(title, fontsize=11)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png")
-    tmp.replace(path)
-    return path
+    if ax.lines:
+        fig.legend(loc="outside right upper", fontsize=9)
+    return fig
