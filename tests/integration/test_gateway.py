@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -778,8 +779,11 @@ def test_data_service_calls_map_grpc_codes(client: httpx.Client, settings: Setti
         client.get("/v1/datasets/ds-1"),
         client.post("/v1/datasets", json={"module": "text", "source": "a.txt"}),
         client.post("/v1/sources", params={"filename": "a.txt"}, content=b"abc"),
+        client.get("/v1/sources"),
     ):
         assert error_of(response, 501)["code"] == "not_implemented"
+    unlisted = error_of(client.get("/v1/sources"), 501)["message"]
+    assert "cannot list its uploaded sources" in unlisted and "ListSources" not in unlisted
 
     down = settings.model_copy(update={"data_service_addr": CLOSED_GRPC})
     with serve(create_app(down)) as c:
@@ -824,6 +828,35 @@ def test_datasets_against_the_real_data_service(redis_url: str, key_prefix: str,
                 assert (data_root / source).read_bytes() == b"hello world\n" * 100
     finally:
         server.stop(grace=None).wait()
+
+
+def test_uploaded_sources_are_listed(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    from data_service.server import serve as serve_data
+
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    # The state (prepared datasets) under the data root, as a deployment may keep it: never a source.
+    data_settings = Settings(data_root=data_root, state_dir=data_root / "var", data_service_host="127.0.0.1")
+    server, port = serve_data(data_settings, port=0)
+    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, data_service_addr=f"127.0.0.1:{port}")
+    try:
+        with serve(create_app(settings)) as c:
+            assert c.get("/v1/sources").json() == {"sources": []}
+            for name, body in (("second notes.txt", b"two\n" * 50), ("first.txt", b"one\n" * 400)):
+                assert c.post("/v1/sources", params={"filename": name}, content=body).status_code == 201
+            prepared = c.post("/v1/datasets", json={"module": "text", "source": "first.txt"})
+            assert prepared.status_code == 200, prepared.text
+            listed = c.get("/v1/sources")
+    finally:
+        server.stop(grace=None).wait()
+    assert listed.status_code == 200
+    sources = listed.json()["sources"]
+    assert [(s["name"], s["size_bytes"]) for s in sources] == [("first.txt", 1600), ("second_notes.txt", 200)]
+    for source in sources:
+        assert set(source) == {"name", "size_bytes", "uploaded_at"}
+        stored = datetime.fromisoformat(source["uploaded_at"])
+        assert stored.tzinfo is not None and stored.utcoffset() == timedelta(0)
+        assert abs(stored.timestamp() - time.time()) < 120
 
 
 # -- security ---------------------------------------------------------------------------------------
