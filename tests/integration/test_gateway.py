@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -301,9 +302,24 @@ def test_openapi_and_docs(client: httpx.Client) -> None:
     assert doc["info"]["version"]
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/report", "/readyz"} <= set(doc["paths"])
     assert "JobSpec" in doc["components"]["schemas"]
-    docs = client.get("/docs")
-    assert docs.status_code == 200
-    assert "swagger-ui" in docs.text and "/static/docs.js" in docs.text
+    assert "/v1/sources" in doc["paths"] and "get" in doc["paths"]["/v1/sources"]
+
+
+ASSET = re.compile(r'(?:src|href)="([^"]+)"')
+
+
+@pytest.mark.parametrize(("page", "marker"), [("/docs", "swagger-ui"), ("/redoc", "redoc")])
+def test_api_docs_pages_load_every_asset_from_the_gateway(
+    client: httpx.Client, page: str, marker: str
+) -> None:
+    shell = client.get(page)
+    assert shell.status_code == 200 and f'id="{marker}"' in shell.text
+    assets = ASSET.findall(shell.text)
+    assert "/static/openapi.js" in assets and any(a.startswith("/static/vendor/") for a in assets)
+    for asset in assets:
+        assert asset.startswith("/static/"), f"{page} loads {asset} from elsewhere than the gateway"
+        served = client.get(asset)
+        assert served.status_code == 200 and len(served.content) > 100, asset
 
 
 def test_healthz(client: httpx.Client) -> None:
@@ -880,10 +896,10 @@ def secured(settings: Settings, job_queue: JobQueue) -> Iterator[httpx.Client]:
         ("DELETE", f"/v1/jobs/{'a' * 32}"),
         ("GET", "/v1/modules"),
         ("POST", "/v1/sources"),
+        ("GET", "/v1/sources"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
-        ("GET", "/redoc"),
         ("GET", "/no/such/route"),
     ],
 )
@@ -919,6 +935,8 @@ def test_api_docs_work_with_a_token(secured: httpx.Client) -> None:
     # That the page sends the web page's saved token is tested in a browser (tests/e2e/test_web_token.py).
     docs = secured.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert secured.get("/redoc").status_code == 200
+    assert secured.get("/static/vendor/swagger-ui-bundle.js").status_code == 200
     error_of(secured.get("/openapi.json"), 401)
     doc = secured.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {
