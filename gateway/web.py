@@ -1,4 +1,4 @@
-"""The web page: one static HTML shell plus a script and a stylesheet, no build step.
+"""The web page: one static HTML shell plus scripts and a stylesheet, no build step.
 
 ``/`` shows the jobs table and the submit form, ``/jobs/{id}`` one job; the script draws both from the
 REST API, so the shell itself holds no data and needs no token (the script sends the token it is given).
