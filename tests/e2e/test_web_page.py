@@ -196,4 +196,19 @@ def test_the_form_offers_sources_packing_and_options_and_checks_like_the_api(
     }
     assert job["spec"]["training"]["max_iters"] == 5 and job["spec"]["training"]["block_size"] == 16
     httpx.post(f"{url}/v1/jobs/{job_id}/cancel", headers=auth)
+
+    # A file chosen to upload stands in for the source: it is uploaded, listed, picked and trained on.
+    chosen = tmp_path / "more notes.txt"
+    chosen.write_text("more notes\n" * 300, encoding="utf-8")
+    document = page.send("DOM.getDocument")["root"]["nodeId"]
+    node = page.send("DOM.querySelector", {"nodeId": document, "selector": "#f-file"})["nodeId"]
+    page.send("DOM.setFileInputFiles", {"files": [str(chosen)], "nodeId": node})
+    set_value(page, "#f-source", "")
+    page.eval("document.getElementById('f-submit').click()")
+    page.wait_for(f"document.querySelector('#f-msg a:not([href$=\"{job_id}\"])')", timeout_s=15)
+    assert page.eval("document.getElementById('f-source-pick').value") == "more_notes.txt"
+    second = page.eval("document.querySelector('#f-msg a').getAttribute('href').split('/').pop()")
+    job = httpx.get(f"{url}/v1/jobs/{second}", headers=auth).json()
+    assert job["spec"]["dataset"]["source"] == "more_notes.txt"
+    httpx.post(f"{url}/v1/jobs/{second}/cancel", headers=auth)
     assert page.js_errors() == []
