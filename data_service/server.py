@@ -27,7 +27,7 @@ from data_service.options import all_options
 from data_service.sampling import EpochOrder, get_windows, pair_batch
 from data_service.shm import ShmWriter
 from data_service.store import SPLITS, Dataset, Store, check_request
-from data_service.upload import max_upload_bytes, store_upload
+from data_service.upload import list_sources, max_upload_bytes, store_upload
 from data_service.wire import encode_batch
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.settings import Settings
@@ -323,6 +323,15 @@ class DataServiceServicer:
     def UploadSource(self, request_iterator, context):
         stored = store_upload(request_iterator, Path(self.settings.data_root), self.upload_limit_bytes)
         return pb.UploadResult(source=stored.source, size_bytes=stored.size_bytes, sha256=stored.sha256)
+
+    @_rpc
+    def ListSources(self, request, context):
+        sources = []
+        for found in list_sources(Path(self.settings.data_root)):
+            source = pb.SourceFile(name=found.name, size_bytes=found.size_bytes)
+            source.uploaded_at.FromNanoseconds(found.mtime_ns)
+            sources.append(source)
+        return pb.ListSourcesResponse(sources=sources)
 
     @_rpc
     def StreamBatches(self, request, context):

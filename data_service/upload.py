@@ -4,6 +4,10 @@ The client's name is only a hint: it is cleaned (no directories, no odd characte
 stored at the top of the data root under it. An existing file is never replaced: when the name is
 taken by other bytes, the content hash goes into the name (``notes-<12 hex>.txt``). Uploading the
 same bytes twice gives the same source.
+
+So the sources are the plain files at the top of the data root: ``list_sources`` lists those, and
+leaves out folders (a deployment may keep its state, prepared datasets among it, under the data
+root), links, and the hidden temporary files of uploads still in progress.
 """
 
 from __future__ import annotations
@@ -45,6 +49,30 @@ class Stored:
     source: str
     size_bytes: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    name: str
+    size_bytes: int
+    mtime_ns: int
+
+
+def list_sources(data_root: Path) -> list[SourceFile]:
+    """The source files stored at the top of ``data_root``, sorted by name."""
+    if not data_root.is_dir():
+        return []
+    found = []
+    with os.scandir(data_root) as entries:
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_file(follow_symlinks=False):
+                continue
+            try:
+                stat = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:  # removed since the scan saw it
+                continue
+            found.append(SourceFile(entry.name, stat.st_size, stat.st_mtime_ns))
+    return sorted(found, key=lambda s: s.name)
 
 
 def store_upload(chunks: Iterable[pb.UploadChunk], data_root: Path, limit: int) -> Stored:

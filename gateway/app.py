@@ -99,13 +99,15 @@ def create_app(
     """The app; ``access_log`` is for a server that leaves the access log to it (``python -m gateway``)."""
     settings = settings or get_settings()
     gateway = gateway or GatewaySettings()
-    # /docs is the web page's own (gateway.web): FastAPI's cannot send the token for the OpenAPI document.
+    # /docs and /redoc are the web page's own (gateway.web): FastAPI's load their scripts from a CDN and
+    # cannot send the token for the OpenAPI document.
     app = FastAPI(
         title="simtrain gateway",
         version=version("simtrain"),
         description=DESCRIPTION,
         lifespan=_lifespan,
         docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.gw = gateway
@@ -124,6 +126,7 @@ def create_app(
         app.include_router(router)
     app.include_router(observability.router)
     app.include_router(web.router)
+    app.mount("/static/vendor", web.vendor_files(), name="vendor")  # before /static, which would take it
     app.mount("/static", web.static_files(), name="static")
     app.openapi = _with_security_doc(app)  # type: ignore[method-assign]
 

@@ -12,6 +12,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC
 from typing import Annotated, Any
 
 import grpc
@@ -130,6 +131,18 @@ class Uploaded(BaseModel):
     sha256: str
 
     model_config = {"json_schema_extra": {"example": examples.UPLOAD}}
+
+
+class SourceFile(BaseModel):
+    name: str = Field(description="The name a dataset's `source` accepts")
+    size_bytes: int
+    uploaded_at: str = Field(description="When it was stored, ISO 8601 in UTC")
+
+
+class Sources(BaseModel):
+    sources: list[SourceFile] = Field(description="Sorted by name")
+
+    model_config = {"json_schema_extra": {"example": examples.SOURCES}}
 
 
 def _dataset(info: pb.DatasetInfo) -> DatasetInfo:
@@ -278,3 +291,26 @@ async def upload_source(
             raise
         raise grpc_error(e, f"uploading {filename!r}") from None
     return Uploaded(source=result.source, size_bytes=result.size_bytes, sha256=result.sha256)
+
+
+@router.get("/v1/sources", summary="The source files uploaded to the data service", responses=_DATA_ERRORS)
+async def list_sources(request: Request) -> Sources:
+    try:
+        reply = await _stub(request).ListSources(pb.ListSourcesRequest(), timeout=LIST_TIMEOUT_S)
+    except grpc.RpcError as e:
+        error = grpc_error(e, "listing uploaded sources")
+        if error.status == 501:  # a data service older than the listing, or another one
+            error.message = (
+                "this data service cannot list its uploaded sources: name the file in the dataset's source "
+                "(an upload answers with its name)"
+            )
+        raise error from None
+    listed = [
+        SourceFile(
+            name=s.name,
+            size_bytes=s.size_bytes,
+            uploaded_at=s.uploaded_at.ToDatetime(tzinfo=UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        )
+        for s in reply.sources
+    ]
+    return Sources(sources=sorted(listed, key=lambda s: s.name))

@@ -140,4 +140,11 @@ UPLOAD = {
     "sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
 }
 
+SOURCES = {
+    "sources": [
+        {"name": "notes.txt", "size_bytes": 100000, "uploaded_at": "2026-01-01T00:00:00Z"},
+        {"name": "tiny.txt", "size_bytes": 1115394, "uploaded_at": "2025-12-31T23:59:59Z"},
+    ]
+}
+
 MODELS = {"presets": [{"model_type": "gpt-nano", "n_layer": 3, "n_head": 3, "n_embd": 48}]}

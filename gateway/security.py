@@ -13,10 +13,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.errors import error_response
 
-# The web page's static shell and the API docs' (Swagger UI) hold no data (they ask for the token and send
-# it with every call), so a browser can load them; everything else, the API, the OpenAPI document and
-# /metrics, is behind the token.
-_OPEN_EXACT = {"/healthz", "/", "/docs"}
+# The web page's static shell and the API docs' (Swagger UI, ReDoc) hold no data (they ask for the token
+# and send it with every call), so a browser can load them; everything else, the API, the OpenAPI document
+# and /metrics, is behind the token.
+_OPEN_EXACT = {"/healthz", "/", "/docs", "/redoc"}
 _OPEN_PREFIXES = ("/static/", "/jobs/")
 
 

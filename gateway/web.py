@@ -1,12 +1,15 @@
-"""The web page: one static HTML shell plus a script and a stylesheet, no build step.
+"""The web page: one static HTML shell plus scripts and a stylesheet, no build step.
 
 ``/`` shows the jobs table and the submit form, ``/jobs/{id}`` one job; the script draws both from the
 REST API, so the shell itself holds no data and needs no token (the script sends the token it is given).
-``/docs`` is Swagger UI, likewise a shell that fetches the OpenAPI document with the token.
+``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) are likewise shells that fetch the OpenAPI document with
+the token. Their scripts and styles come from the ``fastapi-offline`` package, served under
+``/static/vendor/``, so the docs need no network beyond the gateway.
 """
 
 from __future__ import annotations
 
+from importlib.resources import files
 from pathlib import Path
 
 from fastapi import APIRouter
@@ -14,6 +17,8 @@ from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
 STATIC = Path(__file__).resolve().parent / "static"
+# Swagger UI's and ReDoc's bundles, as the package installs them (a plain folder, never a zip).
+VENDOR = Path(str(files("fastapi_offline") / "static"))
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,5 +43,14 @@ def api_docs() -> FileResponse:
     return _page("docs.html")
 
 
+@router.get("/redoc")
+def api_reference() -> FileResponse:
+    return _page("redoc.html")
+
+
 def static_files() -> StaticFiles:
     return StaticFiles(directory=STATIC)
+
+
+def vendor_files() -> StaticFiles:
+    return StaticFiles(directory=VENDOR)

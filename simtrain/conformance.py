@@ -2,7 +2,8 @@
 
 The checks talk only the protocol in ``proto/``, so they judge our own service and any replacement
 alike. Unless told a source already on the server, they upload a small generated corpus and prepare
-it with the ``text`` module and the ``char`` tokenizer, then check listing, idempotent preparation,
+it with the ``text`` module and the ``char`` tokenizer, then check listing, the listing of uploaded
+sources (optional for a server: one without it is skipped), idempotent preparation,
 batch shape/dtype/vocab bound, determinism, resume equivalence, rank disjointness, several batches
 per message and the same-host shared-memory fast path (both optional for a server, but what it sends
 must be the same batches), Encode/Decode, and the status codes of bad requests.
@@ -56,6 +57,10 @@ class CheckFailed(Exception):
     pass
 
 
+class CheckSkipped(Exception):
+    """An optional part of the protocol the server does not offer: the check is skipped, with the reason."""
+
+
 def expect(condition: bool, message: str) -> None:
     if not condition:
         raise CheckFailed(message)
@@ -94,6 +99,7 @@ class Conformance:
         self.text = corpus()
         self.info: pb.DatasetInfo | None = None
         self.source_is_label = False  # learned from ListModules
+        self.uploaded: pb.UploadResult | None = None
 
     def close(self) -> None:
         self.channel.close()
@@ -128,7 +134,26 @@ class Conformance:
         expect(result.sha256 == hashlib.sha256(data).hexdigest(), "sha256 does not match the bytes sent")
         expect(bool(result.source), "no source name came back")
         self.source = result.source
+        self.uploaded = result
         return f"stored as {result.source!r}"
+
+    def check_source_listing(self) -> str:
+        try:
+            sources = self.stub.ListSources(pb.ListSourcesRequest(), timeout=self.timeout_s).sources
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                raise
+            raise CheckSkipped("not offered (ListSources is optional; the gateway answers 501)") from None
+        names = [s.name for s in sources]
+        expect(names == sorted(set(names)), f"ListSources names are not sorted and unique: {names!r}")
+        if self.uploaded is None:
+            return f"{len(names)} sources"
+        mine = next((s for s in sources if s.name == self.uploaded.source), None)
+        expect(mine is not None, f"the uploaded {self.uploaded.source!r} is not listed (listed: {names!r})")
+        sent = self.uploaded.size_bytes
+        expect(mine.size_bytes == sent, f"the upload is listed with {mine.size_bytes} bytes, not {sent}")
+        expect(mine.HasField("uploaded_at"), "the uploaded source is listed without uploaded_at")
+        return f"{len(names)} sources, the upload among them with its size"
 
     def _prepare(self) -> pb.DatasetInfo:
         request = pb.PrepareDatasetRequest(
@@ -333,6 +358,7 @@ class Conformance:
         if self.source is None:
             checks.append(("upload", self.check_upload))
         checks += [
+            ("source listing", self.check_source_listing),
             ("prepare idempotency", self.check_prepare_idempotent),
             ("batch shape, dtype and vocab bound", self.check_batches),
             ("determinism", self.check_determinism),
@@ -358,6 +384,8 @@ class Conformance:
                 yield Result(name, True, check())
             except CheckFailed as e:
                 yield Result(name, False, str(e))
+            except CheckSkipped as e:
+                yield Result(name, None, str(e))
             except grpc.RpcError as e:
                 yield Result(name, False, f"{e.code().name}: {e.details()}")  # type: ignore[attr-defined]
         for what, call, allowed in self.bad_requests():

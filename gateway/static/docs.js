@@ -1,25 +1,7 @@
-// The API docs: Swagger UI. The page holds no data, so it needs no token to load; the OpenAPI document
-// does. The page fetches it with the token the web page saved (asking for one on a 401) and sends that
-// token with each "Try it out" request, unless the Authorize button set another.
+// Swagger UI (its assets served by the gateway itself, so the page works with no network) on the document
+// openapi.js fetches. Each "Try it out" request carries the saved token, unless the Authorize button set
+// another.
 "use strict";
-
-const TOKEN_KEY = "simtrain-token"; // the web page's key (app.js), so one token serves both
-
-function bearer() {
-  const token = localStorage.getItem(TOKEN_KEY);
-  return token ? `Bearer ${token}` : null;
-}
-
-async function openapi() {
-  for (;;) {
-    const auth = bearer();
-    const res = await fetch("/openapi.json", { headers: auth ? { Authorization: auth } : {} });
-    if (res.status !== 401) return res.json();
-    const token = window.prompt("This gateway needs an API token:");
-    if (!token) throw new Error("no API token given");
-    localStorage.setItem(TOKEN_KEY, token);
-  }
-}
 
 openapi().then(
   (spec) => SwaggerUIBundle({

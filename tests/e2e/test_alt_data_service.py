@@ -83,6 +83,9 @@ def test_alt_service_passes_conformance(alt_service: str):
     assert not failed
     # It ignores shm_probe (it predates the field) and streams bytes: that passes.
     assert "not offered" in next(r.detail for r in results if r.name == "shared-memory fast path")
+    # It has no source listing (optional): skipped, not failed.
+    listing = next(r for r in results if r.name == "source listing")
+    assert listing.passed is None and "not offered" in listing.detail
 
 
 def test_a_job_trains_against_the_alt_service(stack: LocalStack, alt_service: str):

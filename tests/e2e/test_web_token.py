@@ -7,6 +7,7 @@ Skipped, with the reason, only where Debian's ``chromium`` is not installed (``.
 
 from __future__ import annotations
 
+import queue
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,12 +67,54 @@ def test_the_full_report_link_sends_the_token(gateway: str, page: Page, job_queu
     assert page.js_errors() == []
 
 
+def requested_urls(page: Page) -> list[str]:
+    """The URLs the page asked for since Network.enable (drains the browser's event queue)."""
+    urls = []
+    while True:
+        try:
+            event = page.browser.events.get_nowait()
+        except queue.Empty:
+            return urls
+        if event.get("method") == "Network.requestWillBeSent" and event.get("sessionId") == page.session:
+            urls.append(event["params"]["request"]["url"])
+
+
 def test_the_api_docs_fetch_the_document_with_the_saved_token(gateway: str, page: Page) -> None:
     page.goto(f"{gateway}/")
     page.eval(f"localStorage.setItem('simtrain-token', {TOKEN!r})")
-    page.goto(f"{gateway}/docs")  # Swagger UI's own script comes from a CDN this test cannot reach
+    page.send("Network.enable")
+    page.goto(f"{gateway}/docs")
     assert page.eval("openapi().then(doc => doc.info.title)") == "simtrain gateway"
     assert page.eval("openapi().then(doc => Object.keys(doc.components.securitySchemes))") == ["bearerAuth"]
+    # Swagger UI itself, served by the gateway, renders the operations: no CDN is needed.
+    blocks = "[...document.querySelectorAll('.opblock-summary')]"
+    shown = page.wait_for(
+        f"{blocks}.map(e => e.innerText.replace(/\\s+/g, ' ')).filter(t => t.startsWith('POST /v1/jobs '))"
+    )
+    assert "Submit a training job" in shown[0]
+    outside = [u for u in requested_urls(page) if not u.startswith((gateway, "data:", "blob:"))]
+    assert outside == []
+
+
+def test_redoc_renders_the_api_with_the_saved_token(gateway: str, page: Page) -> None:
+    page.goto(f"{gateway}/")
+    page.eval(f"localStorage.setItem('simtrain-token', {TOKEN!r})")
+    page.send("Network.enable")
+    page.goto(f"{gateway}/redoc")
+    body = "document.body.innerText"
+    text = page.wait_for(f"{body}.includes('Submit a training job') && {body}")
+    assert "/v1/jobs" in text and "simtrain gateway" in text
+    assert "Cannot show the API docs" not in text
+    outside = [u for u in requested_urls(page) if not u.startswith((gateway, "data:", "blob:"))]
+    assert outside == []
+    assert page.js_errors() == []
+
+
+def test_the_api_docs_without_a_token_say_why(gateway: str, page: Page) -> None:
+    # Asked for a token, the person gives none.
+    page.send("Page.addScriptToEvaluateOnNewDocument", {"source": "window.prompt = () => null;"})
+    page.goto(f"{gateway}/redoc")
+    page.wait_for("document.getElementById('redoc').textContent.includes('no API token given')")
 
 
 # Swagger UI as far as docs.js sees it: keep the config it is given. Not writable, in case its CDN answers.

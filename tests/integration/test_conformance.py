@@ -76,6 +76,7 @@ def test_our_service_passes_every_check(ours: str):
     names = {r.name for r in results}
     for expected in (
         "listing",
+        "source listing",
         "prepare idempotency",
         "batch shape, dtype and vocab bound",
         "determinism",
@@ -147,6 +148,32 @@ def test_a_fast_path_of_other_batches_fails(tmp_path: Path):
     assert results["shared-memory fast path"].passed is False
     assert "differ from those sent as bytes" in results["shared-memory fast path"].detail
     assert results["batches per message"].passed
+
+
+class Forgetful(DataServiceServicer):
+    """Lists its sources without the one just uploaded."""
+
+    def ListSources(self, request, context):
+        listed = super().ListSources(request, context)
+        return pb.ListSourcesResponse(sources=[s for s in listed.sources if "conformance" not in s.name])
+
+
+class Unlisting(DataServiceServicer):
+    """Has no source listing, as a server older than it."""
+
+    def ListSources(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+
+
+def test_source_listing_must_list_the_upload_and_is_optional(tmp_path: Path):
+    (tmp_path / "forgetful").mkdir()
+    forgetful = checks_of(Forgetful, tmp_path / "forgetful")["source listing"]
+    assert forgetful.passed is False and "is not listed" in forgetful.detail
+    (tmp_path / "unlisting").mkdir()
+    unlisting = checks_of(Unlisting, tmp_path / "unlisting")
+    assert unlisting["source listing"].passed is None
+    assert "not offered (ListSources is optional" in unlisting["source listing"].detail
+    assert unlisting["prepare idempotency"].passed
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

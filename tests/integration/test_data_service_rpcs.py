@@ -72,6 +72,36 @@ def test_upload_then_prepare_and_list(stub: pb_grpc.DataServiceStub, service):
     assert info in listed
 
 
+def test_list_sources_lists_the_uploads_and_nothing_else(tmp_path: Path):
+    """Sorted by name, with size and time; not prepared datasets (here kept under the data root too),
+    an upload still being written, a folder or a link."""
+    data = tmp_path / "data"
+    data.mkdir()
+    settings = Settings(data_root=data, state_dir=data / "state", data_service_host="127.0.0.1")
+    server, port, _ = serve_with_servicer(settings, port=0)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.DataServiceStub(channel)
+            assert list(stub.ListSources(pb.ListSourcesRequest()).sources) == []
+            before = time.time()
+            upload(stub, "zebra notes.txt", b"stripes\n" * 500)
+            upload(stub, "apple.txt", b"An apple a day.\n" * 300)
+            after = time.time()
+            prepared = stub.PrepareDataset(pb.PrepareDatasetRequest(module="text", source="apple.txt"))
+            assert (settings.prepared_dir / prepared.dataset_id / "meta.json").is_file()
+            (data / ".upload-half").write_bytes(b"half")
+            (data / "folder").mkdir()
+            (data / "folder" / "inner.txt").write_bytes(b"inner")
+            (tmp_path / "outside.txt").write_bytes(b"outside")
+            (data / "link.txt").symlink_to(tmp_path / "outside.txt")
+            listed = stub.ListSources(pb.ListSourcesRequest()).sources
+    finally:
+        server.stop(None)
+    assert [(s.name, s.size_bytes) for s in listed] == [("apple.txt", 16 * 300), ("zebra_notes.txt", 8 * 500)]
+    for source in listed:
+        assert before - 1 <= source.uploaded_at.ToNanoseconds() / 1e9 <= after + 1
+
+
 def test_upload_over_the_limit_is_refused(stub: pb_grpc.DataServiceStub, service):
     e = rpc_error(upload, stub, "huge.txt", b"x" * (UPLOAD_LIMIT + 1), 256 * 1024)
     assert e.code() == grpc.StatusCode.INVALID_ARGUMENT

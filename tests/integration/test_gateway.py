@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import select
 import shutil
 import signal
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -311,9 +313,24 @@ def test_openapi_and_docs(client: httpx.Client) -> None:
     assert doc["info"]["version"]
     assert {"/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/report", "/readyz"} <= set(doc["paths"])
     assert "JobSpec" in doc["components"]["schemas"]
-    docs = client.get("/docs")
-    assert docs.status_code == 200
-    assert "swagger-ui" in docs.text and "/static/docs.js" in docs.text
+    assert "/v1/sources" in doc["paths"] and "get" in doc["paths"]["/v1/sources"]
+
+
+ASSET = re.compile(r'(?:src|href)="([^"]+)"')
+
+
+@pytest.mark.parametrize(("page", "marker"), [("/docs", "swagger-ui"), ("/redoc", "redoc")])
+def test_api_docs_pages_load_every_asset_from_the_gateway(
+    client: httpx.Client, page: str, marker: str
+) -> None:
+    shell = client.get(page)
+    assert shell.status_code == 200 and f'id="{marker}"' in shell.text
+    assets = ASSET.findall(shell.text)
+    assert "/static/openapi.js" in assets and any(a.startswith("/static/vendor/") for a in assets)
+    for asset in assets:
+        assert asset.startswith("/static/"), f"{page} loads {asset} from elsewhere than the gateway"
+        served = client.get(asset)
+        assert served.status_code == 200 and len(served.content) > 100, asset
 
 
 def test_healthz(client: httpx.Client) -> None:
@@ -789,8 +806,11 @@ def test_data_service_calls_map_grpc_codes(client: httpx.Client, settings: Setti
         client.get("/v1/datasets/ds-1"),
         client.post("/v1/datasets", json={"module": "text", "source": "a.txt"}),
         client.post("/v1/sources", params={"filename": "a.txt"}, content=b"abc"),
+        client.get("/v1/sources"),
     ):
         assert error_of(response, 501)["code"] == "not_implemented"
+    unlisted = error_of(client.get("/v1/sources"), 501)["message"]
+    assert "cannot list its uploaded sources" in unlisted and "ListSources" not in unlisted
 
     down = settings.model_copy(update={"data_service_addr": CLOSED_GRPC})
     with serve(create_app(down)) as c:
@@ -837,6 +857,35 @@ def test_datasets_against_the_real_data_service(redis_url: str, key_prefix: str,
         server.stop(grace=None).wait()
 
 
+def test_uploaded_sources_are_listed(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    from data_service.server import serve as serve_data
+
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    # The state (prepared datasets) under the data root, as a deployment may keep it: never a source.
+    data_settings = Settings(data_root=data_root, state_dir=data_root / "var", data_service_host="127.0.0.1")
+    server, port = serve_data(data_settings, port=0)
+    settings = Settings(redis_url=redis_url, key_prefix=key_prefix, data_service_addr=f"127.0.0.1:{port}")
+    try:
+        with serve(create_app(settings)) as c:
+            assert c.get("/v1/sources").json() == {"sources": []}
+            for name, body in (("second notes.txt", b"two\n" * 50), ("first.txt", b"one\n" * 400)):
+                assert c.post("/v1/sources", params={"filename": name}, content=body).status_code == 201
+            prepared = c.post("/v1/datasets", json={"module": "text", "source": "first.txt"})
+            assert prepared.status_code == 200, prepared.text
+            listed = c.get("/v1/sources")
+    finally:
+        server.stop(grace=None).wait()
+    assert listed.status_code == 200
+    sources = listed.json()["sources"]
+    assert [(s["name"], s["size_bytes"]) for s in sources] == [("first.txt", 1600), ("second_notes.txt", 200)]
+    for source in sources:
+        assert set(source) == {"name", "size_bytes", "uploaded_at"}
+        stored = datetime.fromisoformat(source["uploaded_at"])
+        assert stored.tzinfo is not None and stored.utcoffset() == timedelta(0)
+        assert abs(stored.timestamp() - time.time()) < 120
+
+
 # -- security ---------------------------------------------------------------------------------------
 
 TOKEN = "s3cret-token-value"
@@ -858,10 +907,10 @@ def secured(settings: Settings, job_queue: JobQueue) -> Iterator[httpx.Client]:
         ("DELETE", f"/v1/jobs/{'a' * 32}"),
         ("GET", "/v1/modules"),
         ("POST", "/v1/sources"),
+        ("GET", "/v1/sources"),
         ("GET", "/readyz"),
         ("GET", "/metrics"),
         ("GET", "/openapi.json"),
-        ("GET", "/redoc"),
         ("GET", "/no/such/route"),
     ],
 )
@@ -897,6 +946,8 @@ def test_api_docs_work_with_a_token(secured: httpx.Client) -> None:
     # That the page sends the web page's saved token is tested in a browser (tests/e2e/test_web_token.py).
     docs = secured.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text
+    assert secured.get("/redoc").status_code == 200
+    assert secured.get("/static/vendor/swagger-ui-bundle.js").status_code == 200
     error_of(secured.get("/openapi.json"), 401)
     doc = secured.get("/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert doc["components"]["securitySchemes"]["bearerAuth"] == {

@@ -59,6 +59,11 @@ class DataServiceStub:
                 request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadChunk.SerializeToString,
                 response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadResult.FromString,
                 _registered_method=True)
+        self.ListSources = channel.unary_unary(
+                '/simtrain.data.v1.DataService/ListSources',
+                request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.ListSourcesRequest.SerializeToString,
+                response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.ListSourcesResponse.FromString,
+                _registered_method=True)
         self.StreamBatches = channel.unary_stream(
                 '/simtrain.data.v1.DataService/StreamBatches',
                 request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.StreamBatchesRequest.SerializeToString,
@@ -121,6 +126,16 @@ class DataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSources(self, request, context):
+        """The source files stored with UploadSource, sorted by name: each name is one a PrepareDataset
+        source accepts. Only sources: never prepared datasets, folders, or uploads still in progress.
+        Optional: a server without it answers UNIMPLEMENTED (the gateway's GET /v1/sources then
+        answers 501, and `simtrain conformance` skips the check).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def StreamBatches(self, request, context):
         """Stream training batches. The same request always yields the same batches,
         so a trainer can resume at any step and ranks get disjoint samples.
@@ -177,6 +192,11 @@ def add_DataServiceServicer_to_server(servicer, server):
                     servicer.UploadSource,
                     request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadChunk.FromString,
                     response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadResult.SerializeToString,
+            ),
+            'ListSources': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSources,
+                    request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.ListSourcesRequest.FromString,
+                    response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.ListSourcesResponse.SerializeToString,
             ),
             'StreamBatches': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamBatches,
@@ -334,6 +354,33 @@ class DataService:
             '/simtrain.data.v1.DataService/UploadSource',
             simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadChunk.SerializeToString,
             simtrain_dot_data_dot_v1_dot_data__service__pb2.UploadResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSources(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simtrain.data.v1.DataService/ListSources',
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.ListSourcesRequest.SerializeToString,
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.ListSourcesResponse.FromString,
             options,
             channel_credentials,
             insecure,
