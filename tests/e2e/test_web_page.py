@@ -387,7 +387,7 @@ def test_the_form_offers_sources_packing_and_options_and_checks_like_the_api(
 
     # The uploaded files to pick from, then the free-text entry; picking one fills in the name.
     picks = page.eval("[...document.querySelectorAll('#f-source-pick option')].map(o => o.value)")
-    assert picks == ["notes.txt", "tiny.txt", ""]
+    assert picks == ["notes.txt", "short.txt", "tiny.txt", ""]  # the stack's two files and the upload
     assert page.eval("document.getElementById('f-source-pick').value") == "tiny.txt"
     pick = "document.getElementById('f-source-pick')"
     page.eval(f"{pick}.value = 'notes.txt'; {pick}.dispatchEvent(new Event('change'))")
