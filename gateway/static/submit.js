@@ -10,6 +10,7 @@ const PACKINGS = [
   ["pairs", "prompt and answer examples, the loss on the answer only"],
 ];
 const OTHER_SOURCE = ""; // the source picker's "type a name" entry
+const DEFAULT_SOURCE = "tiny.txt"; // the demo's corpus, which `simtrain demo` puts in the data root
 
 // TrainingSpec's bounds, as pydantic checks them: [spec field, input id, lowest, highest (null: none),
 // whole number, lowest excluded].
@@ -47,7 +48,7 @@ function numberProblem(text, [, , lo, hi, whole, loExcluded]) {
 function submitForm() {
   const module = h("select", { id: "f-module", name: "module" });
   const sourcePick = h("select", { id: "f-source-pick" });
-  const source = h("input", { id: "f-source", name: "source", value: "tiny.txt", maxlength: "1024",
+  const source = h("input", { id: "f-source", name: "source", value: DEFAULT_SOURCE, maxlength: "1024",
     placeholder: "a file name under the data root" });
   const file = h("input", { id: "f-file", type: "file" });
   const tokenizer = h("input", { id: "f-tokenizer", name: "tokenizer", value: "char", maxlength: "64" });
@@ -135,6 +136,10 @@ function submitForm() {
     const other = h("option", { value: OTHER_SOURCE },
       why ? `type the name below (${why})` : listed.length ? "another: type its name below" : "none uploaded yet: type a name below");
     sourcePick.replaceChildren(...entries, other);
+    // The default name is no use when no such file was uploaded: offer the first upload instead.
+    if (listed.length && source.value === DEFAULT_SOURCE && !listed.some((s) => s.name === source.value)) {
+      source.value = listed[0].name;
+    }
     syncPick();
   }
 
