@@ -52,7 +52,7 @@ class GatewayClient:
         except (ValueError, KeyError, TypeError):
             message = response.text
         raise GatewayError(
-            f"{response.request.method} {response.request.url.path}: {response.status_code} {message}",
+            f"{message} (HTTP {response.status_code})",
             status=response.status_code,
             code=code,
             details=details,
@@ -90,6 +90,10 @@ class GatewayClient:
 
     def report(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{job_id}/report")
+
+    def report_page(self, job_id: str) -> str:
+        """The fit report as a self-contained HTML page."""
+        return self._request("GET", f"/v1/jobs/{job_id}/report.html").text
 
     def download_checkpoint(self, job_id: str, path: Path) -> int:
         """Save the job's checkpoint to ``path``, streaming; return its size in bytes."""
@@ -193,6 +197,10 @@ class GatewayClient:
 
     def dataset(self, dataset_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def sources(self) -> list[dict[str, Any]]:
+        """The uploaded source files: ``name``, ``size_bytes``, ``uploaded_at`` (ISO 8601, UTC)."""
+        return self._json("GET", "/v1/sources")["sources"]
 
     def prepare(self, request: dict[str, Any], timeout_s: float = 600) -> dict[str, Any]:
         return self._json("POST", "/v1/datasets", json=request, timeout=timeout_s)
