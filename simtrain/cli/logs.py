@@ -56,7 +56,6 @@ def logs(
             else:
                 say(_line(entry))
         after = page["next"]
-        if page["done"] or not (page["lines"] or follow):
+        if page["done"] or not follow:  # one answer holds every line kept so far
             return
-        if not page["lines"]:
-            time.sleep(POLL_S)
+        time.sleep(POLL_S)
