@@ -1,9 +1,10 @@
-"""The `/v1/jobs` endpoints: submit, list, read, cancel, delete; metrics, events, report, checkpoint."""
+"""The `/v1/jobs` endpoints: submit, list, read, cancel, delete; metrics, logs, events, report, checkpoint."""
 
 from __future__ import annotations
 
 import re
 import shutil
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Header, Query, Request, Response
@@ -17,7 +18,7 @@ from gateway.errors import ApiError, error_doc
 from simtrain.jobs import JobSpec, JobStatus, JobView
 from simtrain.limits import limit_errors
 from simtrain.model_presets import MODEL_PRESETS
-from simtrain.queue import IdempotencyConflict, JobQueue, decode_view, job_key
+from simtrain.queue import LOG_LINES, IdempotencyConflict, JobQueue, decode_view, job_key
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 models_router = APIRouter(prefix="/v1/models", tags=["jobs"])
@@ -55,6 +56,41 @@ class JobMetrics(BaseModel):
     metrics: list[dict[str, float]]
 
     model_config = {"json_schema_extra": {"example": examples.METRICS}}
+
+
+class LogLine(BaseModel):
+    seq: int = Field(description="The line's number in the job's log, from 1, one more each line")
+    time: datetime = Field(description="When the trainer logged it (UTC)")
+    level: str = Field(description="`INFO`, `WARNING` or `ERROR`")
+    message: str
+
+
+class JobLogs(BaseModel):
+    lines: list[LogLine] = Field(description="The job's log lines after `after`, oldest first")
+    next: int = Field(description="Pass as `after` for the lines that come next")
+    done: bool = Field(description="The job has finished: no more lines will come")
+    skipped: int | None = Field(
+        None,
+        description=f"Present when lines after `after` are no longer kept (a job keeps its last "
+        f"{LOG_LINES}): how many of them this answer leaves out",
+    )
+
+    model_config = {
+        "json_schema_extra": {
+            "example": {
+                "lines": [
+                    {
+                        "seq": 1,
+                        "time": "2026-01-05T10:00:00.125000Z",
+                        "level": "INFO",
+                        "message": "preparing the dataset: module text, source tiny.txt",
+                    }
+                ],
+                "next": 1,
+                "done": False,
+            }
+        }
+    }
 
 
 class Preset(BaseModel):
@@ -251,6 +287,28 @@ def get_metrics(
     since_step: Annotated[int, Query(ge=0, description="Only rows at this step or later")] = 0,
 ) -> JobMetrics:
     return JobMetrics(job_id=job.id, metrics=queue.metrics(job.id, since_step))
+
+
+@router.get(
+    "/{job_id}/logs",
+    response_model_exclude_none=True,
+    responses=_NOT_FOUND | {422: error_doc("`after` is negative")},
+    summary="The job's own log lines (data, training, evaluations, checkpoints, verdict), to follow",
+)
+def get_logs(
+    job: Annotated[JobView, Depends(existing_job)],
+    queue: Queue,
+    after: Annotated[int, Query(ge=0, description="Lines after this `seq`: the last `next`")] = 0,
+) -> JobLogs:
+    # The record was read first: a job finished then has every line it will have by now.
+    lines, next_after = queue.logs(job.id, after)
+    skipped = lines[0]["seq"] - after - 1 if lines else 0
+    return JobLogs(
+        lines=[LogLine(**line | {"time": datetime.fromtimestamp(line["time"], UTC)}) for line in lines],
+        next=next_after,
+        done=job.status.finished,
+        skipped=skipped or None,
+    )
 
 
 @router.get(

@@ -88,6 +88,10 @@ class GatewayClient:
     def metrics(self, job_id: str, since_step: int = 0) -> list[dict[str, float]]:
         return self._json("GET", f"/v1/jobs/{job_id}/metrics", params={"since_step": since_step})["metrics"]
 
+    def job_logs(self, job_id: str, after: int = 0) -> dict[str, Any]:
+        """The job's log lines after seq ``after``: ``lines``, ``next`` (the next ``after``), ``done``."""
+        return self._json("GET", f"/v1/jobs/{job_id}/logs", params={"after": after})
+
     def report(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{job_id}/report")
 

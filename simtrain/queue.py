@@ -5,6 +5,8 @@ Keys (all under the configured prefix):
   ``job:<id>``            the job record, a hash of strings (``spec``/``metrics`` hold JSON)
   ``job:<id>:metrics``    the job's metrics stream, one entry per logged step
   ``job:<id>:report``     the job's report, JSON
+  ``job:<id>:logs``       the job's own log lines, a list of JSON ``{"seq", "time", "level", "message"}``,
+                          the last ``LOG_LINES`` of them
   ``jobs:index``          a sorted set of job ids scored by creation time, for listing
   ``idem:<sha256>``       ``"<job id> <spec sha256>"`` for a submit's Idempotency-Key, with a TTL
   ``job:<id>:attempts``   one entry per attempt begun: ``attempt``, ``worker``, ``started_at``
@@ -34,6 +36,7 @@ from pydantic import ValidationError
 from simtrain.jobs import JobRecord, JobSpec, JobStatus, JobView, Progress
 
 GROUP = "trainers"
+LOG_LINES = 1000  # a job's log keeps its last this many lines
 
 # Status changes that race with other clients are single Lua scripts, so Redis applies them atomically.
 _CANCEL = """
@@ -50,10 +53,30 @@ _DELETE = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status == 'succeeded' or status == 'failed' or status == 'cancelled' then
-  redis.call('DEL', KEYS[1], KEYS[1] .. ':metrics', KEYS[1] .. ':report', KEYS[1] .. ':attempts')
+  redis.call('DEL', KEYS[1], KEYS[1] .. ':metrics', KEYS[1] .. ':report', KEYS[1] .. ':attempts',
+    KEYS[1] .. ':logs')
   redis.call('ZREM', KEYS[2], ARGV[1])
 end
 return status
+"""
+# KEYS: the job's hash, its log. ARGV: the line as JSON without its seq, the most lines kept.
+# Numbers the line one past the last (from 1), so seqs stay contiguous across attempts and trims; a deleted
+# job's log is not remade. Returns the seq, or 0 when the job is gone.
+_APPEND_LOG = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local last = redis.call('LINDEX', KEYS[2], -1)
+local seq = 1
+if last then seq = tonumber(string.match(last, '^{"seq": (%d+),')) + 1 end
+redis.call('RPUSH', KEYS[2], '{"seq": ' .. seq .. ', ' .. string.sub(ARGV[1], 2))
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[2]), -1)
+return seq
+"""
+# KEYS: the job's log. ARGV: the seq a reader has. Returns the lines after it still kept, in one read.
+_LOGS_AFTER = """
+local first = redis.call('LINDEX', KEYS[1], 0)
+if not first then return {} end
+local start = tonumber(ARGV[1]) + 1 - tonumber(string.match(first, '^{"seq": (%d+),'))
+return redis.call('LRANGE', KEYS[1], math.max(start, 0), -1)
 """
 # KEYS: idempotency key, new job's hash, stream, index.
 # ARGV: job id, spec digest, created_at, key TTL, job key prefix, then the hash's fields and values.
@@ -293,7 +316,7 @@ class JobQueue:
         return counts
 
     def delete(self, job_id: str) -> JobStatus | None:
-        """Delete a finished job's record, metrics and report; return its status (None: no such job).
+        """Delete a finished job's record, metrics, report and log; return its status (None: no such job).
 
         A job that is not finished is left alone, and its status says why.
         """
@@ -323,6 +346,15 @@ class JobQueue:
         entries = self.r.xrange(f"{self._job_key(job_id)}:metrics")
         rows = [{k: float(v) for k, v in fields.items()} for _, fields in entries]
         return [row for row in rows if row.get("step", 0) >= since_step]
+
+    def logs(self, job_id: str, after: int = 0) -> tuple[list[dict[str, Any]], int]:
+        """The job's kept log lines numbered above ``after``, and the ``after`` to read on from.
+
+        A reader further behind than :data:`LOG_LINES` finds the first line's seq above ``after + 1``.
+        """
+        raw = self.r.eval(_LOGS_AFTER, 1, f"{self._job_key(job_id)}:logs", after)
+        lines = [json.loads(line) for line in raw]
+        return lines, lines[-1]["seq"] if lines else after
 
     def request_cancel(self, job_id: str) -> JobView | None:
         """Cancel a queued job at once; ask a running job's worker to stop at its next step."""
@@ -451,6 +483,12 @@ class JobQueue:
         mapping = {"metrics": json.dumps(latest or row), "step": int(row["step"])}
         pipe.hset(self._job_key(job_id), mapping=mapping)
         pipe.execute()
+
+    def append_log(self, job_id: str, level: str, message: str, at: float | None = None) -> int:
+        """Add a line to the job's log, keeping the last :data:`LOG_LINES`; its seq (0: no such job)."""
+        line = json.dumps({"time": time.time() if at is None else at, "level": level, "message": message})
+        keys = [self._job_key(job_id), f"{self._job_key(job_id)}:logs"]
+        return int(self.r.eval(_APPEND_LOG, 2, *keys, line, LOG_LINES))
 
     def set_report(self, job_id: str, report: dict[str, Any]) -> None:
         """Store the report, and its verdict on the job's record."""
