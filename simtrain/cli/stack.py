@@ -25,10 +25,10 @@ from simtrain.stack import LocalStack, StackError
 
 DEMO_CORPUS = Path(__file__).resolve().parent.parent.parent / "data_service" / "demo" / "tiny.txt"
 NEXT_STEPS = """[bold]next[/], with your own data:
-  simtrain up                                  # keep the stack running (web page at http://127.0.0.1:8000/)
-  simtrain datasets upload FILE                # from another terminal: your text file
-  simtrain submit --source FILE --watch        # train on it; the job id comes first
-  simtrain report JOB                          # its fit report"""
+  simtrain up                              # keep the stack running (web page at http://127.0.0.1:8000/)
+  simtrain datasets upload FILE            # in another terminal: your text file; it prints its NAME
+  simtrain submit --source NAME --watch    # train on it; prints the job id (JOB) first
+  simtrain report JOB                      # its fit report"""
 
 
 def _exit_on_sigterm() -> None:

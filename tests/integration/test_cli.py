@@ -600,3 +600,23 @@ def test_the_gateway_is_found_from_the_state_file_of_simtrain_up(gateway: str, t
         stand_in.wait()
     cli(None, "jobs", **env)
     assert not (state / "simtrain-up.json").exists()  # a dead pid's file is stale: removed, not followed
+
+
+def test_demo_saves_its_report_and_says_what_next(redis_url: str, key_prefix: str, tmp_path: Path) -> None:
+    env = stack_env(os.environ | {"REDIS_URL": redis_url}, key_prefix, tmp_path)
+    done = subprocess.run(
+        [str(SIMTRAIN), "demo", "--max-iters", "10"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "verdict: " in done.stdout and "sample: " in done.stdout
+    (page,) = (tmp_path / "var" / "demo").glob("*/report.html")
+    assert f"report saved: {page.resolve()}" in done.stdout
+    assert "<html" in page.read_text().lower()
+    assert json.loads((page.parent / "report.json").read_text())["verdict"] in (
+        "fit",
+        "fit with warnings",
+        "not fit",
+    )
+    tail = done.stdout[done.stdout.index("stopping the stack") :]
+    for step in ("simtrain up", "simtrain datasets upload FILE", "simtrain submit --source NAME"):
+        assert step in tail
