@@ -9,6 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from simtrain.cli.output import CliError
 from simtrain.client import GatewayClient
 from simtrain.settings import Settings
 
@@ -16,8 +19,19 @@ DEFAULT_GATEWAY = "http://127.0.0.1:8000"
 UP_FILE = "simtrain-up.json"
 
 
+def load_settings() -> Settings:
+    """The settings from the environment; a bad ``SIMTRAIN_`` variable is named, not a traceback."""
+    try:
+        return Settings()
+    except ValidationError as e:
+        wrong = "; ".join(
+            f"SIMTRAIN_{'_'.join(map(str, err['loc'])).upper()}: {err['msg']}" for err in e.errors()
+        )
+        raise CliError(f"a setting in the environment is invalid: {wrong}") from None
+
+
 def up_file(settings: Settings | None = None) -> Path:
-    return (settings or Settings()).state_dir / UP_FILE
+    return (settings or load_settings()).state_dir / UP_FILE
 
 
 def write_up_file(path: Path, gateway_url: str) -> None:
@@ -34,7 +48,7 @@ def running_up(path: Path) -> dict[str, Any] | None:
         cmdline = Path(f"/proc/{pid}/cmdline")
         if cmdline.exists() and b"simtrain" not in cmdline.read_bytes():
             raise ProcessLookupError  # the pid was reused by something else
-        str(info["gateway"])
+        info["gateway"]  # a file without it is not one `up` wrote
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError, ProcessLookupError):
@@ -48,12 +62,18 @@ def running_up(path: Path) -> dict[str, Any] | None:
 def gateway_url(given: str | None) -> str:
     """The flag, else the environment, else the stack ``simtrain up`` runs from here, else the default."""
     if given:
-        return given
+        return _checked(given, "--gateway")
     if from_env := os.environ.get("SIMTRAIN_GATEWAY_URL"):
-        return from_env
+        return _checked(from_env, "SIMTRAIN_GATEWAY_URL")
     if running := running_up(up_file()):
         return str(running["gateway"])
     return DEFAULT_GATEWAY
+
+
+def _checked(url: str, where: str) -> str:
+    if not url.startswith(("http://", "https://")):
+        raise CliError(f"{where} {url!r} is not a URL: give it as http://HOST:PORT")
+    return url
 
 
 def connect(gateway: str | None, token: str | None) -> GatewayClient:

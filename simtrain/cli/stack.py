@@ -14,7 +14,7 @@ import typer
 
 from simtrain.cli import output
 from simtrain.cli.follow import print_end, progress_line
-from simtrain.cli.gateway_address import running_up, up_file, write_up_file
+from simtrain.cli.gateway_address import load_settings, running_up, up_file, write_up_file
 from simtrain.cli.job_ids import short
 from simtrain.cli.output import EXIT_FAILED, CliError, handles_errors, say
 from simtrain.cli.report import print_report
@@ -67,7 +67,7 @@ def up(
     The other commands run from this folder find the gateway by itself, whatever its port.
     """
     _exit_on_sigterm()
-    settings = Settings()
+    settings = load_settings()
     state = up_file(settings)
     if running := running_up(state):
         raise CliError(
@@ -150,7 +150,7 @@ def save_report(client: GatewayClient, report: dict[str, Any], folder: Path) -> 
 def demo(max_iters: Annotated[int, typer.Option(min=1, help="Training iterations.")] = 300) -> None:
     """Start the stack, train gpt-nano on the bundled text over REST, show and save the report, stop."""
     _exit_on_sigterm()
-    settings = Settings()
+    settings = load_settings()
     target = settings.data_root / "tiny.txt"
     if not target.exists():
         settings.data_root.mkdir(parents=True, exist_ok=True)
