@@ -154,12 +154,15 @@ def test_refusals_exit_1_mistakes_2_and_no_gateway_5(gateway: str, tmp_path: Pat
         ("datasets", "upload", str(tmp_path / "none.txt")): "cannot read",
         ("jobs", "--status", "nope"): "nope",
         ("report", "not-hex"): "is not a job id",
+        ("jobs", "--gateway", "localhost:8000"): "is not a URL",
     }
     for args, words in mistakes.items():
         done = cli(gateway, *args)
         assert done.exit_code == 2, (args, done.output)
         assert words in done.output, (args, done.output)
         assert "Traceback" not in done.output
+    bad_setting = cli(None, "jobs", SIMTRAIN_LEASE_MS="soon")
+    assert bad_setting.exit_code == 2 and "SIMTRAIN_LEASE_MS" in bad_setting.output
 
 
 def test_json_errors(gateway: str, tmp_path: Path) -> None:
