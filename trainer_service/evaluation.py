@@ -51,7 +51,8 @@ class Evaluation:
         self.curve["val"].append([step, val_loss])
         self.curve["train_eval"].append([step, train_loss])
         if self.ranks.is_main:
-            self._log({"step": step, "val/loss": val_loss, "train/eval_loss": train_loss})
+            self._log_metrics({"step": step, "val/loss": val_loss, "train/eval_loss": train_loss})
+            log.info("step %d: val loss %.4f, train loss %.4f", step, val_loss, train_loss)
 
     def _eval_loss(self, split: str) -> torch.Tensor:
         t = self.train_spec

@@ -90,6 +90,10 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
     def _run(self) -> dict[str, Any] | None:
         t, ranks = self.train_spec, self.ranks
         started = time.time()
+        d = self.spec.dataset
+        log.info(
+            "preparing the data: %s", f"dataset {d.id}" if d.id else f"module {d.module}, source {d.source}"
+        )
         try:
             raw = on_main(ranks, lambda: self.client.prepare(self.spec.dataset).SerializeToString())
         except DataRefused as e:  # rank 0: the data cannot even be prepared; the report says why
@@ -99,6 +103,7 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
         self.dataset_id = self.info.dataset_id
         if ranks.is_main:
             self.queue.update(self.job.id, dataset_id=self.dataset_id)
+            self._log_dataset()
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         n_layer, n_head, n_embd = self.spec.model.sizes()
@@ -146,6 +151,18 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
             self.queue.set_report(self.job.id, report)  # the job fails, and its report says why
             raise UnfitBatch(f"not fit, training stopped: {self.unfit} (the report says more)")
         return report
+
+    def _log_dataset(self) -> None:
+        splits = ", ".join(f"{s.name} {s.num_tokens:,} tokens" for s in self.info.splits)
+        log.info(
+            "dataset %s: %s; vocabulary of %d (%s tokenizer)",
+            self.dataset_id,
+            splits,
+            self.info.vocab_size,
+            self.info.tokenizer,
+        )
+        for warning in self.info.warnings:
+            log.warning("dataset %s: %s", self.dataset_id, warning)
 
     def _preflight(self) -> None:
         """One batch overfits? A copy of the model trains on a few rows of the first train batch (rank 0).

@@ -89,6 +89,7 @@ class Checkpoints:
         # Fenced: a worker whose job another attempt took over must not replace that attempt's checkpoint.
         fence = lambda: self.queue.assert_owner(self.job.id)  # noqa: E731
         save_checkpoint(self.checkpoint_path, state, before_replace=fence)
+        log.info("checkpoint saved at step %d", trainer_state["iter_num"])
         self.trainer.trace.add_seconds("checkpoint", time.perf_counter() - started, calls=0)
 
     def _resume(self) -> None:

@@ -72,6 +72,15 @@ class RunLoop:
         )
         self.trainer.batches = batches
         self.trainer.add_callback("on_batch_end", self._on_batch_end)
+        if ranks.is_main:
+            log.info(
+                "training from step %d to %d on %s x%d: %s parameters",
+                self.trainer.iter_num,
+                t.max_iters,
+                self.device.type,
+                ranks.world_size,
+                f"{self.model.num_params():,}",
+            )
         self._start_window()
         try:
             self.trainer.run()
@@ -124,7 +133,7 @@ class RunLoop:
         if mfu is not None:
             row["mfu"] = mfu
         if self.ranks.is_main:
-            self._log(row)
+            self._log_metrics(row)
         self.curve["train"].append([step, loss])
 
         if any(r[4] for r in rows):  # NaN weights now: nothing after this step means anything
@@ -156,6 +165,6 @@ class RunLoop:
         per_device = tokens_per_s / self.ranks.world_size
         return metrics.mfu(per_device, self.model.flops_per_token(self.train_spec.block_size), peak)
 
-    def _log(self, row: dict[str, float]) -> None:
+    def _log_metrics(self, row: dict[str, float]) -> None:
         self.latest.update(row)
         self.queue.add_metrics(self.job.id, row, latest=self.latest)

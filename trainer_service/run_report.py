@@ -186,6 +186,7 @@ class RunReport:
         report["plot"] = self._plot(report)
         self.queue.assert_owner(self.job.id)
         write_report(self.job_dir / "report.json", report)
+        log.info("verdict: %s: %s", report["verdict"], report["summary"])
         return report
 
 
