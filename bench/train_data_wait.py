@@ -29,9 +29,9 @@ from simtrain.cli import DEMO_CORPUS
 from simtrain.jobs import DatasetSpec
 from simtrain.process import stop_process
 from trainer_service.data_client import DataClient
-from trainer_service.job_runner import PREFETCH_DEPTH
 from trainer_service.model import GPT, GPTConfig
 from trainer_service.prefetch import Prefetcher
+from trainer_service.run_loop import PREFETCH_DEPTH
 from trainer_service.trainer import Trainer, TrainerConfig
 
 GOAL = 0.02  # remote data_wait_frac at most this much above in-process

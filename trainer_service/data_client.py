@@ -29,6 +29,7 @@ from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.jobs import DatasetSpec
 from simtrain.prepare_request import prepare_request
 from simtrain.settings import get_settings
+from trainer_service.job_log import SERVER_ONLY
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -127,9 +128,13 @@ class DataClient:
                 f"{what}: data service at {self.address} is unreachable "
                 f"after {self.retries + 1} attempts ({e.details()})"
             )
+        # The job's owner reads the data service's own words; the gRPC code is for the trainer's log.
+        log.info(
+            "%s: the data service at %s answered %s", what, self.address, e.code().name, extra=SERVER_ONLY
+        )
         if e.code() in REFUSALS:
-            return DataRefused(f"{what}: {e.details()} ({e.code().name})", e.details())
-        return DataServiceError(f"{what}: {e.details()} ({e.code().name})")
+            return DataRefused(f"{what}: {e.details()}", e.details())
+        return DataServiceError(f"{what}: {e.details()}")
 
     def prepare(self, spec: DatasetSpec) -> pb.DatasetInfo:
         """Prepare (or find) the dataset a job names, and describe it."""

@@ -13,6 +13,7 @@ checkpoint, and the job goes back to ``queued``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import socket
@@ -28,6 +29,7 @@ from simtrain.jobs import JobRecord
 from simtrain.process import pid_alive
 from simtrain.queue import Attempt, JobQueue
 from simtrain.settings import Settings
+from trainer_service.job_log import job_log
 from trainer_service.job_runner import JobRun
 from trainer_service.outcome import Outcome, record_outcome, run_to_outcome
 from trainer_service.parallel import Ranks, on_main
@@ -98,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
         if attempt is not None:  # every write for this attempt is refused once a newer one owns the job
             queue = AttemptQueue(queue, job.id, attempt, settings.redis_outage_s)
         job = queue.get(args.job_id) or job
-        outcome = run_to_outcome(job.id, lambda: JobRun(job, settings, queue, stop, ranks).run())
+        with job_log(queue, job.id, settings) if ranks.is_main else contextlib.nullcontext():
+            outcome = run_to_outcome(job.id, lambda: JobRun(job, settings, queue, stop, ranks).run())
         if ranks.is_main:
             record_outcome(queue, job.id, outcome)
         elif outcome.status == "failed" and not outcome.from_rank0:

@@ -58,11 +58,12 @@ def run_to_outcome(job_id: str, run: Callable[[], dict[str, Any] | None]) -> Out
     except RemoteError as e:
         return Outcome("failed", error=str(e), from_rank0=True)
     except DataServiceError as e:
-        log.info("job %s failed: %s", job_id, e)
+        log.error("job %s failed: %s", job_id, e)
         return Outcome("failed", error=str(e))
     except Exception as e:  # a job must fail with a reason, never take the worker down
-        log.exception("job %s failed", job_id)
-        return Outcome("failed", error=f"{type(e).__name__}: {e}")
+        error = f"{type(e).__name__}: {e}"
+        log.exception("job %s failed: %s", job_id, error)
+        return Outcome("failed", error=error)
     return Outcome("succeeded", report=report)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -22,7 +23,9 @@ class Prefetcher(Generic[T]):
         self._transform = transform
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
         self._closed = threading.Event()
-        self._thread = threading.Thread(target=self._fill, name="prefetch", daemon=True)
+        # In the caller's context, so what the source logs counts as the caller's (a job's log, say).
+        fill = contextvars.copy_context().run
+        self._thread = threading.Thread(target=fill, args=(self._fill,), name="prefetch", daemon=True)
         self._thread.start()
 
     def _put(self, item: object) -> bool:

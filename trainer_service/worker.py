@@ -29,6 +29,7 @@ from simtrain.jobs import JobRecord, JobStatus
 from simtrain.limits import limit_errors
 from simtrain.queue import JobQueue, LeaseLost, UnreadableRecord
 from simtrain.settings import Settings
+from trainer_service.job_log import job_log
 from trainer_service.job_runner import JobRun
 from trainer_service.launch import run_torchrun
 from trainer_service.outcome import Outcome, record_outcome, run_to_outcome
@@ -149,9 +150,10 @@ class Worker:
                 lease.stop()
         else:
             try:
-                outcome = run_to_outcome(
-                    job.id, lambda: JobRun(job, self.settings, queue, job_stop.is_set).run()
-                )
+                with job_log(queue, job.id, self.settings):
+                    outcome = run_to_outcome(
+                        job.id, lambda: JobRun(job, self.settings, queue, job_stop.is_set).run()
+                    )
             finally:
                 lease.stop()
             if lease.lost and outcome.status != "lost":

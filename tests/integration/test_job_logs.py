@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -11,11 +14,13 @@ import pytest
 
 from gateway.app import create_app
 from simtrain.client import GatewayClient, GatewayError
-from simtrain.jobs import JobStatus
+from simtrain.jobs import JobSpec, JobStatus
 from simtrain.queue import LOG_LINES, JobQueue
 from simtrain.settings import Settings
 from tests.integration.gateway_support import error_of, serve
 from tests.integration.trainer_support import job_spec
+from trainer_service.job_log import job_log
+from trainer_service.worker import Worker
 
 
 @pytest.fixture
@@ -31,6 +36,108 @@ def queued_job(queue: JobQueue, settings: Settings) -> str:
 
 def messages(body: dict[str, Any]) -> list[str]:
     return [line["message"] for line in body["lines"]]
+
+
+def work(settings: Settings, queue: JobQueue) -> None:
+    """One real trainer worker, in this process, runs the next job to its end."""
+    queue.ensure_group()
+    assert Worker(settings.model_copy(update={"worker_name": "w"}), queue).work_one(block_ms=1000)
+
+
+def follow(gateway: httpx.Client, job_id: str) -> list[dict[str, Any]]:
+    """Read the log as a follower would: page on with ``next`` until ``done``."""
+    lines, after = [], 0
+    while True:
+        body = gateway.get(f"/v1/jobs/{job_id}/logs", params={"after": after}).json()
+        assert "skipped" not in body
+        lines += body["lines"]
+        after = body["next"]
+        if body["done"]:
+            return lines
+
+
+def in_order(got: list[str], wanted: list[str]) -> bool:
+    """Each pattern of ``wanted`` matches a line of ``got``, in that order."""
+    lines = iter(got)
+    return all(any(re.fullmatch(pattern, line) for line in lines) for pattern in wanted)
+
+
+def test_a_tiny_jobs_log_from_a_real_trainer(gateway: httpx.Client, job_queue: JobQueue, settings):
+    job_id = queued_job(job_queue, settings)
+    assert gateway.get(f"/v1/jobs/{job_id}/logs").json() == {"lines": [], "next": 0, "done": False}
+    follower: list[list[dict[str, Any]]] = []
+    reading = threading.Thread(target=lambda: follower.append(follow(gateway, job_id)))
+    reading.start()
+    work(settings, job_queue)
+    reading.join(timeout=30)
+
+    body = gateway.get(f"/v1/jobs/{job_id}/logs").json()
+    assert body["done"] is True and job_queue.get(job_id).status is JobStatus.succeeded
+    assert follower == [body["lines"]]  # followed live: every line once, none missing
+    assert [line["seq"] for line in body["lines"]] == list(range(1, len(body["lines"]) + 1))
+    assert {line["level"] for line in body["lines"]} <= {"INFO", "WARNING"}
+    got = messages(body)
+    record = job_queue.get(job_id)
+    loss = r"\d+\.\d{4}"
+    assert in_order(
+        got,
+        [
+            "preparing the data: module text, source tiny.txt",
+            rf"dataset {record.dataset_id}: train [\d,]+ tokens, val [\d,]+ tokens; vocabulary of \d+ "
+            r"\(char tokenizer\)",
+            rf"step 0: val loss {loss}, train loss {loss}",
+            r"training from step 0 to 12 on cpu x1: [\d,]+ parameters",
+            rf"step 6: val loss {loss}, train loss {loss}",
+            "checkpoint saved at step 6",
+            rf"step 12: val loss {loss}, train loss {loss}",
+            "checkpoint saved at step 12",
+            f"verdict: {job_queue.report(job_id)['verdict']}: .+",
+        ],
+    ), got
+    assert not any(str(settings.state_dir) in line or "tmp" in line for line in got)
+    final = job_queue.metrics(job_id)[-1]
+    assert any(line.startswith(f"step 12: val loss {final['val/loss']:.4f}, ") for line in got)
+
+
+def test_a_failed_jobs_log_ends_with_its_error_in_the_users_words(
+    gateway: httpx.Client, job_queue: JobQueue, settings
+):
+    spec = job_spec(settings.data_service_addr).model_dump(mode="json", exclude_none=True)
+    spec["dataset"]["source"] = "missing.txt"
+    job_id = job_queue.submit(JobSpec.model_validate(spec)).id
+    work(settings, job_queue)
+
+    error = job_queue.get(job_id).error
+    assert error.startswith("prepare dataset: ") and "missing.txt" in error
+    assert not re.search(r"\([A-Z_]+\)", error)  # no gRPC code name
+    body = gateway.get(f"/v1/jobs/{job_id}/logs").json()
+    assert body["done"] is True
+    assert messages(body)[0] == "preparing the data: module text, source missing.txt"
+    assert body["lines"][-1]["level"] == "ERROR" and body["lines"][-1]["message"].endswith(error)
+    assert not any("answered" in m or str(settings.data_root) in m for m in messages(body))
+
+
+def test_lines_name_no_server_folder_and_stay_with_their_job(job_queue: JobQueue, settings):
+    mine, other = queued_job(job_queue, settings), queued_job(job_queue, settings)
+    trainer = logging.getLogger("trainer_service.test")
+    checkpoint = settings.jobs_dir / mine / "checkpoint.pt"
+    with job_log(job_queue, mine, settings):
+        trainer.info("%s is not a checkpoint", checkpoint)
+        trainer.info("in %s and %s", settings.jobs_dir / mine, settings.state_dir.resolve() / "prepared")
+        trainer.debug("not at debug")
+        logging.getLogger("elsewhere").warning("not another library's lines")
+        elsewhere = threading.Thread(target=lambda: trainer.warning("not a thread outside the job"))
+        elsewhere.start()
+        elsewhere.join()
+        with job_log(job_queue, other, settings):
+            trainer.info("the other job's line")
+    trainer.info("not after the job")
+    lines, _ = job_queue.logs(mine)
+    assert [line["message"] for line in lines] == [
+        "checkpoint.pt is not a checkpoint",
+        "in the job's folder and prepared",
+    ]
+    assert [line["message"] for line in job_queue.logs(other)[0]] == ["the other job's line"]
 
 
 def test_lines_page_with_after_and_times_are_utc(gateway: httpx.Client, job_queue: JobQueue, settings):

@@ -1,0 +1,130 @@
+"""A job's checkpoints: what one holds, how every rank writes it at a sync step, and resuming from it.
+
+A checkpoint is the whole state a job needs to go on exactly where it stopped: weights, optimizer, step,
+every rank's RNG state, the data cursor (batches are a function of the step), the curves and the fit
+monitor so far. Another worker resumes a job from it after this one stopped or died.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from simtrain.jobs import JobRecord, TrainingSpec
+from simtrain.queue import JobQueue
+from trainer_service.checkpoint import load_checkpoint, save_checkpoint
+from trainer_service.model import GPT
+from trainer_service.parallel import Ranks, all_gather, on_main
+from trainer_service.report.monitor import FitMonitor
+from trainer_service.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = 2
+
+
+class Checkpoints:
+    """The checkpoint half of :class:`trainer_service.job_runner.JobRun`."""
+
+    job: JobRecord
+    train_spec: TrainingSpec
+    queue: JobQueue
+    ranks: Ranks
+    checkpoint_path: Path
+    dataset_id: str
+    model: GPT
+    trainer: Trainer
+    monitor: FitMonitor
+    device: torch.device
+    curve: dict[str, list[list[float]]]
+    latest: dict[str, float]
+
+    def _data_cursor(self, next_step: int) -> dict[str, Any]:
+        t = self.train_spec
+        return {
+            "dataset_id": self.dataset_id,
+            "split": "train",
+            "seed": t.seed,
+            "batch_size": t.batch_size,
+            "block_size": t.block_size,
+            "world_size": self.ranks.world_size,
+            "next_step": next_step,
+        }
+
+    def _rng_state(self) -> dict[str, torch.Tensor]:
+        state = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            state["cuda"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _checkpoint(self) -> None:
+        """Model, optimizer, step, every rank's RNG state, the data cursor, and the curves so far.
+
+        Collective: every rank calls it at the same step; rank 0 writes. The model is the plain GPT (never
+        a DDP or compiled wrapper), so the saved state_dict is exactly minGPT's.
+        """
+        started = time.perf_counter()
+        self.trainer.trace.add_seconds("checkpoint", 0.0)  # counted first: the saved trace includes this call
+        rngs = all_gather(self.ranks, self._rng_state())
+        if not self.ranks.is_main:
+            return
+        trainer_state = self.trainer.state_dict()
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "model_config": vars(self.model.config),
+            "optimizer": trainer_state["optimizer"],
+            "step": trainer_state["iter_num"],
+            "rng": rngs,
+            "data": self._data_cursor(trainer_state["iter_num"]),
+            "curve": self.curve,
+            "latest": self.latest,
+            "trace": self.trainer.trace.state_dict(),
+            "fit": self.monitor.state_dict(),
+        }
+        # Fenced: a worker whose job another attempt took over must not replace that attempt's checkpoint.
+        fence = lambda: self.queue.assert_owner(self.job.id)  # noqa: E731
+        save_checkpoint(self.checkpoint_path, state, before_replace=fence)
+        log.info("checkpoint saved at step %d", trainer_state["iter_num"])
+        self.trainer.trace.add_seconds("checkpoint", time.perf_counter() - started, calls=0)
+
+    def _resume(self) -> None:
+        """Continue from the checkpoint, if any: rank 0 reads it and hands it to the other ranks."""
+        state = on_main(self.ranks, lambda: load_checkpoint(self.checkpoint_path))
+        if state is None:
+            return
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise RuntimeError(f"{self.checkpoint_path} is not a checkpoint this trainer can resume from")
+        cursor = state["data"]
+        if cursor["dataset_id"] != self.dataset_id:
+            raise RuntimeError(
+                f"the checkpoint was trained on dataset {cursor['dataset_id']}, but the job now prepares "
+                f"{self.dataset_id} (its source changed); resuming would mix the two"
+            )
+        if cursor["world_size"] != self.ranks.world_size or len(state["rng"]) != self.ranks.world_size:
+            raise RuntimeError(
+                f"the checkpoint was written by {cursor['world_size']} processes, this run has "
+                f"{self.ranks.world_size}"
+            )
+        self.model.load_state_dict(state["model"])
+        rng = state["rng"][self.ranks.rank]
+        self.trainer.load_state_dict(
+            {
+                "iter_num": cursor["next_step"],
+                "optimizer": state["optimizer"],
+                "rng_state": rng["cpu"],
+                **({"cuda_rng_state": rng["cuda"]} if "cuda" in rng else {}),
+            }
+        )
+        self.curve = state["curve"]
+        self.curve.setdefault("train_eval", [])
+        self.latest = state["latest"]
+        if "trace" in state:  # the job's trace so far, plus this attempt's preparation
+            self.trainer.trace.load_state_dict(state["trace"], keep=("encode",))
+        if "fit" in state:
+            self.monitor.load_state_dict(state["fit"])
+        log.info("job %s resumes at step %d", self.job.id, self.trainer.iter_num)
