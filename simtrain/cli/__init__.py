@@ -47,9 +47,20 @@ def _each_run() -> None:
     output.use_new_console()
 
 
-for command in (submit.submit, jobs.watch, jobs.jobs, logs.logs, report.report, jobs.cancel, jobs.delete):
+COMMANDS = (
+    submit.submit,
+    jobs.watch,
+    jobs.jobs,
+    logs.logs,
+    report.report,
+    jobs.cancel,
+    jobs.delete,
+    jobs.checkpoint,
+    stack.up,
+    stack.down,
+    stack.demo,
+    conformance.conformance,
+)
+for command in COMMANDS:
     app.command(epilog=EXIT_STATUS_HELP)(command)
-app.command(epilog=EXIT_STATUS_HELP)(jobs.checkpoint)
 app.add_typer(datasets.datasets_app, name="datasets")
-for command in (stack.up, stack.down, stack.demo, conformance.conformance):
-    app.command(epilog=EXIT_STATUS_HELP)(command)

@@ -31,8 +31,6 @@ EXIT_STATUS_HELP = (
 # Piped output is for reading back whole: no table cell is cut or wrapped.
 PIPED_WIDTH = 10_000
 
-console = Console(soft_wrap=True)
-
 
 def new_console() -> Console:
     """The terminal's width on a terminal; when piped, COLUMNS if set, else wide enough for any row."""
@@ -40,6 +38,9 @@ def new_console() -> Console:
         return Console(soft_wrap=True)
     columns_set = os.environ.get("COLUMNS", "").isdigit()
     return Console(soft_wrap=True, width=None if columns_set else PIPED_WIDTH)
+
+
+console = new_console()
 
 
 def use_new_console() -> None:
