@@ -176,7 +176,8 @@ def datasets_prepare(
         str, typer.Option(help="stream (one token stream) or pairs (prompt → answer rows).")
     ] = "stream",
     option: Annotated[
-        list[str] | None, typer.Option(help="A data-module option, KEY=VALUE; repeatable.")
+        list[str] | None,
+        typer.Option(metavar="KEY=VALUE", help="A data-module option, KEY=VALUE; repeatable."),
     ] = None,
     json_out: JsonOpt = False,
     gateway: GatewayOpt = None,

@@ -91,11 +91,16 @@ def submit(
     ] = None,
     option: Annotated[
         list[str] | None,
-        typer.Option(help="A data-module option, KEY=VALUE (see `simtrain datasets modules`); repeatable."),
+        typer.Option(
+            metavar="KEY=VALUE",
+            help="A data-module option, KEY=VALUE (see `simtrain datasets modules`); repeatable.",
+        ),
     ] = None,
     check: Annotated[
         list[str] | None,
-        typer.Option(help="A fit-report threshold, KEY=VALUE (e.g. gap_warn=0.3); repeatable."),
+        typer.Option(
+            metavar="KEY=VALUE", help="A fit-report threshold, KEY=VALUE (e.g. gap_warn=0.3); repeatable."
+        ),
     ] = None,
     model_type: Annotated[
         str | None, typer.Option(help="minGPT model preset, e.g. gpt-nano, gpt-micro (default gpt-nano).")
@@ -117,7 +122,9 @@ def submit(
     idempotency_key: Annotated[
         str | None, typer.Option(help="Resubmitting with the same key returns the same job.")
     ] = None,
-    watch: Annotated[bool, typer.Option(help="Follow the job to the end; exit with its outcome.")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", help="Follow the job to the end; exit with its outcome.")
+    ] = False,
     json_out: JsonOpt = False,
     gateway: GatewayOpt = None,
     token: TokenOpt = None,
