@@ -2,32 +2,46 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# Two installs, each with its stamp: what running needs (demo, run), and that plus the dev tools
+# (tests, lint, docs). `make setup` is the dev install.
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 PROTO := proto/simtrain/data/v1/data_service.proto
 
-.PHONY: setup demo run test lint proto bench clean
+.PHONY: setup setup-run demo run test lint docs proto bench clean
 .PHONY: up down image-smoke
 
-setup: $(STAMP)
+setup: $(DEV_STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+setup-run: $(RUN_STAMP)
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
 
-demo: setup  ## services + a real gpt-nano training job over REST + the report, then stop
+$(RUN_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e .
+	touch $(RUN_STAMP)
+
+$(DEV_STAMP): pyproject.toml constraints.txt | $(VENV)/bin/python
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $(DEV_STAMP)
+
+demo: setup-run  ## services + a real gpt-nano training job over REST + the report, then stop
 	$(BIN)/simtrain demo
 
-run: setup  ## the local stack until Ctrl-C
+run: setup-run  ## the local stack until Ctrl-C
 	$(BIN)/simtrain up
 
-test: setup
+test: setup docs
 	$(BIN)/pytest
 
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+docs: setup  ## the documentation site into site/ (strict: a broken link or a missing page fails)
+	$(BIN)/mkdocs build --quiet
 
 proto: setup  ## regenerate the committed gRPC stubs from proto/
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. $(PROTO)
@@ -59,4 +73,4 @@ image-smoke:  ## optional, slow, needs root: podman-build the images on a deboot
 	bash deploy/image-smoke.sh
 
 clean:
-	rm -rf var .pytest_cache
+	rm -rf var .pytest_cache site

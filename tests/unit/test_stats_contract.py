@@ -1,5 +1,5 @@
 """The stats_json contract: every key our data service writes, and every key the trainer reads, is in the
-README's "Dataset statistics" section (and the top-level ones in the .proto), so they cannot drift."""
+docs/data.md's "Dataset statistics" section (and the top-level ones in the .proto), so they cannot drift."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ KEYED_BY_VALUE = {"num_examples", "num_tokens", "why_empty", "max_block_size", "
 
 
 def documented() -> set[str]:
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    readme = (REPO / "docs" / "data.md").read_text(encoding="utf-8")
     section = readme.split(HEADING, 1)[1].split("\n## ", 1)[0].split("\n### ", 1)[0]
     return set(re.findall(r"`([^`\s]+)`", section))
 
@@ -42,7 +42,7 @@ def key_names(stats: dict[str, Any]) -> Iterator[str]:
 
 def module_counts() -> set[str]:
     """The names our modules pass to ``report.count``, read from their source (an f-string's
-    constant part stands for the family, as the README writes it: ``format:<member>``)."""
+    constant part stands for the family, as docs/data.md writes it: ``format:<member>``)."""
     names = set()
     for path in (REPO / "data_service" / "modules").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
