@@ -138,6 +138,7 @@ def test_refusals_exit_1_mistakes_2_and_no_gateway_5(gateway: str, tmp_path: Pat
     assert wrong.exit_code == 1 and "401" in wrong.output
     nowhere = cli("http://127.0.0.1:1", "jobs")
     assert nowhere.exit_code == 5 and "cannot reach the gateway" in nowhere.output
+    assert "simtrain up" in nowhere.output  # says how to get one
 
     (tmp_path / "list.yaml").write_text("- not\n- a mapping\n")
     (tmp_path / "broken.yaml").write_text("dataset: {source: [a\n")
