@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -43,9 +44,19 @@ def _model(spec: dict[str, Any] | None) -> str:
     return model.get("model_type") or f"{model['n_layer']}x{model['n_embd']}"
 
 
+def _name(spec: dict[str, Any] | None) -> str:
+    return (spec or {}).get("name") or ""
+
+
+def _tags(spec: dict[str, Any] | None) -> str:
+    return ",".join((spec or {}).get("tags") or [])
+
+
 def jobs_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(
         Column("id", no_wrap=True, min_width=8),
+        Column("name", overflow="fold"),
+        Column("tags", overflow="fold"),
         Column("status", no_wrap=True, min_width=9),
         Column("verdict", min_width=8),
         Column("step", no_wrap=True, justify="right"),
@@ -60,6 +71,8 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
         m = job["metrics"]
         table.add_row(
             short(job["id"]),
+            _name(job["spec"]),
+            _tags(job["spec"]),
             job["status"],
             job.get("verdict") or "",
             f"{job['progress']['step']}/{job['progress']['max_iters']}",
@@ -75,6 +88,10 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
 @handles_errors
 def jobs(
     status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="TAG", help="Only jobs with this tag; repeatable.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Only jobs whose name contains this (any case).")] = None,
     limit: Annotated[int, typer.Option(help="Jobs per page (1 to 200).")] = 20,
     cursor: Annotated[
         str | None, typer.Option(help="Start after this cursor (printed under the previous page).")
@@ -84,13 +101,15 @@ def jobs(
     token: TokenOpt = None,
 ) -> None:
     """List jobs, newest first, with their verdict once the report is written."""
-    page = connect(gateway, token).jobs(status.value if status else None, limit, cursor)
+    page = connect(gateway, token).jobs(status.value if status else None, limit, cursor, tag or [], name)
     if json_out:
         print_json(page)
         return
     say(jobs_table(page["jobs"]) if page["jobs"] else "no jobs")
     if page["next_cursor"]:
-        say(f"more: simtrain jobs --cursor {page['next_cursor']}")
+        filters = [f"--tag {t}" for t in tag or []] + ([f"--name {shlex.quote(name)}"] if name else [])
+        filters += [f"--status {status.value}"] if status else []
+        say(f"more: simtrain jobs {' '.join([*filters, '--cursor', page['next_cursor']])}")
 
 
 @handles_errors
