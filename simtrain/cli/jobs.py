@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Column, Table
 
 from simtrain.cli.follow import follow
@@ -45,18 +46,15 @@ def _model(spec: dict[str, Any] | None) -> str:
 
 
 def _name(spec: dict[str, Any] | None) -> str:
-    return (spec or {}).get("name") or ""
-
-
-def _tags(spec: dict[str, Any] | None) -> str:
-    return ",".join((spec or {}).get("tags") or [])
+    """The job's name and its tags, as ``baseline #lr #v1``."""
+    spec = spec or {}
+    return " ".join([spec.get("name") or "", *(f"#{tag}" for tag in spec.get("tags") or [])]).strip()
 
 
 def jobs_table(rows: list[dict[str, Any]]) -> Table:
+    """The jobs as a table; a job's name and tags go under its id, so a narrow terminal still fits it."""
     table = Table(
-        Column("id", no_wrap=True, min_width=8),
-        Column("name", overflow="fold"),
-        Column("tags", overflow="fold"),
+        Column("id", min_width=8, overflow="fold"),
         Column("status", no_wrap=True, min_width=9),
         Column("verdict", min_width=8),
         Column("step", no_wrap=True, justify="right"),
@@ -69,10 +67,9 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
     )
     for job in rows:
         m = job["metrics"]
+        name = _name(job["spec"])
         table.add_row(
-            short(job["id"]),
-            _name(job["spec"]),
-            _tags(job["spec"]),
+            short(job["id"]) + (f"\n[dim]{escape(name)}[/dim]" if name else ""),
             job["status"],
             job.get("verdict") or "",
             f"{job['progress']['step']}/{job['progress']['max_iters']}",

@@ -458,7 +458,7 @@ def test_names_and_tags_on_submit_and_in_the_jobs_list(gateway: str, job_queue: 
     table = cli(gateway, "jobs", "--tag", "lr")
     assert table.exit_code == 0, table.output
     assert tagged[:8] in table.output and other[:8] in table.output and plain[:8] not in table.output
-    assert "Baseline" in table.output and "from-file,lr,v1,x" in table.output
+    assert "Baseline #from-file #lr #v1 #x" in " ".join(table.output.split())
     listed = json.loads(cli(gateway, "jobs", "--tag", "lr", "--tag", "v1", "--json").output)
     assert [j["id"] for j in listed["jobs"]] == [tagged]
     listed = json.loads(cli(gateway, "jobs", "--name", "LOWER", "--json").output)
@@ -536,6 +536,14 @@ def test_tables_fit_the_terminal_and_are_whole_when_piped(gateway: str, job_queu
     narrow = cli(gateway, "jobs", COLUMNS="80")
     assert all(len(line) <= 80 for line in narrow.output.splitlines())
     assert job_id[:8] in narrow.output  # the id is never cut
+
+    named = submitted(gateway, "--name", "a fairly long run name", "--tag", "one,two")
+    narrow = cli(gateway, "jobs", COLUMNS="80")
+    assert all(len(line) <= 80 for line in narrow.output.splitlines()), narrow.output
+    assert job_id[:8] in narrow.output and named[:8] in narrow.output
+    lines = narrow.output.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.split()[:1] == [named[:8]])
+    assert lines[first + 1].split()[:2] == ["a", "fairly"]  # the name goes under the id
 
 
 def test_report_is_one_line_per_check_with_advice_only_where_failing(
