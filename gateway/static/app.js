@@ -361,6 +361,7 @@ function lineage(spec) {
 }
 
 // Fork this job: new settings over its spec, from its checkpoint or not. Shows the CLI command too.
+// field() is the submit form's (submit.js).
 function forkCard(job) {
   const t = (job.spec && job.spec.training) || {};
   const iters = h("input", { id: "fork-max-iters", type: "number", min: "1", step: "1", value: t.max_iters || 300 });

@@ -6,6 +6,8 @@ import redis
 
 from simtrain.jobs import JobRecord, JobSpec, JobStatus, Progress
 from simtrain.queue import LeaseLost
+from simtrain.settings import Settings
+from trainer_service.launch import settings_env
 from trainer_service.outcome import JobCancelled, JobInterrupted
 from trainer_service.tracking import experiment_of, flat_params, run_status, run_tags
 
@@ -45,3 +47,10 @@ def test_how_a_job_ends_is_the_runs_status():
     assert run_status(redis.ConnectionError("x")) == "SCHEDULED"
     assert run_status(LeaseLost("j", 1, "write")) is None
     assert run_status(RuntimeError("boom")) == "FAILED"
+
+
+def test_the_uri_comes_from_the_environment_and_reaches_torchrun_ranks(monkeypatch):
+    assert Settings().mlflow_uri is None and "SIMTRAIN_MLFLOW_URI" not in settings_env(Settings())
+    monkeypatch.setenv("SIMTRAIN_MLFLOW_URI", "http://mlflow:5000")
+    assert Settings().mlflow_uri == "http://mlflow:5000"
+    assert settings_env(Settings())["SIMTRAIN_MLFLOW_URI"] == "http://mlflow:5000"
