@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway import datasets, events, health, jobs, observability, report_page, web
+from gateway import datasets, events, experiments, health, jobs, observability, report_page, web
 from gateway.config import GatewaySettings
 from gateway.errors import install_error_handlers
 from gateway.job_reads import JobReads, RenderedRecords
@@ -122,6 +122,7 @@ def create_app(
     app.state.metrics = observability.GatewayMetrics(app.state.queue)
     install_error_handlers(app)
     routers = (jobs.router, report_page.router, events.router, jobs.models_router, datasets.router)
+    routers += (experiments.router, experiments.compare_router)
     for router in (*routers, health.router):
         app.include_router(router)
     app.include_router(observability.router)
