@@ -48,7 +48,7 @@ class ExperimentList(BaseModel):
 class CompareRequest(BaseModel):
     model_config = {"extra": "forbid"}
 
-    jobs: list[Annotated[str, Field(pattern=JOB_ID.pattern)]] = Field(
+    jobs: list[Annotated[str, Field(pattern=f"^{JOB_ID.pattern}$")]] = Field(
         min_length=2,
         max_length=64,
         description="Job ids; jobs whose specs differ only in the seed are one variant",

@@ -1,4 +1,5 @@
-// simtrain web page: the jobs table and submit form at "/", one job at "/jobs/<id>".
+// simtrain web page: the jobs table and submit form at "/", one job at "/jobs/<id>" (one experiment at
+// "/experiments/<id>": experiment.js).
 // Plain DOM and a hand-written SVG chart; no build step. All data comes from the REST API, sent with the
 // token the user saved (localStorage), so the page itself needs no secret.
 "use strict";
@@ -553,8 +554,10 @@ function lossChart(series, maxIters, emptyText) {
 function main() {
   setupToken();
   const root = document.getElementById("app");
-  const match = location.pathname.match(/^\/jobs\/([0-9a-f]{1,64})$/);
-  (match ? jobPage(root, match[1]) : homePage(root)).catch((err) => notice(err.message));
+  const job = location.pathname.match(/^\/jobs\/([0-9a-f]{1,64})$/);
+  const experiment = location.pathname.match(/^\/experiments\/([0-9a-f]{1,64})$/);
+  const page = job ? jobPage(root, job[1]) : experiment ? experimentPage(root, experiment[1]) : homePage(root);
+  page.catch((err) => notice(err.message));
 }
 
 main();
