@@ -19,6 +19,7 @@ from simtrain.jobs import JobSpec, JobStatus
 
 VARIANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 MAX_RUNS = 64  # variants × seeds
+MAX_SEEDS = 16
 
 
 class ExperimentSpec(BaseModel):
@@ -52,9 +53,10 @@ class ExperimentSpec(BaseModel):
     @field_validator("seeds")
     @classmethod
     def _seeds(cls, seeds: int | list[int]) -> int | list[int]:
-        values = list(range(seeds)) if isinstance(seeds, int) else seeds
-        if not 1 <= len(values) <= 16:
-            raise ValueError("give 1 to 16 seeds (a count, or a list of them)")
+        count = seeds if isinstance(seeds, int) else len(seeds)
+        if not 1 <= count <= MAX_SEEDS:
+            raise ValueError(f"give 1 to {MAX_SEEDS} seeds (a count, or a list of them)")
+        values = range(seeds) if isinstance(seeds, int) else seeds
         if any(s < 0 or s >= 2**63 for s in values) or len(set(values)) < len(values):
             raise ValueError("seeds must be distinct integers from 0 to 2**63 - 1")
         return seeds
