@@ -77,12 +77,13 @@ async function experimentPage(root, experimentId) {
     const step = c.common_step === null ? "" : ` at step ${c.common_step}`;
     root.replaceChildren(h("section", { class: "card" },
       h("div", { class: "toolbar" }, h("h2", { style: "margin:0" }, e.name), h("span", { class: "spacer" }),
-        pill(e.status === "finished" ? "succeeded" : e.status === "queued" ? "queued" : "running"),
+        pill(e.status),
         e.status === "finished" ? null : h("button", { onclick: () => api("POST", `/v1/experiments/${e.id}/cancel`)
           .then(draw).catch((err) => notice(err.message)) }, "Cancel")),
       h("p", { id: "summary", class: "verdict-line" }, c.summary),
-      h("p", { class: "muted" }, `final val loss${step}, in ${c.unit}; ± is the seed-to-seed standard deviation; `
-        + "a difference counts when it is over twice its standard error"),
+      h("p", { class: "muted" }, `final val loss${step}, in ${c.unit}: ± after a loss is the seed-to-seed `
+        + "standard deviation, ± after a difference its standard error; a difference counts when it is over "
+        + "twice its standard error"),
       ...c.notes.map((n) => h("p", { class: "note" }, `note: ${n}`)),
       rankingTable(c),
       h("h3", {}, "val loss per variant"), await curvesImage(experimentId),

@@ -84,8 +84,8 @@ def show_comparison(comparison: dict[str, Any]) -> None:
     step = comparison["common_step"]
     if step is not None:
         say(
-            f"final val loss at step {step}, in {comparison['unit']}; "
-            "± is the seed-to-seed standard deviation"
+            f"final val loss at step {step}, in {comparison['unit']}: ± after a loss is the seed-to-seed "
+            "standard deviation, ± after a difference its standard error (it counts when over twice that)"
         )
     for note in comparison["notes"]:
         say(f"[yellow]note: {escape(note)}[/]")
