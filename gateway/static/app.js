@@ -156,7 +156,8 @@ async function homePage(root) {
   const form = submitForm();
   const table = jobsTable();
   root.replaceChildren(h("div", { class: "grid" }, form.el, table.el));
-  await Promise.all([form.load(), table.refresh()]);
+  const [, , experiments] = await Promise.all([form.load(), table.refresh(), experimentsCard().catch(() => null)]);
+  if (experiments) root.append(experiments);
   form.onSubmitted = () => table.refresh();
   setInterval(() => table.refresh(), 2000);
 }

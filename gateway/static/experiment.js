@@ -102,3 +102,21 @@ async function experimentPage(root, experimentId) {
   };
   await poll();
 }
+
+// On the home page, below the jobs: the experiments, newest first, each linked to its page (none: nothing).
+async function experimentsCard() {
+  const { experiments } = await api("GET", "/v1/experiments?limit=20");
+  if (!experiments.length) return null;
+  const done = (e) => e.runs.filter((r) => r.status === null || FINISHED.has(r.status)).length;
+  return h("section", { class: "card", id: "experiments" },
+    h("h2", { style: "margin-top:0" }, "Experiments"),
+    h("table", {},
+      h("thead", {}, h("tr", {}, ["experiment", "name", "status", "variants", "runs done", "created"]
+        .map((t) => h("th", {}, t)))),
+      h("tbody", {}, ...experiments.map((e) => h("tr", { "data-experiment": e.id },
+        h("td", {}, h("a", { class: "mono", href: `/experiments/${e.id}` }, e.id.slice(0, 12))),
+        h("td", {}, e.name), h("td", {}, pill(e.status)),
+        h("td", { class: "num" }, String(Object.keys(e.spec.variants).length)),
+        h("td", { class: "mono" }, `${done(e)}/${e.runs.length}`),
+        h("td", { class: "muted" }, ago(e.created_at)))))));
+}

@@ -51,3 +51,11 @@ def test_the_experiment_page_shows_the_comparison(
         assert "val bytes per token" in page.eval("document.getElementById('data').textContent")
         assert page.js_errors() == []
         page.screenshot(tmp_path / "experiment.png")
+        page.goto(f"{gateway.base_url}/")  # the home page lists it, linked to this page
+        link = f"#experiments tr[data-experiment='{accepted['id']}'] a"
+        page.wait_for(f"document.querySelector({link!r})")
+        assert (
+            page.eval(f"document.querySelector({link!r}).getAttribute('href')")
+            == f"/experiments/{accepted['id']}"
+        )
+        assert page.js_errors() == []
