@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from gateway.app import create_app
@@ -198,3 +199,31 @@ def test_compare_refuses_bad_job_ids(gateway: httpx.Client) -> None:
     error_of(gateway.post("/v1/compare", json={"jobs": ["abc", "def"]}), 404)
     error_of(gateway.get("/v1/experiments/zzz"), 404)
     error_of(gateway.get("/v1/experiments/abc"), 404)
+
+
+def test_the_cli_runs_lists_cancels_and_deletes(
+    gateway: httpx.Client, data_service: DataService, tmp_path
+) -> None:
+    spec_file = tmp_path / "experiment.yaml"
+    spec_file.write_text(yaml.safe_dump(experiment(data_service.address)))
+    url = str(gateway.base_url)
+    runner = CliRunner()
+    ran = runner.invoke(app, ["experiment", "run", str(spec_file), "--gateway", url])
+    assert ran.exit_code == 0, ran.output
+    short_id = ran.output.split(":")[0].strip()
+    assert "6 jobs queued" in ran.output and len(short_id) == 8
+    listed = runner.invoke(app, ["experiment", "list", "--gateway", url], env={"COLUMNS": "200"})
+    assert short_id in listed.output and "tokenizers" in listed.output and "0/6" in listed.output
+    refused = runner.invoke(app, ["experiment", "delete", short_id, "--gateway", url])
+    assert refused.exit_code == 1 and "cancel first" in refused.output
+    cancelled = runner.invoke(app, ["experiment", "cancel", short_id, "--gateway", url])
+    assert cancelled.exit_code == 0 and cancelled.output.count("cancelled") == 6
+    assert runner.invoke(app, ["experiment", "delete", short_id, "--gateway", url]).exit_code == 0
+    missing = runner.invoke(app, ["experiment", "show", short_id, "--gateway", url])
+    assert missing.exit_code == 2 and "no experiment id starts with" in missing.output
+
+    bad = experiment(data_service.address)
+    bad["variants"]["byte"]["training"] = {"max_iters": 0}
+    spec_file.write_text(yaml.safe_dump(bad))
+    refused = runner.invoke(app, ["experiment", "run", str(spec_file), "--gateway", url])
+    assert refused.exit_code == 1 and "variants.byte.training.max_iters" in refused.output
