@@ -163,7 +163,8 @@ def get_curves(experiment_id: ExperimentId, store: Store) -> Response:
     if view is None:
         raise _no_such_experiment(experiment_id)
     results = run_results(store.queue, [(r.variant, r.seed, r.job_id) for r in view.runs])
-    png = curves_png(results, f"experiment {view.name}")
+    unit = compare(results)["unit"]
+    png = curves_png(results, f"experiment {view.name}", unit)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 

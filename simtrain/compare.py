@@ -67,7 +67,8 @@ def _tokenizer(run: RunResult) -> str | None:
     return dataset.get("tokenizer") if not dataset.get("id") else None
 
 
-def _bytes_per_token(run: RunResult) -> float | None:
+def bytes_per_token(run: RunResult) -> float | None:
+    """The val split's UTF-8 bytes per token from the run's report (None: not measured)."""
     value = ((run.report or {}).get("data") or {}).get("val_bytes_per_token")
     return value if isinstance(value, int | float) and value > 0 else None
 
@@ -140,7 +141,7 @@ DATA_ROWS = (
     ("train tokens", lambda r: ((r.report or {}).get("data", {}).get("tokens") or {}).get("train")),
     ("val tokens", lambda r: ((r.report or {}).get("data", {}).get("tokens") or {}).get("val")),
     ("train examples", lambda r: ((r.report or {}).get("data", {}).get("examples") or {}).get("train")),
-    ("val bytes per token", _bytes_per_token),
+    ("val bytes per token", bytes_per_token),
     ("mean example tokens", lambda r: ((r.report or {}).get("data", {}).get("lengths") or {}).get("mean")),
     ("duplicate examples", lambda r: (r.report or {}).get("data", {}).get("duplicate_examples")),
     ("train/val overlap", lambda r: (r.report or {}).get("data", {}).get("train_val_overlap")),
@@ -163,7 +164,7 @@ def compare(runs: list[RunResult], specs: dict[str, dict[str, Any]] | None = Non
     tokenizers = {_tokenizer(r) for r in counted}
     unit, scale_by_bytes = "nats", False
     if len(tokenizers) > 1:
-        missing = [r for r in counted if _bytes_per_token(r) is None]
+        missing = [r for r in counted if bytes_per_token(r) is None]
         if missing:
             notes.append(
                 f"the variants use different tokenizers ({', '.join(sorted(map(str, tokenizers)))}), but "
@@ -195,7 +196,7 @@ def compare(runs: list[RunResult], specs: dict[str, dict[str, Any]] | None = Non
             if _why_not_counted(run) is None and common_step is not None:
                 loss = _loss_at(run.val_curve, common_step)
                 if loss is not None:
-                    bpt = _bytes_per_token(run)
+                    bpt = bytes_per_token(run)
                     values.append(loss / math.log(2) / bpt if scale_by_bytes and bpt else loss)
         accuracies = [
             a["accuracy"]
