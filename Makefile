@@ -56,6 +56,7 @@ bench: setup
 	$(BIN)/python bench/train_speed.py
 	$(BIN)/python bench/cpu_attention.py
 	$(BIN)/python bench/train_data_wait.py
+	$(BIN)/python bench/experiment_schedule.py
 
 # Containers (deploy/): the GPU host stack; CPU=1 adds the override for hosts without a GPU,
 # TRAINERS=N runs N trainer containers.

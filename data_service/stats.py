@@ -36,6 +36,22 @@ def token_counts(writer: _Writer, dtype: str, vocab_size: int) -> np.ndarray:
     return counts
 
 
+def bytes_per_token(writer: _Writer, dtype: str, tok: Tokenizer) -> float | None:
+    """UTF-8 bytes of a split's decoded text (special tokens as their text) per token; None when empty.
+
+    Loss per token depends on how much text a token holds; divided by this it becomes loss per byte, so
+    runs with different tokenizers can be compared on the same text (bits per byte). Decoded in chunks:
+    a multi-byte character cut at a chunk's edge costs a byte or two in millions.
+    """
+    if not writer.num_tokens:
+        return None
+    size = 0
+    with writer.path.open("rb") as f:
+        while len(chunk := np.fromfile(f, dtype=dtype, count=COUNT_CHUNK)):
+            size += len(tok.decode(chunk).encode("utf-8"))
+    return size / writer.num_tokens
+
+
 def length_summary(lengths: np.ndarray) -> dict[str, Any]:
     """min/mean/percentiles/max and a histogram with power-of-two bins (0, 1, 2-3, 4-7, ...)."""
     if not len(lengths):
@@ -90,6 +106,7 @@ def dataset_stats(
         "num_examples": {s: w.num_examples for s, w in writers.items()},
         "num_tokens": {s: w.num_tokens for s, w in writers.items()},
         "val_fraction_of_tokens": writers["val"].num_tokens / max(total_tokens, 1),
+        "val_bytes_per_token": bytes_per_token(writers["val"], dtype, tok),
         "example_tokens": length_summary(lengths),
         "empty_examples": scan.empty,
         "duplicate_examples": len(contents) - len(np.unique(contents)),

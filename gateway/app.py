@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway import datasets, events, fork, health, jobs, observability, report_page, web
+from gateway import datasets, events, experiments, fork, health, jobs, observability, report_page, web
 from gateway.config import GatewaySettings
 from gateway.errors import install_error_handlers
 from gateway.job_reads import JobReads, RenderedRecords
@@ -128,6 +128,8 @@ def create_app(
         events.router,
         jobs.models_router,
         datasets.router,
+        experiments.router,
+        experiments.compare_router,
     )
     for router in (*routers, health.router):
         app.include_router(router)

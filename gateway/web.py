@@ -1,7 +1,8 @@
 """The web page: one static HTML shell plus scripts and a stylesheet, no build step.
 
-``/`` shows the jobs table and the submit form, ``/jobs/{id}`` one job; the script draws both from the
-REST API, so the shell itself holds no data and needs no token (the script sends the token it is given).
+``/`` shows the jobs table and the submit form, ``/jobs/{id}`` one job, ``/experiments/{id}`` one
+experiment; the scripts draw them from the REST API, so the shell itself holds no data and needs no
+token (the script sends the token it is given).
 ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) are likewise shells that fetch the OpenAPI document with
 the token. Their scripts and styles come from the ``fastapi-offline`` package, served under
 ``/static/vendor/``, so the docs need no network beyond the gateway.
@@ -35,6 +36,11 @@ def home() -> FileResponse:
 
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str) -> FileResponse:
+    return _page()
+
+
+@router.get("/experiments/{experiment_id}")
+def experiment_page(experiment_id: str) -> FileResponse:
     return _page()
 
 

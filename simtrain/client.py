@@ -214,6 +214,29 @@ class GatewayClient:
                 raise TimeoutError(f"job {job_id} still {job['status']} after {timeout_s}s")
             time.sleep(poll_s)
 
+    # -- experiments ----------------------------------------------------------------------------
+
+    def submit_experiment(self, spec: dict[str, Any]) -> dict[str, Any]:
+        """Queue every variant × seed of an experiment; the answer has its ``id`` and ``jobs``."""
+        return self._json("POST", "/v1/experiments", json=spec, timeout=60)
+
+    def experiment(self, experiment_id: str) -> dict[str, Any]:
+        """The experiment's record, each run's status, and its ``comparison``."""
+        return self._json("GET", f"/v1/experiments/{experiment_id}")
+
+    def experiments(self, limit: int = 50) -> list[dict[str, Any]]:
+        return self._json("GET", "/v1/experiments", params={"limit": limit})["experiments"]
+
+    def cancel_experiment(self, experiment_id: str) -> dict[str, Any]:
+        return self._json("POST", f"/v1/experiments/{experiment_id}/cancel")
+
+    def delete_experiment(self, experiment_id: str) -> None:
+        self._request("DELETE", f"/v1/experiments/{experiment_id}")
+
+    def compare(self, job_ids: list[str]) -> dict[str, Any]:
+        """The comparison of jobs already run (those differing only in the seed are one variant)."""
+        return self._json("POST", "/v1/compare", json={"jobs": job_ids})
+
     # -- datasets -------------------------------------------------------------------------------
 
     def modules(self) -> list[dict[str, Any]]:

@@ -1,4 +1,5 @@
-// simtrain web page: the jobs table and submit form at "/", one job at "/jobs/<id>".
+// simtrain web page: the jobs table and submit form at "/", one job at "/jobs/<id>" (one experiment at
+// "/experiments/<id>": experiment.js).
 // Plain DOM and a hand-written SVG chart; no build step. All data comes from the REST API, sent with the
 // token the user saved (localStorage), so the page itself needs no secret.
 "use strict";
@@ -155,7 +156,8 @@ async function homePage(root) {
   const form = submitForm();
   const table = jobsTable();
   root.replaceChildren(h("div", { class: "grid" }, form.el, table.el));
-  await Promise.all([form.load(), table.refresh()]);
+  const [, , experiments] = await Promise.all([form.load(), table.refresh(), experimentsCard().catch(() => null)]);
+  if (experiments) root.append(experiments);
   form.onSubmitted = () => table.refresh();
   setInterval(() => table.refresh(), 2000);
 }
@@ -649,8 +651,10 @@ function lossChart(series, maxIters, emptyText) {
 function main() {
   setupToken();
   const root = document.getElementById("app");
-  const match = location.pathname.match(/^\/jobs\/([0-9a-f]{1,64})$/);
-  (match ? jobPage(root, match[1]) : homePage(root)).catch((err) => notice(err.message));
+  const job = location.pathname.match(/^\/jobs\/([0-9a-f]{1,64})$/);
+  const experiment = location.pathname.match(/^\/experiments\/([0-9a-f]{1,64})$/);
+  const page = job ? jobPage(root, job[1]) : experiment ? experimentPage(root, experiment[1]) : homePage(root);
+  page.catch((err) => notice(err.message));
 }
 
 main();

@@ -11,7 +11,18 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from simtrain.cli import conformance, datasets, fork, jobs, logs, output, report, stack, submit
+from simtrain.cli import (
+    conformance,
+    datasets,
+    experiments,
+    fork,
+    jobs,
+    logs,
+    output,
+    report,
+    stack,
+    submit,
+)
 from simtrain.cli.output import EXIT_NOT_FIT, EXIT_STATUS_HELP, EXIT_USAGE, CliError, fail
 from simtrain.cli.stack import DEMO_CORPUS
 
@@ -54,6 +65,7 @@ COMMANDS = (
     jobs.jobs,
     logs.logs,
     report.report,
+    experiments.compare,
     jobs.cancel,
     jobs.delete,
     jobs.checkpoint,
@@ -65,3 +77,4 @@ COMMANDS = (
 for command in COMMANDS:
     app.command(epilog=EXIT_STATUS_HELP)(command)
 app.add_typer(datasets.datasets_app, name="datasets")
+app.add_typer(experiments.experiment_app, name="experiment")

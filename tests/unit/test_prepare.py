@@ -239,3 +239,24 @@ def test_utf8_error_offset_past_the_first_read(root: Path, store: Store):
     (root / "big.txt").write_bytes(data)
     with pytest.raises(DataError, match=f"big.txt is not valid UTF-8: byte 0xff at offset {len(data) - 1}"):
         store.prepare(discover()["text"], root, "big.txt")
+
+
+@pytest.mark.parametrize("tokenizer", ["char", "byte"])
+def test_val_bytes_per_token_is_the_decoded_text_per_token(root: Path, store: Store, tokenizer: str):
+    # Each line holds 2-byte and 3-byte characters, so a char token is more than a byte of text.
+    lines = [f"line {i}: café naïve — {i * 7}" for i in range(200)]
+    (root / "accents.txt").write_text("\n\n".join(lines) + "\n", encoding="utf-8")
+    ds = store.prepare(discover()["text"], root, "accents.txt", tokenizer=tokenizer)
+    val = ds.tokens("val")
+    text = ds.tokenizer().decode(val)
+    assert ds.meta["stats"]["val_bytes_per_token"] == pytest.approx(len(text.encode("utf-8")) / len(val))
+    if tokenizer == "char":
+        assert ds.meta["stats"]["val_bytes_per_token"] > 1.05
+    else:
+        assert ds.meta["stats"]["val_bytes_per_token"] == pytest.approx(1.0)
+
+
+def test_an_empty_val_split_has_no_bytes_per_token(root: Path, store: Store):
+    (root / "t.txt").write_text("some text\n" * 50)
+    ds = store.prepare(discover()["text"], root, "t.txt", options={"val_fraction": "0"})
+    assert ds.meta["stats"]["val_bytes_per_token"] is None

@@ -46,6 +46,7 @@ def data_section(stats: dict[str, Any], monitor: FitMonitor, shape: RunShape) ->
         "examples": stats.get("num_examples"),
         "tokens": stats.get("num_tokens"),
         "vocab_size": shape.vocab_size,
+        "val_bytes_per_token": stats.get("val_bytes_per_token"),
         "packing": "pairs" if shape.pairs else "stream",
         "lengths": stats.get("example_tokens"),
         "prompt_lengths": stats.get("prompt_tokens"),
