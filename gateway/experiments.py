@@ -13,8 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from gateway.datasets import dataset_problems
 from gateway.errors import ApiError, error_doc
-from gateway.jobs import JOB_ID, Queue, _refuse, no_such_job
-from simtrain.compare import compare
+from gateway.jobs import JOB_ID, NameQuery, Queue, TagQuery, checked_tags, no_such_job, refuse
+from simtrain.compare import LABELS, compare
 from simtrain.compare_plot import curves_png
 from simtrain.experiment_store import ExperimentStore, run_results
 from simtrain.experiments import ExperimentSpec, ExperimentView, InvalidVariants, expand, variant_spec
@@ -91,7 +91,7 @@ async def submit_experiment(
     try:
         runs = expand(spec)
     except InvalidVariants as e:
-        _refuse([(p.field, p.message) for p in e.problems], "value_error")
+        refuse([(p.field, p.message) for p in e.problems], "value_error")
     settings = request.app.state.settings
     first = {name: next(r for r in runs if r.variant == name) for name in spec.variants}
     over = [
@@ -99,7 +99,7 @@ async def submit_experiment(
         for n, r in first.items()
         for e in limit_errors(r.spec, settings)
     ]
-    _refuse(over, "limit_exceeded")
+    refuse(over, "limit_exceeded")
     refused: list[tuple[str, str]] = []
     asked: dict[str, list[tuple[str, str]]] = {}  # the data service checks each distinct dataset once
     for name, run in first.items():
@@ -110,17 +110,20 @@ async def submit_experiment(
             refused += [
                 (f"variants.{name}.{field}", f"variant {name}: {message}") for field, message in asked[key]
             ]
-    _refuse(refused, "dataset_refused")
+    refuse(refused, "dataset_refused")
     experiment_id = await run_in_threadpool(store.create, spec, runs)
     request.app.state.metrics.submitted.inc(len(runs))
     return ExperimentAccepted(id=experiment_id, jobs=store.run_ids(experiment_id))
 
 
-@router.get("", summary="List experiments, newest first")
+@router.get("", summary="List experiments, newest first, optionally by tags and name")
 def list_experiments(
-    store: Store, limit: Annotated[int, Query(ge=1, le=200, description="Experiments to list")] = 50
+    store: Store,
+    limit: Annotated[int, Query(ge=1, le=200, description="Experiments to list")] = 50,
+    tag: TagQuery = None,
+    name: NameQuery = None,
 ) -> ExperimentList:
-    return ExperimentList(experiments=store.list(limit))
+    return ExperimentList(experiments=store.list(limit, tags=checked_tags(tag), name=name))
 
 
 @router.get(
@@ -213,7 +216,7 @@ def delete_experiment(experiment_id: ExperimentId, store: Store, request: Reques
     },
 )
 def compare_jobs(body: CompareRequest, queue: Queue) -> dict[str, Any]:
-    groups: dict[str, str] = {}  # the spec without its seed → variant name
+    groups: dict[str, str] = {}  # the spec without its seed and labels → variant name
     runs = []
     for job_id in dict.fromkeys(body.jobs):
         record = queue.get(job_id)
@@ -221,6 +224,8 @@ def compare_jobs(body: CompareRequest, queue: Queue) -> dict[str, Any]:
             raise no_such_job(job_id)
         spec = record.spec.model_dump(mode="json")
         seed = spec["training"].pop("seed")
+        for label in LABELS:
+            spec.pop(label)
         name = groups.setdefault(json.dumps(spec, sort_keys=True), job_id[:8])
         runs.append((name, seed, job_id))
     return compare(run_results(queue, runs))

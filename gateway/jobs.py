@@ -232,6 +232,28 @@ def refuse(errors: list[tuple[str, str]], kind: str) -> None:
         raise ApiError(422, "validation_error", message, details)
 
 
+TagQuery = Annotated[
+    list[str] | None,
+    Query(max_length=MAX_TAGS, description="Only those with this tag; repeat for those with every one"),
+]
+NameQuery = Annotated[
+    str | None,
+    Query(min_length=1, max_length=128, description="Only those whose name contains this (any case)"),
+]
+
+
+def checked_tags(tag: list[str] | None) -> list[str]:
+    """The ``tag`` query's words, each checked like a spec's tags (a 422 naming ``tag.N``)."""
+    tags = tag or []
+    for i, word in enumerate(tags):
+        try:
+            check_tag(word)
+        except ValueError as e:
+            details = [{"field": f"tag.{i}", "in": "query", "message": str(e), "type": "value_error"}]
+            raise ApiError(422, "validation_error", f"invalid request: tag: {e}", details) from None
+    return tags
+
+
 @router.get(
     "",
     summary="List jobs, newest first, optionally by status, tags and name",
@@ -240,26 +262,14 @@ def refuse(errors: list[tuple[str, str]], kind: str) -> None:
 def list_jobs(
     queue: Queue,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
-    tag: Annotated[
-        list[str] | None,
-        Query(max_length=MAX_TAGS, description="Only jobs with this tag; repeat for jobs with every one"),
-    ] = None,
-    name: Annotated[
-        str | None,
-        Query(min_length=1, max_length=128, description="Only jobs whose name contains this (any case)"),
-    ] = None,
+    tag: TagQuery = None,
+    name: NameQuery = None,
     limit: Annotated[int, Query(ge=1, le=200, description="Jobs per page")] = 50,
     cursor: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the page before")
     ] = None,
 ) -> JobPage:
-    tags = tag or []
-    for i, word in enumerate(tags):
-        try:
-            check_tag(word)
-        except ValueError as e:
-            details = [{"field": f"tag.{i}", "in": "query", "message": str(e), "type": "value_error"}]
-            raise ApiError(422, "validation_error", f"invalid request: tag: {e}", details) from None
+    tags = checked_tags(tag)
     try:
         jobs, next_cursor = queue.list(status=status, limit=limit, cursor=cursor, tags=tags, name=name)
     except ValueError as e:

@@ -224,8 +224,14 @@ class GatewayClient:
         """The experiment's record, each run's status, and its ``comparison``."""
         return self._json("GET", f"/v1/experiments/{experiment_id}")
 
-    def experiments(self, limit: int = 50) -> list[dict[str, Any]]:
-        return self._json("GET", "/v1/experiments", params={"limit": limit})["experiments"]
+    def experiments(
+        self, limit: int = 50, tags: Sequence[str] = (), name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Experiments newest first: with every one of ``tags``, and a name containing ``name``."""
+        params: dict[str, Any] = {"limit": limit, "tag": list(tags)}
+        if name:
+            params["name"] = name
+        return self._json("GET", "/v1/experiments", params=params)["experiments"]
 
     def cancel_experiment(self, experiment_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/experiments/{experiment_id}/cancel")

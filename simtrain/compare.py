@@ -47,11 +47,17 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+# What labels a run for people and never changes how it trains: not a difference between variants.
+LABELS = ("name", "tags")
+
+
 def spec_differences(specs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Dotted field → value per variant, for the fields whose values are not the same in every variant
-    (the seed left out: it differs by design)."""
+    (the seed left out: it differs by design; and the labels, which change nothing)."""
     flat = {name: _flatten(spec) for name, spec in specs.items()}
-    keys = sorted({k for f in flat.values() for k in f} - {"training.seed"})
+    keys = sorted(
+        {k for f in flat.values() for k in f if k != "training.seed" and k.split(".")[0] not in LABELS}
+    )
     diffs = {}
     for key in keys:
         values = {name: f.get(key) for name, f in flat.items()}

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from simtrain.compare import RunResult
@@ -103,10 +104,21 @@ class ExperimentStore:
             created_at=float(fields["created_at"]),
         )
 
-    def list(self, limit: int = 50) -> list[ExperimentView]:
-        """Experiments newest first."""
-        ids = self.r.zrevrange(self.index, 0, limit - 1)
-        return [view for i in ids if (view := self.get(i)) is not None]
+    def list(
+        self, limit: int = 50, tags: Sequence[str] = (), name: str | None = None
+    ) -> list[ExperimentView]:
+        """Experiments newest first: those with every one of ``tags`` and whose name contains ``name`` (any
+        case), where given."""
+        found: list[ExperimentView] = []
+        for experiment_id in self.r.zrevrange(self.index, 0, -1):
+            view = self.get(experiment_id)
+            if view is None or not set(tags) <= set(view.spec.tags):
+                continue
+            if name is None or name.casefold() in view.name.casefold():
+                found.append(view)
+                if len(found) == limit:
+                    break
+        return found
 
     def cancel(self, experiment_id: str) -> ExperimentView | None:
         """Cancel every run through the queue: queued ones at once, running ones at their next step."""

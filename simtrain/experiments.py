@@ -15,11 +15,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
-from simtrain.jobs import JobSpec, JobStatus
+from simtrain.jobs import MAX_TAGS, JobSpec, JobStatus, Tag
 
 VARIANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 MAX_RUNS = 64  # variants × seeds
 MAX_SEEDS = 16
+RUN_TAGS = 2  # what every run's tags gain: experiment:<name> and variant:<name>
 
 
 class ExperimentSpec(BaseModel):
@@ -37,6 +38,11 @@ class ExperimentSpec(BaseModel):
     )
     seeds: StrictInt | list[StrictInt] = Field(
         default=2, description="How many seeds (0, 1, …), or the seeds themselves; each run's training.seed"
+    )
+    tags: list[Tag] = Field(
+        default_factory=list,
+        max_length=MAX_TAGS - RUN_TAGS,
+        description="Words to find the experiment by; every run carries them too",
     )
 
     @field_validator("variants")
@@ -102,9 +108,24 @@ class InvalidVariants(ValueError):
         self.problems = problems
 
 
+def experiment_tag(name: str) -> str:
+    """The tag that files a run under its experiment (and its MLflow experiment): the name as one word."""
+    word = "-".join(name.replace(",", " ").split())
+    return f"experiment:{word}"[:64]
+
+
 def variant_spec(spec: ExperimentSpec, variant: str) -> dict[str, Any]:
     """The variant's merged job spec, before a seed is set."""
     return deep_merge(spec.base, spec.variants[variant])
+
+
+def run_labels(spec: ExperimentSpec, variant: str, seed: int, merged: dict[str, Any]) -> dict[str, Any]:
+    """A run's name (unless the variant gives one) and tags: its own, the experiment's, and two that
+    say which experiment and variant it is, so the job list, the CLI and MLflow can find them."""
+    own = merged.get("tags") if isinstance(merged.get("tags"), list) else []
+    tags = [*own, *spec.tags, experiment_tag(spec.name), f"variant:{variant}"[:64]]
+    name = merged.get("name") or f"{spec.name[:96]} / {variant[:16]} / seed {seed}"
+    return {"name": name, "tags": list(dict.fromkeys(tags))}
 
 
 def _has_path(tree: Any, path: tuple[str | int, ...]) -> bool:
@@ -154,7 +175,9 @@ def expand(spec: ExperimentSpec) -> list[PlannedRun]:
         merged = variant_spec(spec, name)
         try:
             for seed in seeds:
-                seeded = deep_merge(merged, {"training": {"seed": seed}})
+                seeded = deep_merge(
+                    merged, {"training": {"seed": seed}, **run_labels(spec, name, seed, merged)}
+                )
                 runs.append(PlannedRun(name, seed, JobSpec.model_validate(seeded)))
         except ValidationError as e:
             for error in e.errors(include_url=False):

@@ -155,12 +155,16 @@ def _when(ts: float) -> str:
 @handles_errors
 def list_(
     limit: Annotated[int, typer.Option(help="Experiments to list (1 to 200).")] = 20,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Only experiments with this tag (repeatable).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Only experiments whose name contains this.")] = None,
     json_out: JsonOpt = False,
     gateway: GatewayOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Experiments, newest first."""
-    experiments = connect(gateway, token).experiments(limit)
+    experiments = connect(gateway, token).experiments(limit, tags=tag or (), name=name)
     if json_out:
         print_json(experiments)
         return
@@ -169,7 +173,7 @@ def list_(
         done = sum(1 for r in e["runs"] if r["status"] in ("succeeded", "failed", "cancelled", None))
         table.add_row(
             short(e["id"]),
-            escape(e["name"]),
+            escape(" ".join([e["name"], *(f"#{t}" for t in e["spec"].get("tags", []))])),
             e["status"],
             str(len(e["spec"]["variants"])),
             f"{done}/{len(e['runs'])}",

@@ -59,6 +59,7 @@ def experiment(address: str) -> dict[str, Any]:
             "noval": {"dataset": {"options": {"val_fraction": 0}}},
         },
         "seeds": 2,
+        "tags": ["ablation"],
     }
 
 
@@ -98,8 +99,21 @@ def test_three_variants_two_seeds_run_and_compare(
     assert [(j["variant"], j["seed"]) for j in jobs] == [
         (v, s) for v in ("char", "byte", "noval") for s in (0, 1)
     ]
-    for j in jobs:  # ordinary jobs on the queue, each with its seed
-        assert job_queue.get(j["job_id"]).spec.training.seed == j["seed"]
+    for j in jobs:  # ordinary jobs on the queue, each with its seed, a name and tags saying whose it is
+        spec = job_queue.get(j["job_id"]).spec
+        assert spec.training.seed == j["seed"]
+        assert spec.name == f"tokenizers / {j['variant']} / seed {j['seed']}"
+        assert spec.tags == ["ablation", "experiment:tokenizers", f"variant:{j['variant']}"]
+    by_tag = gateway.get("/v1/jobs", params={"tag": ["experiment:tokenizers", "variant:byte"]}).json()
+    assert sorted(j["id"] for j in by_tag["jobs"]) == sorted(
+        j["job_id"] for j in jobs if j["variant"] == "byte"
+    )
+    assert [e["id"] for e in gateway.get("/v1/experiments?tag=ablation").json()["experiments"]] == [
+        experiment_id
+    ]
+    assert gateway.get("/v1/experiments?tag=other").json()["experiments"] == []
+    assert len(gateway.get("/v1/experiments?name=TOKEN").json()["experiments"]) == 1
+    error_of(gateway.get("/v1/experiments?tag=a%20b"), 422)
 
     record = wait_finished(gateway, experiment_id, 240)
     statuses = {(r["variant"], r["status"]) for r in record["runs"]}

@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from simtrain.experiments import ExperimentSpec, InvalidVariants, deep_merge, expand
+from trainer_service.tracking import experiment_of
 
 BASE = {
     "dataset": {"module": "text", "source": "tiny.txt", "options": {"val_fraction": 0.1}},
@@ -104,3 +105,26 @@ def test_too_many_runs_is_refused() -> None:
     with pytest.raises(InvalidVariants) as e:
         expand(ExperimentSpec(name="t", base=BASE, variants=variants, seeds=8))
     assert e.value.problems[0].field == "seeds"
+
+
+def test_runs_are_named_and_tagged_with_their_experiment_and_variant() -> None:
+    spec = ExperimentSpec(
+        name="Does BPE help, really?",
+        base={**BASE, "tags": ["mine"]},
+        variants={"char": {}, "named": {"name": "my own name", "tags": ["x"]}},
+        seeds=[7],
+        tags=["ablation", "mine"],
+    )
+    char, named = expand(spec)
+    assert char.spec.name == "Does BPE help, really? / char / seed 7"
+    assert char.spec.tags == ["mine", "ablation", "experiment:Does-BPE-help-really?", "variant:char"]
+    assert experiment_of(char.spec) == "Does-BPE-help-really?"  # its MLflow experiment
+    assert named.spec.name == "my own name"
+    assert named.spec.tags == ["x", "ablation", "mine", "experiment:Does-BPE-help-really?", "variant:named"]
+
+
+def test_experiment_tags_are_checked_like_job_tags() -> None:
+    with pytest.raises(ValidationError, match="without spaces"):
+        ExperimentSpec(name="t", base=BASE, variants={"a": {}}, tags=["two words"])
+    with pytest.raises(ValidationError):
+        ExperimentSpec(name="t", base=BASE, variants={"a": {}}, tags=[f"t{i}" for i in range(15)])
