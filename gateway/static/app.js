@@ -156,8 +156,9 @@ async function homePage(root) {
   const form = submitForm();
   const table = jobsTable();
   root.replaceChildren(h("div", { class: "grid" }, form.el, table.el));
-  const [, , experiments] = await Promise.all([form.load(), table.refresh(), experimentsCard().catch(() => null)]);
+  const [, , experiments] = await Promise.all([form.load(), table.refresh(), experimentsCard(tagWords(new URLSearchParams(location.search).get("tag") || "")).catch(() => null)]);
   if (experiments) root.append(experiments);
+  root.dataset.loaded = "home";  // both tables drawn (tests wait for it)
   form.onSubmitted = () => table.refresh();
   setInterval(() => table.refresh(), 2000);
 }

@@ -104,18 +104,22 @@ async function experimentPage(root, experimentId) {
 }
 
 // On the home page, below the jobs: the experiments, newest first, each linked to its page (none: nothing).
-async function experimentsCard() {
-  const { experiments } = await api("GET", "/v1/experiments?limit=20");
+// The experiments table of the home page; with tags (the page's `?tag=`), only experiments with every one.
+async function experimentsCard(tags) {
+  const filter = tags.map((t) => `&tag=${encodeURIComponent(t)}`).join("");
+  const { experiments } = await api("GET", `/v1/experiments?limit=20${filter}`);
   if (!experiments.length) return null;
+  const chips = (e) => (e.spec.tags || []).map((tag) =>
+    h("a", { class: "tag", href: `/?tag=${encodeURIComponent(tag)}`, title: `only what is tagged ${tag}` }, tag));
   const done = (e) => e.runs.filter((r) => r.status === null || FINISHED.has(r.status)).length;
   return h("section", { class: "card", id: "experiments" },
     h("h2", { style: "margin-top:0" }, "Experiments"),
     h("table", {},
-      h("thead", {}, h("tr", {}, ["experiment", "name", "status", "variants", "runs done", "created"]
+      h("thead", {}, h("tr", {}, ["experiment", "name", "tags", "status", "variants", "runs done", "created"]
         .map((t) => h("th", {}, t)))),
       h("tbody", {}, ...experiments.map((e) => h("tr", { "data-experiment": e.id },
         h("td", {}, h("a", { class: "mono", href: `/experiments/${e.id}` }, e.id.slice(0, 12))),
-        h("td", {}, e.name), h("td", {}, pill(e.status)),
+        h("td", {}, e.name), h("td", { class: "tags-cell" }, chips(e)), h("td", {}, pill(e.status)),
         h("td", { class: "num" }, String(Object.keys(e.spec.variants).length)),
         h("td", { class: "mono" }, `${done(e)}/${e.runs.length}`),
         h("td", { class: "muted" }, ago(e.created_at)))))));

@@ -58,4 +58,12 @@ def test_the_experiment_page_shows_the_comparison(
             page.eval(f"document.querySelector({link!r}).getAttribute('href')")
             == f"/experiments/{accepted['id']}"
         )
+        # Its tags are chips that filter the home page; another tag's filter hides it.
+        chip = f"#experiments tr[data-experiment='{accepted['id']}'] a.tag"
+        assert page.eval(f"[...document.querySelectorAll({chip!r})].map(a => a.textContent)") == ["ablation"]
+        page.goto(f"{gateway.base_url}/?tag=ablation")
+        page.wait_for(f"document.querySelector({link!r})")
+        page.goto(f"{gateway.base_url}/?tag=other")
+        page.wait_for("document.querySelector('[data-loaded=home]')")
+        assert page.eval("document.getElementById('experiments')") is None
         assert page.js_errors() == []
