@@ -67,7 +67,8 @@ def trainer_reads() -> set[str]:
 
 @pytest.fixture(scope="module")
 def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """Real stats: text (BPE, and one whose val is emptied by duplicates), JSONL pairs, an Anki deck, sort."""
+    """Real stats: text (BPE, and one whose val is emptied by duplicates), JSONL pairs, an Anki deck, sort,
+    chats in both packings."""
     base = tmp_path_factory.mktemp("stats")
     root = base / "data"
     root.mkdir()
@@ -76,6 +77,11 @@ def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     rows = [{"prompt": f"Q{i}?", "completion": f" A{i}"} for i in range(30)]
     (root / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
     genanki_deck(root / "deck.apkg")
+    chats = [
+        {"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": f"Yo {i}"}]}
+        for i in range(20)
+    ] + [{"messages": [{"role": "user", "content": "No reply"}]}]
+    (root / "chat.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats), encoding="utf-8")
     store, modules = Store(base / "prepared"), discover()
     datasets = [
         store.prepare(modules["text"], root, "t.txt", tokenizer="bpe", options={"vocab_size": "300"}),
@@ -83,6 +89,8 @@ def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         store.prepare(modules["jsonl"], root, "qa.jsonl", packing="pairs"),
         store.prepare(modules["anki"], root, "deck.apkg", packing="pairs"),
         store.prepare(modules["sort"], root, "sort", packing="pairs", options={"num_examples": "50"}),
+        store.prepare(modules["chat"], root, "chat.jsonl"),
+        store.prepare(modules["chat"], root, "chat.jsonl", packing="pairs"),
     ]
     return [ds.meta["stats"] for ds in datasets]
 
@@ -90,6 +98,7 @@ def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
 def test_every_key_the_data_service_writes_is_documented(stats: list[dict[str, Any]]):
     written = {re.sub(r"^format:.*", "format:<member>", n) for s in stats for n in key_names(s)}
     assert {"why_empty", "max_block_size", "prompt_tokens", "media_dropped_fields", "p95"} <= written
+    assert {"trained_tokens", "conversations_without_reply"} <= written
     assert written - documented() == set()
 
 
