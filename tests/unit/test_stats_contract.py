@@ -46,7 +46,13 @@ def module_counts() -> set[str]:
     names = set()
     for path in (REPO / "data_service" / "modules").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "count" and node.args:
+            func = node.func if isinstance(node, ast.Call) else None
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "count"
+                and getattr(func.value, "id", None) == "report"  # not str.count
+                and node.args
+            ):
                 arg = node.args[0]
                 if isinstance(arg, ast.JoinedStr):
                     names.add(f"{arg.values[0].value}<member>")  # type: ignore[attr-defined]
