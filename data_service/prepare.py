@@ -153,7 +153,9 @@ def build(
     pairs = packing == "pairs"
     report, scan = Report(), Scan()
     text = _scan(module.read(path, module_opts, report), scan, separator)
-    specials = ([END] if pairs else []) + [s for s in module.specials if s != END or not pairs]
+    specials = ([END] if pairs else []) + [
+        s for s in module.special_tokens(module_opts) if s != END or not pairs
+    ]
     tok = tokenizers.tokenizer_class(tokenizer_kind).train(text, specials, opts)
     for _ in text:  # a tokenizer that learns nothing (byte) leaves the scan to finish here
         pass

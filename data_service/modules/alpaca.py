@@ -39,7 +39,9 @@ class AlpacaModule(DataModule):
             "train_on", "Where loss is taken: 'assistant' (the answer) or 'all' (every token).", "assistant"
         ),
     )
-    specials = MARKERS
+
+    def special_tokens(self, options: Mapping[str, str]) -> tuple[str, ...]:
+        return MARKERS
 
     def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Chat]:
         assert path is not None

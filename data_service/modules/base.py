@@ -105,8 +105,6 @@ class DataModule(ABC):
     options: ClassVar[tuple[Option, ...]] = ()
     # Synthetic modules make their data from options alone; their source is only a label.
     needs_source: ClassVar[bool] = True
-    # Text the tokenizer must keep as single tokens (a chat template's markers).
-    specials: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod
     def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterable[Example]:
@@ -114,6 +112,10 @@ class DataModule(ABC):
 
         Raise DataError (or NotFoundError) with a message that names the file and the reason.
         """
+
+    def special_tokens(self, options: Mapping[str, str]) -> tuple[str, ...]:
+        """Text the tokenizer must keep as single tokens (a chat template's markers), given the options."""
+        return ()
 
     def fingerprint(self, path: Path | None) -> str:
         """What identifies the source's content: sha256 of its bytes, or of every file in a directory."""

@@ -36,7 +36,9 @@ class ChatModule(DataModule):
             "assistant",
         ),
     )
-    specials = MARKERS
+
+    def special_tokens(self, options: Mapping[str, str]) -> tuple[str, ...]:
+        return MARKERS
 
     def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Chat]:
         assert path is not None
