@@ -102,6 +102,8 @@ class _Writer:
         self.trained_tokens = 0
         self.example_tokens: array[int] = array("q")
         self.prompt_tokens: array[int] = array("q")
+        # Per source (the file an example came from, where a module says): [examples, tokens].
+        self.sources: dict[str, list[int]] = {}
         # Pairs rows with a mask: per block size, the targets that take loss in each row.
         self.learned_at: dict[int, array[int]] = (
             {b: array("q") for b in BLOCK_SIZES} if pairs and masked else {}
@@ -132,6 +134,11 @@ class _Writer:
         self.example_tokens.append(len(ids))
         self.num_examples += 1
 
+    def count_source(self, source: str, num_tokens: int) -> None:
+        counts = self.sources.setdefault(source, [0, 0])
+        counts[0] += 1
+        counts[1] += num_tokens
+
     def close(self) -> None:
         self.tokens.close()
         for f in (self.rows, self.mask):
@@ -154,7 +161,7 @@ def build(
     report, scan = Report(), Scan()
     text = _scan(module.read(path, module_opts, report), scan, separator)
     specials = ([END] if pairs else []) + [
-        s for s in module.special_tokens(module_opts) if s != END or not pairs
+        s for s in module.special_tokens(path, module_opts) if s != END or not pairs
     ]
     tok = tokenizers.tokenizer_class(tokenizer_kind).train(text, specials, opts)
     for _ in text:  # a tokenizer that learns nothing (byte) leaves the scan to finish here
@@ -231,6 +238,7 @@ def _encode(
             ids = [next(encoded) for _ in parts]
             trained = [np.full(len(i), t, dtype=bool) for i, (_, t) in zip(ids, parts, strict=True)]
             writer = writers["val" if val else "train"]
+            writer.count_source(ex.source, sum(len(i) for i in ids) + (isinstance(ex, Pair) and pairs))
             if pairs:
                 if isinstance(ex, Pair):  # prompt, completion, then the end token, which takes loss
                     ids.append(end)

@@ -107,6 +107,8 @@ def dataset_stats(
     why = {s: m for s, w in writers.items() if (m := why_empty(s, w, examples, groups, val_fraction))}
     if why:
         stats["why_empty"] = why
+    if len(sources := source_counts(writers)) > 1:
+        stats["sources"] = sources
     masked = any(w.mask is not None for w in writers.values())
     if masked:
         stats["trained_tokens"] = {s: w.trained_tokens for s, w in writers.items()}
@@ -128,6 +130,18 @@ def dataset_stats(
         # A window is block_size + 1 tokens, so a split of n tokens serves block sizes below n.
         stats["max_block_size"] = {s: max(w.num_tokens - 1, 0) for s, w in writers.items()}
     return stats
+
+
+def source_counts(writers: dict[str, _Writer]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per source an example named: its examples and tokens in each split (separators not counted)."""
+    names = sorted({name for w in writers.values() for name in w.sources})
+    return {
+        name: {
+            what: {s: w.sources.get(name, [0, 0])[i] for s, w in writers.items()}
+            for i, what in enumerate(("examples", "tokens"))
+        }
+        for name in names
+    }
 
 
 def _learned(writers: dict[str, _Writer], block_size: int) -> np.ndarray:

@@ -40,7 +40,7 @@ class AlpacaModule(DataModule):
         ),
     )
 
-    def special_tokens(self, options: Mapping[str, str]) -> tuple[str, ...]:
+    def special_tokens(self, path: Path | None, options: Mapping[str, str]) -> tuple[str, ...]:
         return MARKERS
 
     def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Chat]:

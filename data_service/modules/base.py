@@ -113,8 +113,8 @@ class DataModule(ABC):
         Raise DataError (or NotFoundError) with a message that names the file and the reason.
         """
 
-    def special_tokens(self, options: Mapping[str, str]) -> tuple[str, ...]:
-        """Text the tokenizer must keep as single tokens (a chat template's markers), given the options."""
+    def special_tokens(self, path: Path | None, options: Mapping[str, str]) -> tuple[str, ...]:
+        """Text the tokenizer must keep as single tokens (a chat template's markers) for this source."""
         return ()
 
     def fingerprint(self, path: Path | None) -> str:

@@ -73,7 +73,7 @@ class TableModule(DataModule):
         Option("split", "For a save_to_disk folder of several splits: the one to read.", "train"),
     )
 
-    def special_tokens(self, options: Mapping[str, str]) -> tuple[str, ...]:
+    def special_tokens(self, path: Path | None, options: Mapping[str, str]) -> tuple[str, ...]:
         return MARKERS if options["messages_column"].strip() else ()
 
     def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Example]:

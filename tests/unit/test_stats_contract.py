@@ -19,7 +19,7 @@ from tests.anki_decks import genanki_deck
 REPO = Path(__file__).resolve().parents[2]
 HEADING = "### Dataset statistics (`stats_json`)"
 # Objects keyed by a split or a block size, not by names of their own.
-KEYED_BY_VALUE = {"num_examples", "num_tokens", "why_empty", "max_block_size", "at_block_size"}
+KEYED_BY_VALUE = {"num_examples", "num_tokens", "why_empty", "max_block_size", "at_block_size", "sources"}
 
 
 def documented() -> set[str]:
@@ -74,7 +74,7 @@ def trainer_reads() -> set[str]:
 @pytest.fixture(scope="module")
 def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """Real stats: text (BPE, and one whose val is emptied by duplicates), JSONL pairs, an Anki deck, sort,
-    chats in both packings."""
+    chats in both packings, and a mix of a deck and chats."""
     base = tmp_path_factory.mktemp("stats")
     root = base / "data"
     root.mkdir()
@@ -88,6 +88,10 @@ def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         for i in range(20)
     ] + [{"messages": [{"role": "user", "content": "No reply"}]}]
     (root / "chat.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats), encoding="utf-8")
+    (root / "mixed").mkdir()
+    genanki_deck(root / "mixed" / "deck.apkg")
+    (root / "mixed" / "chat.jsonl").write_text((root / "chat.jsonl").read_text(), encoding="utf-8")
+    (root / "mixed" / "notes.doc").write_text("no module reads this", encoding="utf-8")
     store, modules = Store(base / "prepared"), discover()
     datasets = [
         store.prepare(modules["text"], root, "t.txt", tokenizer="bpe", options={"vocab_size": "300"}),
@@ -97,14 +101,15 @@ def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         store.prepare(modules["sort"], root, "sort", packing="pairs", options={"num_examples": "50"}),
         store.prepare(modules["chat"], root, "chat.jsonl"),
         store.prepare(modules["chat"], root, "chat.jsonl", packing="pairs"),
+        store.prepare(modules["mix"], root, "mixed", packing="pairs"),
     ]
     return [ds.meta["stats"] for ds in datasets]
 
 
 def test_every_key_the_data_service_writes_is_documented(stats: list[dict[str, Any]]):
-    written = {re.sub(r"^format:.*", "format:<member>", n) for s in stats for n in key_names(s)}
+    written = {re.sub(r"^(format|module):.*", r"\1:<member>", n) for s in stats for n in key_names(s)}
     assert {"why_empty", "max_block_size", "prompt_tokens", "media_dropped_fields", "p95"} <= written
-    assert {"trained_tokens", "conversations_without_reply"} <= written
+    assert {"trained_tokens", "conversations_without_reply", "sources", "files_skipped"} <= written
     assert written - documented() == set()
 
 
