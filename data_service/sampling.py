@@ -48,10 +48,24 @@ def get_windows(
     return windows[mine]
 
 
-def get_batch(tokens: np.ndarray, **kw: int | str) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y), each int64 [batch_size, block_size], with y the next token after each x position."""
+def get_batch(
+    tokens: np.ndarray, mask: np.ndarray | None = None, **kw: int | str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y), each int64 [batch_size, block_size], with y the next token after each x position, and
+    -1 where ``mask`` (one flag per token, if given) says the target takes no loss."""
     windows = get_windows(tokens, **kw).astype(np.int64)  # type: ignore[arg-type]
-    return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(windows[:, 1:])
+    y = windows[:, 1:]
+    if mask is not None:
+        y = ignore_untrained(y, get_windows(mask, **kw)[:, 1:])  # type: ignore[arg-type]
+    return np.ascontiguousarray(windows[:, :-1]), np.ascontiguousarray(y)
+
+
+def ignore_untrained(targets: np.ndarray, trained: np.ndarray) -> np.ndarray:
+    """The targets as int64, -1 (the ignore index) where ``trained`` is 0. Windows drawn from a mask with
+    the same arguments as from the tokens line up with them (the draw depends on the arguments alone)."""
+    out = targets.astype(np.int64)
+    out[trained == 0] = -1
+    return out
 
 
 class EpochOrder:
@@ -94,10 +108,12 @@ def pair_batch(
     pad: int,
     rank: int = 0,
     world_size: int = 1,
+    mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(x, y) int64 [batch_size, block_size]: one example per row, prompt then completion, padded with
-    ``pad``. y is -1 on the prompt and the padding, so loss is only taken on the completion. An
-    example longer than block_size + 1 tokens is cut to fit."""
+    ``pad``. y is -1 on the prompt and the padding, so loss is only taken on the completion, and where
+    ``mask`` (one flag per token, if given) is 0. An example longer than block_size + 1 tokens is cut
+    to fit."""
     x = np.full((batch_size, block_size), pad, dtype=np.int64)
     y = np.full((batch_size, block_size), -1, dtype=np.int64)
     first = (step * world_size + rank) * batch_size
@@ -108,4 +124,6 @@ def pair_batch(
         x[i, : n - 1] = seq[:-1]
         y[i, : n - 1] = seq[1:]
         y[i, : max(prompt_len - 1, 0)] = -1
+        if mask is not None:
+            y[i, : n - 1][mask[start + 1 : start + n] == 0] = -1
     return x, y

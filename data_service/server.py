@@ -24,7 +24,7 @@ from data_service import modules
 from data_service.errors import DataError, NotFoundError, PreconditionError, without_server_paths
 from data_service.modules.base import DataModule
 from data_service.options import all_options
-from data_service.sampling import EpochOrder, get_windows, pair_batch
+from data_service.sampling import EpochOrder, get_windows, ignore_untrained, pair_batch
 from data_service.shm import ShmWriter
 from data_service.store import SPLITS, Dataset, Store, check_request
 from data_service.upload import list_sources, max_upload_bytes, store_upload
@@ -206,7 +206,9 @@ class _Batches:
     def _map(self) -> None:
         self.tokens = self.ds.tokens(self.request.split)
         self.rows = self.ds.rows(self.request.split) if self.pairs else None
+        self.mask = self.ds.mask(self.request.split)
         mapped = self.tokens.nbytes + (self.rows.nbytes if self.pairs else 0)
+        mapped += self.mask.nbytes if self.mask is not None else 0
         self.remap = mapped > REMAP_MIN_BYTES
 
     def __call__(self, step: int, n: int = 1) -> bytes:
@@ -225,13 +227,17 @@ class _Batches:
         if self.pairs:
             xs, ys = zip(*(self._pair(s) for s in steps), strict=True)
             return _stack(xs), _stack(ys)
-        windows = _stack([self._windows(s) for s in steps])
+        windows = _stack([self._windows(self.tokens, s) for s in steps])
+        if self.mask is not None:
+            trained = _stack([self._windows(self.mask, s) for s in steps])
+            return windows[..., :-1], ignore_untrained(windows[..., 1:], trained[..., 1:])
         return windows[..., :-1], windows[..., 1:]
 
-    def _windows(self, step: int) -> np.ndarray:
+    def _windows(self, tokens: np.ndarray, step: int) -> np.ndarray:
+        """Windows of ``tokens`` (or of the mask: the same draw lines the two up) at ``step``."""
         r = self.request
         return get_windows(
-            self.tokens,
+            tokens,
             block_size=r.block_size,
             batch_size=r.batch_size,
             seed=r.seed,
@@ -253,6 +259,7 @@ class _Batches:
             pad=self.ds.meta["end_token"],
             rank=r.rank,
             world_size=self.world_size,
+            mask=self.mask,
         )
 
 

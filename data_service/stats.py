@@ -70,12 +70,16 @@ def length_summary(lengths: np.ndarray) -> dict[str, Any]:
     }
 
 
-def pair_fractions(total: np.ndarray, prompt: np.ndarray, block_size: int) -> dict[str, float]:
+def pair_fractions(
+    total: np.ndarray, prompt: np.ndarray, block_size: int, learned: np.ndarray | None = None
+) -> dict[str, float]:
     """For rows of ``block_size`` targets: the share of examples cut short, and of target positions
-    that are padding or masked (-1: prompt and padding)."""
+    that are padding or masked (-1: prompt and padding). ``learned``, the targets per row that take
+    loss, is given where a mask says so (chats); otherwise all after the prompt do."""
     targets = np.minimum(total, block_size + 1) - 1  # real (x, y) positions in each row
     positions = len(total) * block_size
-    learned = np.clip(targets - np.maximum(prompt - 1, 0), 0, None)
+    if learned is None:
+        learned = np.clip(targets - np.maximum(prompt - 1, 0), 0, None)
     return {
         "truncated": float(np.mean(total > block_size + 1)),
         "padded": float(1 - targets.sum() / positions),
@@ -120,18 +124,45 @@ def dataset_stats(
     why = {s: m for s, w in writers.items() if (m := why_empty(s, w, examples, groups, val_fraction))}
     if why:
         stats["why_empty"] = why
+    if len(sources := source_counts(writers)) > 1:
+        stats["sources"] = sources
+    masked = any(w.mask is not None for w in writers.values())
+    if masked:
+        stats["trained_tokens"] = {s: w.trained_tokens for s, w in writers.items()}
     if pairs:
         total = lengths
         prompt = np.concatenate([np.frombuffer(w.prompt_tokens, np.int64) for w in writers.values()])
         stats["prompt_tokens"] = length_summary(prompt)
-        stats["at_block_size"] = {str(b): pair_fractions(total, prompt, b) for b in BLOCK_SIZES}
-    else:
         stats["at_block_size"] = {
-            str(b): {"truncated": 0.0, "padded": 0.0, "masked": 0.0} for b in BLOCK_SIZES
+            str(b): pair_fractions(total, prompt, b, _learned(writers, b) if masked else None)
+            for b in BLOCK_SIZES
+        }
+    else:
+        # A window's targets are a run of the split's tokens, so on average this share takes no loss.
+        untrained = 1 - sum(w.trained_tokens for w in writers.values()) / max(total_tokens, 1)
+        stats["at_block_size"] = {
+            str(b): {"truncated": 0.0, "padded": 0.0, "masked": untrained if masked else 0.0}
+            for b in BLOCK_SIZES
         }
         # A window is block_size + 1 tokens, so a split of n tokens serves block sizes below n.
         stats["max_block_size"] = {s: max(w.num_tokens - 1, 0) for s, w in writers.items()}
     return stats
+
+
+def source_counts(writers: dict[str, _Writer]) -> dict[str, dict[str, dict[str, int]]]:
+    """Per source an example named: its examples and tokens in each split (separators not counted)."""
+    names = sorted({name for w in writers.values() for name in w.sources})
+    return {
+        name: {
+            what: {s: w.sources.get(name, [0, 0])[i] for s, w in writers.items()}
+            for i, what in enumerate(("examples", "tokens"))
+        }
+        for name in names
+    }
+
+
+def _learned(writers: dict[str, _Writer], block_size: int) -> np.ndarray:
+    return np.concatenate([np.frombuffer(w.learned_at[block_size], np.int64) for w in writers.values()])
 
 
 def why_empty(split: str, w: _Writer, examples: int, groups: int, val_fraction: float) -> str | None:

@@ -32,7 +32,8 @@ from data_service.prepare import SPLITS, build
 from data_service.tokenizers.base import Tokenizer
 
 # Bump when the on-disk layout or the preparation changes, so old ids are not reused for new bytes.
-FORMAT = 3
+# 4: per-token loss masks (``<split>.mask.bin``) for datasets with chats, and the chat template.
+FORMAT = 4
 _ID = re.compile(r"[0-9a-f]{16}")
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,15 @@ class Dataset:
         if count == 0:
             return np.zeros((0, 3), dtype=np.int64)
         return np.memmap(self.path / f"{split}.rows.bin", dtype="<i8", mode="r", shape=(count, 3))
+
+    def mask(self, split: str) -> np.ndarray | None:
+        """For datasets with chats: uint8 per token, 1 where loss is taken on it as a target; else None."""
+        if not self.meta.get("masked"):
+            return None
+        count = self.meta["splits"][split]["num_tokens"]
+        if count == 0:
+            return np.zeros(0, dtype=np.uint8)
+        return np.memmap(self.path / f"{split}.mask.bin", dtype=np.uint8, mode="r", shape=(count,))
 
     def tokenizer(self) -> Tokenizer:
         with self._lock:

@@ -1,9 +1,9 @@
 """Storing an uploaded source under the data root: a safe name, a size limit, never half a file.
 
-The client's name is only a hint: it is cleaned (no directories, no odd characters) and the file is
-stored at the top of the data root under it. An existing file is never replaced: when the name is
-taken by other bytes, the content hash goes into the name (``notes-<12 hex>.txt``). Uploading the
-same bytes twice gives the same source.
+The client's name is only a hint: it is cleaned (no directories; nothing but letters and digits, of
+any script, and ``._-``) and the file is stored at the top of the data root under it. An existing
+file is never replaced: when the name is taken by other bytes, the content hash goes into the name
+(``notes-<12 hex>.txt``). Uploading the same bytes twice gives the same source.
 
 So the sources are the plain files at the top of the data root: ``list_sources`` lists those, and
 leaves out folders (a deployment may keep its state, prepared datasets among it, under the data
@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,11 @@ from simtrain.data.v1 import data_service_pb2 as pb
 
 DEFAULT_MAX_UPLOAD_BYTES = 256 << 20
 MAX_NAME_CHARS = 80
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# File systems count a name's bytes (255 at most); this leaves room for the ``-<12 hex>`` of a taken name.
+MAX_NAME_BYTES = 200
+# Letters and digits of any script stay (``\w`` is Unicode-aware); anything else, spaces, punctuation,
+# control and formatting characters (a right-to-left override) and look-alike slashes among it, goes.
+_UNSAFE = re.compile(r"[^\w.-]+")
 
 
 def max_upload_bytes() -> int:
@@ -34,13 +39,17 @@ def max_upload_bytes() -> int:
 
 
 def safe_name(filename: str) -> str:
-    """The last path component of ``filename``, reduced to letters, digits, '.', '_' and '-'."""
-    base = re.split(r"[/\\]", filename)[-1]
+    """The last path component of ``filename``, reduced to letters and digits (of any script, so
+    ``Geschäftsprozess.apkg`` keeps its name), '.', '_' and '-'."""
+    base = unicodedata.normalize("NFC", re.split(r"[/\\]", filename)[-1])  # "a" + U+0308 is one "ä"
     stem, dot, suffix = _UNSAFE.sub("_", base).lstrip("._-").rpartition(".")
     if not dot:
         stem, suffix = suffix, ""
     suffix = suffix[:16]
-    stem = stem[: MAX_NAME_CHARS - len(suffix) - 1] or "upload"
+    stem = stem[: MAX_NAME_CHARS - len(suffix) - 1]
+    while len(f"{stem}.{suffix}".encode()) > MAX_NAME_BYTES:
+        stem = stem[:-1]
+    stem = stem or "upload"
     return f"{stem}.{suffix}" if suffix else stem
 
 

@@ -238,6 +238,13 @@ def _data(report: dict[str, Any]) -> str:
         ["examples in both train and val", fmt(data.get("train_val_overlap"))],
         ["val tokens unseen in train", fmt(data.get("val_tokens_unseen_in_train"))],
     ]
+    if trained := data.get("trained_tokens"):
+        service.append(
+            [
+                "tokens that take loss (train / val)",
+                f"{fmt(trained.get('train'))} / {fmt(trained.get('val'))}",
+            ]
+        )
     batches = [
         ["batches checked", fmt(b.get("batches"))],
         ["ids out of range", fmt(b.get("out_of_range"))],
@@ -269,8 +276,25 @@ def _data(report: dict[str, Any]) -> str:
     columns = el("div", el("h3", "From the data service") + table(service, numeric={1})) + el(
         "div", el("h3", "From every batch received") + table(batches, numeric={1})
     )
-    body = el("div", columns, class_="grid") + el("h3", "Example lengths") + el("p", summary, class_="muted")
+    body = el("div", columns, class_="grid") + _sources(data.get("sources"))
+    body += el("h3", "Example lengths") + el("p", summary, class_="muted")
     return section("data", "Data", body + histogram_svg(lengths))
+
+
+def _sources(sources: dict[str, Any] | None) -> str:
+    """Examples and tokens per source file, for a dataset of several."""
+    if not sources:
+        return ""
+    rows = [
+        [
+            fmt(name),
+            *(fmt((c.get(what) or {}).get(s)) for what in ("examples", "tokens") for s in ("train", "val")),
+        ]
+        for name, c in sources.items()
+        if isinstance(c, dict)
+    ]
+    head = ["source", "examples train", "examples val", "tokens train", "tokens val"]
+    return el("h3", "Per source") + el("div", table(rows, head, numeric={1, 2, 3, 4}), id="sources")
 
 
 def _trace(report: dict[str, Any]) -> str:

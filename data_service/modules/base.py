@@ -1,8 +1,9 @@
 """The data module interface, and the one place a client-given source becomes a path on disk.
 
-A module turns a source into examples: running ``Text`` (documents, or pieces of one) or prompt →
-completion ``Pair``s. Everything after that (tokenizing, splitting, packing) is the store's job, so a
-module stays a small reader.
+A module turns a source into examples: running ``Text`` (documents, or pieces of one), prompt →
+completion ``Pair``s, or templated conversations (``Chat``: segments that are trained on or only
+read). Everything after that (tokenizing, splitting, packing) is the store's job, so a module stays a
+small reader.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Text:
 
     text: str
     new_doc: bool = True
+    # Where the example came from, when a dataset has several sources (the stats count per source).
+    source: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,9 +45,36 @@ class Pair:
 
     prompt: str
     completion: str
+    source: str = ""
 
 
-Example = Text | Pair
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """A run of a conversation's text; loss is taken on its tokens only if ``trained``."""
+
+    text: str
+    trained: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Chat:
+    """A conversation rendered with the chat template (``data_service.chat_template``): its segments, in
+    order, are the example's text. The first one is the prompt, all before the first reply: the split
+    groups chats by it, as it groups pairs by their prompt."""
+
+    segments: tuple[Segment, ...]
+    source: str = ""
+
+    @property
+    def text(self) -> str:
+        return "".join(s.text for s in self.segments)
+
+    @property
+    def prompt(self) -> str:
+        return self.segments[0].text if self.segments else ""
+
+
+Example = Text | Pair | Chat
 
 
 @dataclass
@@ -82,6 +112,10 @@ class DataModule(ABC):
 
         Raise DataError (or NotFoundError) with a message that names the file and the reason.
         """
+
+    def special_tokens(self, path: Path | None, options: Mapping[str, str]) -> tuple[str, ...]:
+        """Text the tokenizer must keep as single tokens (a chat template's markers) for this source."""
+        return ()
 
     def fingerprint(self, path: Path | None) -> str:
         """What identifies the source's content: sha256 of its bytes, or of every file in a directory."""

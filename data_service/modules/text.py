@@ -15,6 +15,16 @@ from data_service.errors import DataError, NotFoundError
 from data_service.modules.base import DataModule, Report, Text
 
 SUFFIXES = (".txt", ".md")
+# Files that are not prose: read as text they would train on their markup or their bytes. Each names
+# the module that reads it.
+NOT_PROSE = {
+    ".csv": "table",
+    ".tsv": "table",
+    ".parquet": "table",
+    ".arrow": "table",
+    ".feather": "table",
+    ".apkg": "anki",
+}
 # A paragraph longer than this is cut at the next line end (a longer line is cut where it stands).
 PIECE_CHARS = 512
 # A whitespace-only cut joins its neighbour unless together they would pass this.
@@ -31,6 +41,13 @@ class TextModule(DataModule):
 
     def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Text]:
         assert path is not None
+        if path.is_file() and (module := NOT_PROSE.get(path.suffix.lower())):
+            raise DataError(
+                f"{path} is a {path.suffix.lower()} file, not prose: the text module would train on its "
+                f"raw {'cells and delimiters' if module == 'table' else 'bytes'}; read it with module "
+                f"{module!r}"
+                + (" (option text_column names the column of text)" if module == "table" else "")
+            )
         files = text_files(path) if path.is_dir() else [path]
         report.count("files", len(files))
         blank = True

@@ -43,6 +43,15 @@ def _at_block_sizes(table: dict[str, dict[str, float]]) -> str:
     )
 
 
+def _sources(sources: dict[str, dict[str, dict[str, int]]]) -> str:
+    """One line per source: its examples and tokens over both splits."""
+    return "\n".join(
+        f"{name}: {sum(c['examples'].values()):,} examples, {sum(c['tokens'].values()):,} tokens "
+        f"(train {c['examples']['train']:,}, val {c['examples']['val']:,})"
+        for name, c in sources.items()
+    )
+
+
 # The statistics a data service of ours gives, in reading order, each with its words and its format.
 KNOWN_STATS = {
     "num_documents": ("documents", lambda s: f"{s['num_documents']:,}"),
@@ -60,6 +69,8 @@ KNOWN_STATS = {
     ),
     "split_groups": ("split groups", lambda s: f"{s['split_groups']:,}"),
     "max_block_size": ("largest block size", lambda s: _split_counts(s, "max_block_size")),
+    "trained_tokens": ("tokens that take loss", lambda s: _split_counts(s, "trained_tokens")),
+    "sources": ("per source", lambda s: _sources(s["sources"])),
     "module": ("module counts", lambda s: ", ".join(f"{k} {v}" for k, v in s["module"].items()) or "none"),
 }
 SHOWN_ELSEWHERE = {"tokenizer", "vocab_size", "histogram"}

@@ -602,6 +602,14 @@ def test_datasets_show_sources_and_modules_read_well(
         "val_tokens_unseen_in_train": 2,
         "unseen_examples": "bn",
         "chars": 1000,
+        "trained_tokens": {"train": 40000, "val": 4000},
+        "sources": {
+            "decks/Geschäftsprozess.apkg": {
+                "examples": {"train": 800, "val": 80},
+                "tokens": {"train": 190000, "val": 21000},
+            },
+            "talk.jsonl": {"examples": {"train": 14, "val": 6}, "tokens": {"train": 1395, "val": 319}},
+        },
     }
     info = dataset_info("ds-stats")
     info.stats_json = json.dumps(stats)
@@ -616,6 +624,10 @@ def test_datasets_show_sources_and_modules_read_well(
         "'b' 'n'",
         "chars",
         "short source",
+        "tokens that take loss",
+        "train 40,000, val 4,000",
+        "decks/Geschäftsprozess.apkg: 880 examples, 211,000 tokens (train 800, val 80)",
+        "talk.jsonl: 20 examples, 1,714 tokens (train 14, val 6)",
     ):
         assert words in shown.output, words
     assert '"num_tokens"' not in shown.output  # read, not raw JSON

@@ -72,6 +72,15 @@ def test_upload_then_prepare_and_list(stub: pb_grpc.DataServiceStub, service):
     assert info in listed
 
 
+def test_an_upload_keeps_the_letters_of_its_name(stub: pb_grpc.DataServiceStub, tmp_path: Path):
+    deck = anki_deck(tmp_path / "deck.apkg", legacy=False).read_bytes()
+    source = upload(stub, "Geschäftsprozess.apkg", deck).source
+    assert source == "Geschäftsprozess.apkg"
+    assert source in {s.name for s in stub.ListSources(pb.ListSourcesRequest()).sources}
+    info = stub.PrepareDataset(pb.PrepareDatasetRequest(module="anki", source=source, packing="pairs"))
+    assert info.source == "Geschäftsprozess.apkg"
+
+
 def test_list_sources_lists_the_uploads_and_nothing_else(tmp_path: Path):
     """Sorted by name, with size and time; not prepared datasets (here kept under the data root too),
     an upload still being written, a folder or a link."""

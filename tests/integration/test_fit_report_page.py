@@ -181,3 +181,17 @@ def test_the_curves_have_axis_titles_and_the_legend_above_the_plot() -> None:
         y = float(svg[svg.rindex("y='", 0, at) + 3 :].split("'")[0])
         assert y < top_of_plot, label
     assert ">examples</text>" in histogram_svg(FULL["data"]["lengths"])
+
+
+def test_a_dataset_of_several_sources_shows_a_row_per_source() -> None:
+    sources = {
+        "Geschäftsprozess.apkg": {"examples": {"train": 1200, "val": 130}, "tokens": {"train": 5, "val": 6}},
+        "<b>talk</b>.jsonl": {"examples": {"train": 600, "val": 70}, "tokens": {"train": 7, "val": 8}},
+    }
+    data = FULL["data"] | {"sources": sources, "trained_tokens": {"train": 321, "val": 45}}
+    html = render(FULL | {"data": data})
+    table = html.split("id='sources'", 1)[1].split("</table>", 1)[0]
+    assert "Geschäftsprozess.apkg" in table and "1,200" in table and "130" in table
+    assert "&lt;b&gt;talk&lt;/b&gt;.jsonl" in table and "<b>talk" not in table  # a file name is text, escaped
+    assert "tokens that take loss (train / val)" in html and "321 / 45" in html
+    assert "id='sources'" not in render(FULL)  # one source: no table

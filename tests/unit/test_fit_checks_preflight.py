@@ -61,6 +61,12 @@ def test_rows_split_into_prompt_and_answer_and_cut_rows_are_left_out() -> None:
     assert split_rows(x, y) == [([2, 3, 4], [5, 6, END]), ([7, 8], [9, END])]
 
 
+def test_a_row_of_several_replies_is_not_judged_as_one_answer() -> None:
+    x, y = pairs([([2, 3], [5, 6, 7, 8]), ([7, 8], [9])])
+    y[0, 3] = -1  # a user turn between two replies (a conversation's loss mask)
+    assert split_rows(x, y) == [([7, 8], [9, END])]
+
+
 class Oracle(torch.nn.Module):
     """Answers every prompt from a table, greedily, the way ``GPT.generate`` appends tokens."""
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_service import store as store_module
 from data_service.errors import DataError
 from data_service.modules import discover
 from data_service.modules.text import READ_BYTES
@@ -132,6 +133,16 @@ def test_dataset_id_hashes_source_and_options(root: Path, store: Store):
     (root / "a.txt").write_text("Other text.\n", encoding="utf-8")
     assert store.prepare(text, root, "a.txt").id != first.id
     assert [d.id for d in store.list()][0] == first.id and len(store.list()) == 4
+
+
+def test_dataset_id_changes_with_the_prepared_format(root: Path, store: Store, monkeypatch):
+    """A layout change (such as the loss masks of format 4) must not reuse datasets prepared before it."""
+    (root / "a.txt").write_text("Some text.\n", encoding="utf-8")
+    text = discover()["text"]
+    current = store.prepare(text, root, "a.txt").id
+    monkeypatch.setattr(store_module, "FORMAT", store_module.FORMAT - 1)
+    older = store.prepare(text, root, "a.txt")
+    assert older.id != current and older.meta["format"] == store_module.FORMAT
 
 
 def test_bpe_dataset_round_trips(root: Path, store: Store):

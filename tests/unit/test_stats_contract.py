@@ -19,7 +19,7 @@ from tests.anki_decks import genanki_deck
 REPO = Path(__file__).resolve().parents[2]
 HEADING = "### Dataset statistics (`stats_json`)"
 # Objects keyed by a split or a block size, not by names of their own.
-KEYED_BY_VALUE = {"num_examples", "num_tokens", "why_empty", "max_block_size", "at_block_size"}
+KEYED_BY_VALUE = {"num_examples", "num_tokens", "why_empty", "max_block_size", "at_block_size", "sources"}
 
 
 def documented() -> set[str]:
@@ -46,7 +46,13 @@ def module_counts() -> set[str]:
     names = set()
     for path in (REPO / "data_service" / "modules").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "count" and node.args:
+            func = node.func if isinstance(node, ast.Call) else None
+            if (
+                isinstance(func, ast.Attribute)
+                and func.attr == "count"
+                and getattr(func.value, "id", None) == "report"  # not str.count
+                and node.args
+            ):
                 arg = node.args[0]
                 if isinstance(arg, ast.JoinedStr):
                     names.add(f"{arg.values[0].value}<member>")  # type: ignore[attr-defined]
@@ -67,7 +73,8 @@ def trainer_reads() -> set[str]:
 
 @pytest.fixture(scope="module")
 def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """Real stats: text (BPE, and one whose val is emptied by duplicates), JSONL pairs, an Anki deck, sort."""
+    """Real stats: text (BPE, and one whose val is emptied by duplicates), JSONL pairs, an Anki deck, sort,
+    chats in both packings, and a mix of a deck and chats."""
     base = tmp_path_factory.mktemp("stats")
     root = base / "data"
     root.mkdir()
@@ -76,6 +83,15 @@ def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     rows = [{"prompt": f"Q{i}?", "completion": f" A{i}"} for i in range(30)]
     (root / "qa.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "\n", encoding="utf-8")
     genanki_deck(root / "deck.apkg")
+    chats = [
+        {"messages": [{"role": "user", "content": f"Hi {i}"}, {"role": "assistant", "content": f"Yo {i}"}]}
+        for i in range(20)
+    ] + [{"messages": [{"role": "user", "content": "No reply"}]}]
+    (root / "chat.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chats), encoding="utf-8")
+    (root / "mixed").mkdir()
+    genanki_deck(root / "mixed" / "deck.apkg")
+    (root / "mixed" / "chat.jsonl").write_text((root / "chat.jsonl").read_text(), encoding="utf-8")
+    (root / "mixed" / "notes.doc").write_text("no module reads this", encoding="utf-8")
     store, modules = Store(base / "prepared"), discover()
     datasets = [
         store.prepare(modules["text"], root, "t.txt", tokenizer="bpe", options={"vocab_size": "300"}),
@@ -83,13 +99,17 @@ def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         store.prepare(modules["jsonl"], root, "qa.jsonl", packing="pairs"),
         store.prepare(modules["anki"], root, "deck.apkg", packing="pairs"),
         store.prepare(modules["sort"], root, "sort", packing="pairs", options={"num_examples": "50"}),
+        store.prepare(modules["chat"], root, "chat.jsonl"),
+        store.prepare(modules["chat"], root, "chat.jsonl", packing="pairs"),
+        store.prepare(modules["mix"], root, "mixed", packing="pairs"),
     ]
     return [ds.meta["stats"] for ds in datasets]
 
 
 def test_every_key_the_data_service_writes_is_documented(stats: list[dict[str, Any]]):
-    written = {re.sub(r"^format:.*", "format:<member>", n) for s in stats for n in key_names(s)}
+    written = {re.sub(r"^(format|module):.*", r"\1:<member>", n) for s in stats for n in key_names(s)}
     assert {"why_empty", "max_block_size", "prompt_tokens", "media_dropped_fields", "p95"} <= written
+    assert {"trained_tokens", "conversations_without_reply", "sources", "files_skipped"} <= written
     assert written - documented() == set()
 
 

@@ -156,3 +156,27 @@ def test_empty_and_whitespace_only(root: Path):
 def test_empty_source_name(root: Path):
     with pytest.raises(DataError, match="source is empty"):
         load(root, "")
+
+
+@pytest.mark.parametrize(
+    ("name", "advice"),
+    [
+        ("cards.csv", "read it with module 'table' (option text_column names the column of text)"),
+        ("cards.TSV", "read it with module 'table'"),
+        ("rows.parquet", "read it with module 'table'"),
+        ("deck.apkg", "read it with module 'anki'"),
+    ],
+)
+def test_a_table_or_a_deck_is_not_read_as_prose(root: Path, name: str, advice: str):
+    (root / name).write_text("front,back\nHund,dog\n", encoding="utf-8")
+    with pytest.raises(
+        DataError, match=f"{name} is a {name[name.index('.') :].lower()} file, not prose"
+    ) as e:
+        read(root, name)
+    assert advice in str(e.value)
+
+
+def test_a_folder_with_a_table_in_it_still_reads_its_text(root: Path):
+    (root / "sub" / "cards.csv").write_text("front,back\n", encoding="utf-8")
+    (root / "sub" / "notes.txt").write_text("Some notes.\n", encoding="utf-8")
+    assert [t.text for t in read(root, "sub")] == ["Some notes.\n"]

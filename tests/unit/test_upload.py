@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from data_service.errors import DataError
-from data_service.upload import safe_name, store_upload
+from data_service.upload import MAX_NAME_BYTES, safe_name, store_upload
 from simtrain.data.v1 import data_service_pb2 as pb
 
 
@@ -25,10 +25,29 @@ def chunks(name: str, *parts: bytes) -> list[pb.UploadChunk]:
         (".bashrc", "bashrc"),
         ("....", "upload"),
         ("a" * 300 + ".txt", "a" * 76 + ".txt"),
+        ("Geschäftsprozess.apkg", "Geschäftsprozess.apkg"),
+        ("Gescha\u0308ftsprozess.apkg", "Geschäftsprozess.apkg"),  # decomposed "ä" becomes the one letter
+        ("日本語の単語.apkg", "日本語の単語.apkg"),
+        ("Ελληνικά λεξιλόγιο.csv", "Ελληνικά_λεξιλόγιο.csv"),
+        ("../Straße/../../Maß.txt", "Maß.txt"),
+        ("..\\Übung\\..\\Übung.txt", "Übung.txt"),
+        ("evil\u202etxt.exe", "evil_txt.exe"),  # a right-to-left override is not a letter
+        ("a\uff0fb.txt", "a_b.txt"),  # nor a full-width slash
+        ("tab\there\x00\x1b.txt", "tab_here_.txt"),
+        ("..", "upload"),
+        ("ä" * 300 + ".txt", "ä" * 76 + ".txt"),
+        ("語" * 300 + ".txt", "語" * 65 + ".txt"),  # 3 bytes each: cut to fit MAX_NAME_BYTES
     ],
 )
 def test_safe_name(given: str, safe: str):
     assert safe_name(given) == safe
+    assert len(safe.encode()) <= MAX_NAME_BYTES
+
+
+def test_a_unicode_name_is_stored_as_it_is(tmp_path: Path):
+    stored = store_upload(chunks("Geschäftsprozess.apkg", b"deck"), tmp_path, 1 << 20)
+    assert stored.source == "Geschäftsprozess.apkg"
+    assert (tmp_path / "Geschäftsprozess.apkg").read_bytes() == b"deck"
 
 
 def test_store_streams_chunks_and_names_by_hash(tmp_path: Path):

@@ -31,6 +31,8 @@ def split_rows(x: torch.Tensor, y: torch.Tensor) -> list[tuple[list[int], list[i
         if not targets or targets[-1] == T - 1:  # no answer, or one that may have been cut at the block
             continue
         first, last = targets[0], targets[-1]
+        if last - first + 1 != len(targets):  # a conversation of several replies: not one answer
+            continue
         out.append((xs[: first + 1], ys[first : last + 1]))
     return out
 

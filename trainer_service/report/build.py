@@ -58,6 +58,8 @@ def data_section(stats: dict[str, Any], monitor: FitMonitor, shape: RunShape) ->
         "train_val_overlap": stats.get("train_val_overlap"),
         "val_tokens_unseen_in_train": stats.get("val_tokens_unseen_in_train"),
         "module": stats.get("module"),
+        "trained_tokens": stats.get("trained_tokens"),
+        "sources": stats.get("sources"),
         "batches": monitor.batches.summary(),
         "overlap": monitor.overlap.summary(),
         "answers": monitor.answers.summary() if monitor.answers is not None else None,
