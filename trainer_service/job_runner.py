@@ -23,7 +23,7 @@ from simtrain.jobs import JobRecord
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from trainer_service.cancel_watch import CancelWatch
-from trainer_service.data_client import DataClient, DataRefused
+from trainer_service.data_client import DataClient, DataRefused, DataServiceError
 from trainer_service.evaluation import Evaluation
 from trainer_service.model import GPT, GPTConfig
 from trainer_service.outcome import JobCancelled, JobInterrupted
@@ -101,9 +101,11 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
         prepare_s = time.time() - started  # the data service tokenizes the source while preparing
         self.info = pb.DatasetInfo.FromString(raw)
         self.dataset_id = self.info.dataset_id
+        self.tokenizer = None
         if ranks.is_main:
             self.queue.update(self.job.id, dataset_id=self.dataset_id)
             self._log_dataset()
+            self.tokenizer = self._saved_tokenizer()
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         n_layer, n_head, n_embd = self.spec.model.sizes()
@@ -151,6 +153,17 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
             self.queue.set_report(self.job.id, report)  # the job fails, and its report says why
             raise UnfitBatch(f"not fit, training stopped: {self.unfit} (the report says more)")
         return report
+
+    def _saved_tokenizer(self) -> dict[str, Any] | None:
+        """The tokenizer checkpoints carry; a job goes on without one (then only the service decodes)."""
+        try:
+            saved = self.client.tokenizer(self.dataset_id)
+        except DataServiceError as e:
+            log.warning("checkpoints will carry no tokenizer: %s", e)
+            return None
+        if saved is None:
+            log.info("the data service does not offer GetTokenizer: checkpoints will carry no tokenizer")
+        return saved
 
     def _log_dataset(self) -> None:
         splits = ", ".join(f"{s.name} {s.num_tokens:,} tokens" for s in self.info.splits)

@@ -2,7 +2,8 @@
 
 A checkpoint is the whole state a job needs to go on exactly where it stopped: weights, optimizer, step,
 every rank's RNG state, the data cursor (batches are a function of the step), the curves and the fit
-monitor so far. Another worker resumes a job from it after this one stopped or died.
+monitor so far; and the dataset's tokenizer, where the data service offers it, so that the checkpoint
+can be sampled with no service running. Another worker resumes a job from it after this one stopped or died.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class Checkpoints:
     device: torch.device
     curve: dict[str, list[list[float]]]
     latest: dict[str, float]
+    tokenizer: dict[str, Any] | None
 
     def _data_cursor(self, next_step: int) -> dict[str, Any]:
         t = self.train_spec
@@ -86,6 +88,8 @@ class Checkpoints:
             "trace": self.trainer.trace.state_dict(),
             "fit": self.monitor.state_dict(),
         }
+        if self.tokenizer is not None:  # so the checkpoint can be sampled alone (trainer_service.sampler)
+            state["tokenizer"] = self.tokenizer
         # Fenced: a worker whose job another attempt took over must not replace that attempt's checkpoint.
         fence = lambda: self.queue.assert_owner(self.job.id)  # noqa: E731
         save_checkpoint(self.checkpoint_path, state, before_replace=fence)

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from simtrain.cli import conformance, datasets, jobs, logs, output, report, stack, submit
+from simtrain.cli import conformance, datasets, jobs, logs, output, report, sample, stack, submit
 from simtrain.cli.output import EXIT_NOT_FIT, EXIT_STATUS_HELP, EXIT_USAGE, CliError, fail
 from simtrain.cli.stack import DEMO_CORPUS
 
@@ -56,6 +56,7 @@ COMMANDS = (
     jobs.cancel,
     jobs.delete,
     jobs.checkpoint,
+    sample.sample,
     stack.up,
     stack.down,
     stack.demo,
