@@ -56,6 +56,7 @@ COMMANDS = (
     jobs.cancel,
     jobs.delete,
     jobs.checkpoint,
+    sample.ask,
     sample.sample,
     stack.up,
     stack.down,

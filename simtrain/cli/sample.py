@@ -1,4 +1,5 @@
-"""``simtrain sample``: continue a prompt with a downloaded checkpoint, alone (no gateway, no services)."""
+"""Asking a model: ``simtrain sample`` continues a prompt with a downloaded checkpoint alone (no services);
+``simtrain ask`` asks a job's model through the gateway."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from simtrain.cli.options import JsonOpt
+from simtrain.cli.gateway_address import connect
+from simtrain.cli.job_ids import resolve
+from simtrain.cli.options import GatewayOpt, JobArg, JsonOpt, TokenOpt
 from simtrain.cli.output import CliError, handles_errors, print_json, say
 
 MaxNewTokensOpt = Annotated[int, typer.Option(min=1, help="Tokens to generate after the prompt.")]
@@ -71,3 +74,34 @@ def sample(
         print_json({"prompt": prompt, "step": sampler.step, "completions": answers})
     else:
         print_completions(prompt, answers, sampler.step)
+
+
+@handles_errors
+def ask(
+    job: JobArg,
+    prompt: Annotated[str, typer.Argument(help="The text for the model to continue.")],
+    max_new_tokens: MaxNewTokensOpt = 100,
+    temperature: TemperatureOpt = 1.0,
+    top_k: TopKOpt = None,
+    samples: SamplesOpt = 1,
+    seed: SeedOpt = None,
+    json_out: JsonOpt = False,
+    gateway: GatewayOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Ask a job's model (its latest checkpoint, while it trains or after) to continue PROMPT."""
+    check_temperature(temperature)
+    client = connect(gateway, token)
+    result = client.generate(
+        resolve(client, job),
+        prompt,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        top_k=top_k,
+        n=samples,
+        seed=seed,
+    )
+    if json_out:
+        print_json(result)
+    else:
+        print_completions(prompt, result["completions"], result["step"])

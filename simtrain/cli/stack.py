@@ -62,7 +62,7 @@ def _start_stack(settings: Settings, port: int) -> LocalStack:
 def up(
     port: Annotated[int, typer.Option(help="Gateway port (0 picks a free one).")] = 8000,
 ) -> None:
-    """Start Redis (if needed), the data service, a trainer and the gateway; Ctrl-C or `down` stops all.
+    """Start Redis (if needed), the data service, a trainer, a generate server and the gateway; Ctrl-C stops.
 
     The other commands run from this folder find the gateway by itself, whatever its port.
     """
