@@ -141,6 +141,23 @@ def test_submit_through_the_form_and_watch_the_chart(stack: LocalStack, page: Pa
     )
     assert (params["tokenizer"], params["packing"], params["options"]) == ("char", "stream", "none")
     assert "Checkpoint" in page.eval(BUTTONS)  # the run saved one
+    # Ask the model: the generate server of the stack answers from the checkpoint.
+    page.wait_for("!document.getElementById('ask-button').disabled")
+    set_value(page, "#ask-prompt", "At noon, Ada")
+    set_value(page, "#ask [name=max_new_tokens]", "30")
+    set_value(page, "#ask [name=n]", "2")
+    page.eval("document.getElementById('ask-button').click()")
+    page.wait_for("document.querySelectorAll('#ask-answers .answer').length === 2", timeout_s=60)
+    assert page.eval("document.getElementById('ask-status').textContent").startswith(
+        "answered by the checkpoint at step 60"
+    )
+    first = page.eval("document.querySelector('#ask-answers .answer').textContent")
+    assert first.startswith("At noon, Ada") and len(first) >= len("At noon, Ada") + 30
+    # A prompt the model's tokenizer cannot encode: the reason shows under the prompt.
+    set_value(page, "#ask-prompt", "Ada €")
+    page.eval("document.getElementById('ask-button').click()")
+    page.wait_for("document.querySelector('[data-error-for=prompt]').textContent", timeout_s=60)
+    assert "'€'" in page.eval("document.querySelector('[data-error-for=prompt]').textContent")
     # The chart's axes are titled, and its legend sits above the plot, off the curves.
     assert page.eval("document.getElementById('y-title').textContent") == "loss (nats/token)"
     assert page.eval("document.getElementById('x-title').textContent") == "step"
