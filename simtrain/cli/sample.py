@@ -36,7 +36,7 @@ def print_completions(prompt: str, completions: list[dict], step: int | None) ->
     """Each answer after the prompt, dimmed, with why it ended."""
     where = f" (model at step {step})" if step is not None else ""
     for i, c in enumerate(completions, 1):
-        ending = "ended by the model" if c["stopped"] else f"{c['tokens']} tokens, the most asked for"
+        ending = "ended by the model" if c["stopped"] else f"{c['tokens']} tokens (the limit)"
         say(f"[bold]answer {i}[/]{where}, {ending}:")
         say(f"[dim]{escape(prompt)}[/]{escape(c['text'])}")
 
