@@ -612,6 +612,7 @@ def test_demo_saves_its_report_and_says_what_next(redis_url: str, key_prefix: st
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verdict: " in done.stdout and "sample: " in done.stdout
+    assert "asked: 'At noon, Ada' → '" in done.stdout  # the stack's generate server answered
     (page,) = (tmp_path / "var" / "demo").glob("*/report.html")
     assert f"report saved: {page.resolve()}" in done.stdout
     assert "<html" in page.read_text().lower()
@@ -621,5 +622,10 @@ def test_demo_saves_its_report_and_says_what_next(redis_url: str, key_prefix: st
         "not fit",
     )
     tail = done.stdout[done.stdout.index("stopping the stack") :]
-    for step in ("simtrain up", "simtrain datasets upload FILE", "simtrain submit --source NAME"):
+    for step in (
+        "simtrain up",
+        "simtrain datasets upload FILE",
+        "simtrain submit --source NAME",
+        "simtrain ask",
+    ):
         assert step in tail
