@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from data_service import tokenizers
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.jobs import JobRecord
 from simtrain.queue import JobQueue
@@ -28,6 +29,7 @@ from trainer_service.evaluation import Evaluation
 from trainer_service.model import GPT, GPTConfig
 from trainer_service.outcome import JobCancelled, JobInterrupted
 from trainer_service.parallel import Ranks, on_main
+from trainer_service.probes import Codec, Probes
 from trainer_service.report.batch_checks import UnfitBatch
 from trainer_service.report.monitor import FitMonitor
 from trainer_service.report.preflight import overfit_one_batch
@@ -106,6 +108,7 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
             self.queue.update(self.job.id, dataset_id=self.dataset_id)
             self._log_dataset()
             self.tokenizer = self._saved_tokenizer()
+        self.probes = Probes(self.spec.probes, self._codec()) if ranks.is_main and self.spec.probes else None
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         n_layer, n_head, n_embd = self.spec.model.sizes()
@@ -164,6 +167,22 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
         if saved is None:
             log.info("the data service does not offer GetTokenizer: checkpoints will carry no tokenizer")
         return saved
+
+    def _codec(self) -> Codec:
+        """How probes encode and decode: with the tokenizer itself where the data service gave it (so the
+        end token is known), else through the data service's Encode and Decode."""
+        if self.tokenizer is not None:
+            try:
+                tok = tokenizers.load(self.tokenizer)
+            except Exception as e:  # a definition we cannot read: the data service's RPCs still can
+                log.warning("probes go through the data service: its tokenizer cannot be rebuilt (%s)", e)
+            else:
+                ends = frozenset(range(tok.base_vocab_size, tok.vocab_size))
+                return Codec(lambda text: tok.encode(text).tolist(), tok.decode, ends)
+        return Codec(
+            lambda text: self.client.encode(self.dataset_id, text),
+            lambda ids: self.client.decode(self.dataset_id, ids),
+        )
 
     def _log_dataset(self) -> None:
         splits = ", ".join(f"{s.name} {s.num_tokens:,} tokens" for s in self.info.splits)

@@ -20,6 +20,7 @@ from simtrain.queue import JobQueue
 from trainer_service.checkpoint import load_checkpoint, save_checkpoint
 from trainer_service.model import GPT
 from trainer_service.parallel import Ranks, all_gather, on_main
+from trainer_service.probes import Probes
 from trainer_service.report.monitor import FitMonitor
 from trainer_service.trainer import Trainer
 
@@ -44,6 +45,7 @@ class Checkpoints:
     curve: dict[str, list[list[float]]]
     latest: dict[str, float]
     tokenizer: dict[str, Any] | None
+    probes: Probes | None
 
     def _data_cursor(self, next_step: int) -> dict[str, Any]:
         t = self.train_spec
@@ -90,6 +92,8 @@ class Checkpoints:
         }
         if self.tokenizer is not None:  # so the checkpoint can be sampled alone (trainer_service.sampler)
             state["tokenizer"] = self.tokenizer
+        if self.probes:
+            state["probes"] = self.probes.state_dict()
         # Fenced: a worker whose job another attempt took over must not replace that attempt's checkpoint.
         fence = lambda: self.queue.assert_owner(self.job.id)  # noqa: E731
         save_checkpoint(self.checkpoint_path, state, before_replace=fence)
@@ -131,4 +135,6 @@ class Checkpoints:
             self.trainer.trace.load_state_dict(state["trace"], keep=("encode",))
         if "fit" in state:
             self.monitor.load_state_dict(state["fit"])
+        if self.probes and "probes" in state:
+            self.probes.load_state_dict(state["probes"])
         log.info("job %s resumes at step %d", self.job.id, self.trainer.iter_num)

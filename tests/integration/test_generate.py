@@ -1,4 +1,5 @@
-"""Asking a job's model: the real gateway, Redis, and a generate server process, on a tiny trained job.
+"""Asking a job's model: the real gateway, Redis, and a generate server process, on a tiny trained job;
+and the spec's probes, answered at every evaluation of a tiny job.
 
 The job trains in this process (``JobRun``, a real data service); the generate server is the child process
 ``python -m trainer_service.generate_server`` that ``simtrain up`` runs, reading the same jobs folder.
@@ -23,13 +24,13 @@ from gateway.app import create_app
 from gateway.config import GatewaySettings
 from simtrain.cli import app
 from simtrain.generate_queue import GenerateQueue
-from simtrain.jobs import JobRecord
+from simtrain.jobs import JobRecord, ProbeSpec
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from tests.integration.gateway_support import error_of, serve
 from tests.integration.trainer_support import DataService, job_spec
 from trainer_service.checkpoint import save_checkpoint
-from trainer_service.job_runner import JobRun
+from trainer_service.job_runner import JobInterrupted, JobRun
 from trainer_service.sampler import Sampler
 
 CORPUS_CHARS = set(Path("data_service/demo/tiny.txt").read_text())
@@ -195,3 +196,39 @@ def test_a_generate_server_that_never_answers_is_503_after_the_timeout(
         error = error_of(gateway.post(f"/v1/jobs/{trained.id}/generate", json={"prompt": "hi"}), 503)
     assert "no generate server took the request within 1s" in error["message"]
     assert queue.r.llen(queue.requests) == 0  # the request was taken back, so no server answers it late
+
+
+def test_probes_are_answered_at_every_evaluation_and_survive_a_resume(
+    settings: Settings, data_service: DataService, job_queue: JobQueue
+):
+    probes = [
+        {"prompt": "At noon, Ada", "expected": " the baker"},
+        {"prompt": "Hugo counted"},
+        {"prompt": "Zoë €"},  # not in the corpus's characters: that probe says so, the job goes on
+    ]
+    spec = job_spec(data_service.address).model_copy(
+        update={"probes": [ProbeSpec.model_validate(p) for p in probes]}
+    )
+    job = job_queue.submit(spec)
+    first = JobRun(job, settings, job_queue, lambda: first.trainer.iter_num + 1 >= 5)
+    with pytest.raises(JobInterrupted):
+        first.run()
+    report = JobRun(job, settings, job_queue, lambda: False).run()  # resumed from step 5
+
+    table = report["probes"]
+    assert table["steps"] == [0, 6, 12]
+    scored, free, broken = table["items"]
+    assert [r["step"] for r in scored["answers"]] == [0, 6, 12]
+    for row in scored["answers"]:
+        assert set(row) == {"step", "text", "exact", "prefix", "token_accuracy"}
+        assert len(row["text"]) == len(" the baker") + 4  # char tokenizer: the expected length and 4
+        assert 0.0 <= row["token_accuracy"] <= 1.0
+    assert [set(r) for r in free["answers"]] == [{"step", "text"}] * 3 and len(
+        free["answers"][0]["text"]
+    ) == 32
+    assert broken["answers"] == [] and "cannot encode this probe" in broken["error"]
+    assert table["final"]["scored"] == 1
+    # The last answer is the model's greedy answer with its final weights, as `simtrain sample` gives it.
+    local = Sampler.from_checkpoint(settings.jobs_dir / job.id / "checkpoint.pt")
+    [again] = local.complete("Hugo counted", max_new_tokens=32, greedy=True)
+    assert free["answers"][-1]["text"] == again.text
