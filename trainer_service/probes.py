@@ -24,6 +24,7 @@ from trainer_service.model import GPT
 
 EXTRA_TOKENS = 4  # answered past the expected length, so a longer wrong answer is not cut to a right one
 DEFAULT_NEW_TOKENS = 32
+SHOWN_STEPS = 6  # the evaluation steps a report's probe tables show (all answers stay in the JSON)
 
 
 @dataclass
@@ -144,7 +145,14 @@ class Probes:
                 item["error"] = error
             items.append(item)
         steps = sorted({row["step"] for history in self.answers for row in history})
-        return {"steps": steps, "items": items, "final": _final_scores(items)}
+        return {"steps": steps, "shown_steps": shown(steps), "items": items, "final": _final_scores(items)}
+
+
+def shown(steps: list[int], most: int = SHOWN_STEPS) -> list[int]:
+    """The steps a table shows: all of a few, else the first, the last and evenly between."""
+    if len(steps) <= most:
+        return steps
+    return [steps[round(i * (len(steps) - 1) / (most - 1))] for i in range(most)]
 
 
 def _final_scores(items: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -523,7 +523,35 @@ function showReport(box, report) {
       report.dataset ? h("tr", {}, h("td", {}, "dataset"), h("td", { class: "mono", colspan: 2 },
         `${report.dataset.module}:${report.dataset.source}` +
         (report.dataset.vocab_size ? ` · vocab ${report.dataset.vocab_size}` : ""))) : null)));
-  box.replaceChildren(summary, checksCard(report.checks), samplesCard(report.samples || []));
+  box.replaceChildren(summary, checksCard(report.checks), ...probesCard(report.probes), samplesCard(report.samples || []));
+}
+
+// The spec's probes: each prompt's greedy answer at the shown evaluation steps, scored where expected.
+function probesCard(probes) {
+  if (!probes || !(probes.items || []).length) return [];
+  const steps = probes.shown_steps || probes.steps || [];
+  const cell = (row) => {
+    if (!row) return h("td", {});
+    if (row.error) return h("td", { class: "muted" }, row.error);
+    const mark = !("exact" in row) ? null
+      : h("div", { class: row.exact || row.prefix ? "probe-ok" : "probe-bad" },
+        `${row.exact ? "exact" : row.prefix ? "prefix" : "✗"} ${row.token_accuracy == null ? "" : `${Math.round(row.token_accuracy * 100)}%`}`);
+    return h("td", {}, h("span", { class: "mono" }, JSON.stringify(row.text)), mark);
+  };
+  const rows = probes.items.map((item) => {
+    const probe = h("td", {}, h("span", { class: "mono" }, JSON.stringify(item.prompt)),
+      item.expected == null ? null : h("div", { class: "muted mono" }, `→ ${JSON.stringify(item.expected)}`));
+    if (item.error) return h("tr", {}, probe, h("td", { class: "muted", colspan: steps.length }, item.error));
+    const byStep = new Map((item.answers || []).map((r) => [r.step, r]));
+    return h("tr", {}, probe, ...steps.map((s) => cell(byStep.get(s))));
+  });
+  const f = probes.final;
+  const lead = f ? h("p", { class: "muted", id: "probes-final" },
+    `At the last evaluation: ${f.exact} of ${f.scored} exact, ${f.prefix} by prefix` +
+    (f.token_accuracy == null ? "." : `, ${Math.round(f.token_accuracy * 100)}% of expected tokens right.`)) : null;
+  return [h("section", { class: "card", id: "probes" }, h("h2", {}, "Probes ", h("span", { class: "muted" }, "(greedy answers over training)")),
+    lead, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "probe"), ...steps.map((s) => h("th", {}, `step ${s}`)))),
+      h("tbody", {}, rows)))];
 }
 
 // Checks come as a list of {name, verdict, reason, value} or as an object keyed by name.

@@ -344,6 +344,43 @@ def test_a_fit_job_shows_fit_in_green(gateway: str, page: Page, job_queue: JobQu
     assert page.js_errors() == []
 
 
+def test_the_job_page_shows_the_probes_answers_over_training(
+    gateway: str, page: Page, job_queue: JobQueue
+) -> None:
+    probes = {
+        "steps": [0, 100],
+        "shown_steps": [0, 100],
+        "items": [
+            {
+                "prompt": "21=",
+                "expected": "12",
+                "answers": [
+                    {"step": 0, "text": "<9", "exact": False, "prefix": False, "token_accuracy": 0.0},
+                    {"step": 100, "text": "12", "exact": True, "prefix": True, "token_accuracy": 1.0},
+                ],
+            },
+            {"prompt": "Zoë", "expected": None, "answers": [], "error": "cannot encode this probe: 'ë'"},
+        ],
+        "final": {"scored": 1, "exact": 1, "prefix": 1, "token_accuracy": 1.0},
+    }
+    job_id = stored_job(gateway, job_queue, JobStatus.succeeded, {"verdict": "fit", "probes": probes})
+    open_job(page, gateway, job_id)
+    page.wait_for("document.getElementById('probes')")
+    assert page.eval("document.getElementById('probes-final').textContent") == (
+        "At the last evaluation: 1 of 1 exact, 1 by prefix, 100% of expected tokens right."
+    )
+    heads = page.eval("[...document.querySelectorAll('#probes th')].map(t => t.textContent)")
+    assert heads == ["probe", "step 0", "step 100"]
+    cells = page.eval(
+        "[...document.querySelectorAll('#probes tbody tr')].map(r => [...r.cells].map(c => c.textContent))"
+    )
+    assert cells == [
+        ['"21="→ "12"', '"<9"✗ 0%', '"12"exact 100%'],
+        ['"Zoë"', "cannot encode this probe: 'ë'"],
+    ]
+    assert page.js_errors() == []
+
+
 def test_a_failed_job_shows_its_error_and_no_checkpoint(
     gateway: str, page: Page, job_queue: JobQueue
 ) -> None:

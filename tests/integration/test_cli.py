@@ -629,3 +629,37 @@ def test_demo_saves_its_report_and_says_what_next(redis_url: str, key_prefix: st
         "simtrain ask",
     ):
         assert step in tail
+
+
+def test_report_shows_how_the_probes_answers_changed(gateway: str, job_queue: JobQueue) -> None:
+    job_id = submitted(gateway)
+    right = {"exact": True, "prefix": True, "token_accuracy": 1.0}
+    probes = {
+        "steps": [0, 100, 200],
+        "shown_steps": [0, 100, 200],
+        "items": [
+            {
+                "prompt": "21=",
+                "expected": "12",
+                "answers": [
+                    {"step": 0, "text": "<9", "exact": False, "prefix": False, "token_accuracy": 0.0},
+                    {"step": 100, "text": "13", "exact": False, "prefix": False, "token_accuracy": 0.5},
+                    {"step": 200, "text": "12", **right},
+                ],
+            },
+            {"prompt": "Once", "expected": None, "answers": [{"step": 200, "text": " upon"}]},
+            {"prompt": "Zoë", "expected": None, "answers": [], "error": "cannot encode this probe: 'ë'"},
+        ],
+        "final": {"scored": 1, "exact": 1, "prefix": 1, "token_accuracy": 1.0},
+    }
+    job_queue.set_report(job_id, {"job_id": job_id, "verdict": "fit", "checks": [], "probes": probes})
+    shown = cli(gateway, "report", job_id, COLUMNS=None)
+    assert shown.exit_code == 0, shown.output
+    out = shown.output
+    assert "probes: 1 of 1 exact, 1 by prefix, 100% of expected tokens right at the last evaluation" in out
+    header = next(line for line in out.splitlines() if "step 0" in line)
+    assert header.split() == ["probe", "step", "0", "step", "100", "step", "200"]
+    first = next(line for line in out.splitlines() if line.lstrip().startswith("'21='"))
+    assert first.split() == ["'21='", "'<9'", "'13'", "'12'"]
+    assert "✗ 0%" in out and "✗ 50%" in out and "exact 100%" in out and "' upon'" in out
+    assert "cannot encode this probe: 'ë'" in out

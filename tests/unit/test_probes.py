@@ -9,7 +9,7 @@ from data_service.errors import DataError
 from data_service.tokenizers.char import CharTokenizer
 from simtrain.jobs import JobSpec, ProbeSpec
 from trainer_service.model import GPT, GPTConfig
-from trainer_service.probes import Codec, Probes, score
+from trainer_service.probes import Codec, Probes, score, shown
 
 TOK = CharTokenizer.train(["abcxyz "], specials=["<|endoftext|>"])
 END = TOK.special_id("<|endoftext|>")
@@ -139,3 +139,9 @@ def test_the_spec_limits_probes_naming_the_field(probes: list, field: str):
         JobSpec.model_validate({"dataset": {"module": "text", "source": "a.txt"}, "probes": probes})
     [error] = info.value.errors()
     assert ".".join(str(p) for p in error["loc"]) == field
+
+
+def test_tables_show_a_few_steps_first_and_last_among_them():
+    assert shown([0, 6, 12]) == [0, 6, 12]
+    assert shown(list(range(0, 1001, 100))) == [0, 200, 400, 600, 800, 1000]
+    assert shown(list(range(7))) == [0, 1, 2, 4, 5, 6]
