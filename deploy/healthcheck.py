@@ -64,17 +64,19 @@ def check_trainer(settings: Settings) -> str | None:
 
 
 def check_generate_server(settings: Settings) -> str | None:
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S)
+    from simtrain.generate_queue import GenerateQueue
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, decode_responses=True)
+    queue = GenerateQueue(client, settings.key_prefix)
     # The server's name is SIMTRAIN_WORKER_NAME (Kubernetes: the pod's, its hostname) or host-pid.
     name = settings.worker_name or socket.gethostname()
-    pattern = f"{settings.key_prefix}generate:server:{name}*"
     try:
-        alive = next(client.scan_iter(match=pattern, count=1000), None)
+        alive = [s for s in queue.servers() if s.startswith(name)]
     except redis.RedisError as e:
         return f"redis: {e}"
     finally:
         client.close()
-    return None if alive is not None else f"no heartbeat of generate server {name} in Redis"
+    return None if alive else f"no heartbeat of generate server {name} in Redis"
 
 
 CHECKS: dict[str, Callable[[Settings], str | None]] = {

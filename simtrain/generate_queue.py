@@ -3,7 +3,8 @@
 Keys (under the configured prefix):
   ``generate:requests``        a list of request JSON: the gateway LPUSHes, a generate server BRPOPs
   ``generate:reply:<id>``      a list holding the one reply JSON to request ``<id>``, expiring soon after
-  ``generate:server:<name>``   a generate server's heartbeat, expiring when it stops
+  ``generate:servers``         a sorted set of the generate servers' names, scored by when their
+                               heartbeat runs out (epoch seconds): the live ones score in the future
 
 A request: ``{"id", "job_id", "prompt", "max_new_tokens", "temperature", "top_k", "n", "seed", "deadline"}``
 (``deadline``: epoch seconds after which no one waits for the answer, so a server skips it). A reply:
@@ -58,6 +59,7 @@ class GenerateQueue:
         self.r = client
         self.prefix = prefix
         self.requests = f"{prefix}generate:requests"
+        self.server_set = f"{prefix}generate:servers"
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "simtrain:", wait_s: float = 30.0) -> GenerateQueue:
@@ -70,15 +72,11 @@ class GenerateQueue:
     def _reply_key(self, request_id: str) -> str:
         return f"{self.prefix}generate:reply:{request_id}"
 
-    def _server_key(self, name: str) -> str:
-        return f"{self.prefix}generate:server:{name}"
-
     # -- the gateway's side -----------------------------------------------------------------------
 
     def servers(self) -> list[str]:
         """The names of the generate servers whose heartbeat has not run out."""
-        prefix = self._server_key("")
-        return sorted(key.removeprefix(prefix) for key in self.r.scan_iter(match=prefix + "*", count=100))
+        return sorted(self.r.zrangebyscore(self.server_set, time.time(), "+inf"))
 
     def ask(self, job_id: str, request: GenerateRequest, timeout_s: float) -> dict[str, Any]:
         """Put the request and wait up to ``timeout_s`` for its reply; NoAnswer if none comes."""
@@ -125,7 +123,12 @@ class GenerateQueue:
             p.execute()
 
     def heartbeat(self, name: str, ttl_s: float) -> None:
-        self.r.set(self._server_key(name), json.dumps({"ts": time.time()}), px=int(ttl_s * 1000))
+        """Say ``name`` is alive for ``ttl_s`` more seconds (and forget servers long gone)."""
+        now = time.time()
+        with self.r.pipeline() as p:
+            p.zadd(self.server_set, {name: now + ttl_s})
+            p.zremrangebyscore(self.server_set, "-inf", now - 3600)
+            p.execute()
 
     def gone(self, name: str) -> None:
-        self.r.delete(self._server_key(name))
+        self.r.zrem(self.server_set, name)
