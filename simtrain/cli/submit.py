@@ -54,6 +54,15 @@ def check_thresholds(pairs: list[str]) -> dict[str, float | int]:
     return out
 
 
+def probe_flags(values: list[str]) -> list[dict[str, str]]:
+    """``--probe`` values as probes: ``PROMPT``, or ``PROMPT=>EXPECTED`` (split at the last ``=>``)."""
+    probes = []
+    for value in values:
+        prompt, sep, expected = value.rpartition("=>")
+        probes.append({"prompt": prompt, "expected": expected} if sep else {"prompt": value})
+    return probes
+
+
 def set_at(spec: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``value`` at its dotted place in the spec, making the parents it needs."""
     *parents, leaf = dotted.split(".")
@@ -100,6 +109,14 @@ def submit(
         list[str] | None,
         typer.Option(
             metavar="KEY=VALUE", help="A fit-report threshold, KEY=VALUE (e.g. gap_warn=0.3); repeatable."
+        ),
+    ] = None,
+    probe: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PROMPT[=>EXPECTED]",
+            help="A prompt answered at every evaluation, with the right answer after => to score it; "
+            "repeatable (added to the spec's probes).",
         ),
     ] = None,
     model_type: Annotated[
@@ -161,6 +178,10 @@ def submit(
         set_at(spec, f"dataset.options.{key}", value)
     for key, number in check_thresholds(check or []).items():
         set_at(spec, f"checks.{key}", number)
+    if probe:
+        if not isinstance(spec.setdefault("probes", []), list):
+            raise CliError("the spec's probes is not a list")
+        spec["probes"] += probe_flags(probe)
     if model_type:  # a preset replaces explicit sizes
         model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
         spec["model"] = {k: v for k, v in model.items() if k.endswith("pdrop")}

@@ -663,3 +663,15 @@ def test_report_shows_how_the_probes_answers_changed(gateway: str, job_queue: Jo
     assert first.split() == ["'21='", "'<9'", "'13'", "'12'"]
     assert "✗ 0%" in out and "✗ 50%" in out and "exact 100%" in out and "' upon'" in out
     assert "cannot encode this probe: 'ë'" in out
+
+
+def test_submit_takes_probes_from_flags_after_the_specs(
+    gateway: str, job_queue: JobQueue, tmp_path: Path
+) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text("dataset: {module: text, source: notes.txt}\nprobes:\n  - {prompt: Once}\n")
+    job_id = submitted(gateway, "--spec", str(spec), "--probe", "12+30==>42", "--probe", "Hello")
+    probes = [p.model_dump(exclude_none=True) for p in job_queue.get(job_id).spec.probes]
+    assert probes == [{"prompt": "Once"}, {"prompt": "12+30=", "expected": "42"}, {"prompt": "Hello"}]
+    bad = cli(gateway, "submit", "--probe", "=>42")
+    assert bad.exit_code == 1 and "probes.0.prompt" in bad.output  # the gateway names the field
