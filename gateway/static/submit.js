@@ -45,6 +45,14 @@ function numberProblem(text, [, , lo, hi, whole, loExcluded]) {
   return null;
 }
 
+// The probes box: one a line, PROMPT or PROMPT=>EXPECTED (split at the last "=>", as `simtrain submit --probe`).
+function probeLines(text) {
+  return text.split("\n").filter((line) => line.trim()).map((line) => {
+    const at = line.lastIndexOf("=>");
+    return at < 0 ? { prompt: line } : { prompt: line.slice(0, at), expected: line.slice(at + 2) };
+  });
+}
+
 function submitForm() {
   const module = h("select", { id: "f-module", name: "module" });
   const sourcePick = h("select", { id: "f-source-pick" });
@@ -61,6 +69,7 @@ function submitForm() {
     id, type: "number", value: defaults[name], step: whole ? "1" : "any", min: String(lo),
     max: hi === null ? null : String(hi),
   })]));
+  const probes = h("textarea", { id: "f-probes", rows: 2, placeholder: "12+30==>42" });
   const msg = h("div", { class: "form-msg", id: "f-msg" });
   const button = h("button", { type: "submit", id: "f-submit" }, "Submit job");
   let modules = [];
@@ -85,6 +94,7 @@ function submitForm() {
     h("div", { class: "row2" }, field("Batch size", training.batch_size, "training.batch_size"),
       field("Block size", training.block_size, "training.block_size")),
     field("Learning rate", training.learning_rate, "training.learning_rate"),
+    field("Probes: prompts answered at every evaluation, one a line (PROMPT=>EXPECTED to score)", probes, "probes"),
     button, msg);
 
   const self = { el, onSubmitted: null };
@@ -200,6 +210,7 @@ function submitForm() {
         packing: packing.value, options: chosen },
       model: { model_type: preset.value },
       training: Object.fromEntries(TRAINING_LIMITS.map(([name]) => [name, Number(training[name].value)])),
+      probes: probeLines(probes.value),
     };
   }
 

@@ -478,8 +478,15 @@ def test_the_form_offers_sources_packing_and_options_and_checks_like_the_api(
     page.wait_for("document.querySelector('[data-field=\"dataset.source\"].invalid')", timeout_s=15)
     assert "missing.txt" in field_error(page, "dataset.source")
 
-    # A good spec goes through with the packing and only the options changed from their defaults.
+    # A probe the API refuses (an empty prompt) shows at the probes box.
     set_value(page, "#f-source", "notes.txt")
+    set_value(page, "#f-probes", "=>42")
+    page.eval("document.getElementById('f-submit').click()")
+    page.wait_for("document.querySelector('[data-field=\"probes\"].invalid')", timeout_s=15)
+    assert "at least 1 character" in field_error(page, "probes")
+
+    # A good spec goes through with the packing, only the options changed from their defaults, the probes.
+    set_value(page, "#f-probes", "a b =>c\n\nb c")
     set_value(page, "#f-opt-val_fraction", "0.2")
     page.eval("document.getElementById('f-submit').click()")
     page.wait_for("document.getElementById('f-msg').textContent.startsWith('submitted')", timeout_s=15)
@@ -495,7 +502,12 @@ def test_the_form_offers_sources_packing_and_options_and_checks_like_the_api(
         "id": None,
     }
     assert job["spec"]["training"]["max_iters"] == 5 and job["spec"]["training"]["block_size"] == 16
+    assert job["spec"]["probes"] == [
+        {"prompt": "a b ", "expected": "c", "max_new_tokens": None},
+        {"prompt": "b c", "expected": None, "max_new_tokens": None},
+    ]
     httpx.post(f"{url}/v1/jobs/{job_id}/cancel", headers=auth)
+    set_value(page, "#f-probes", "")
 
     # A file chosen to upload stands in for the source: it is uploaded, listed, picked and trained on.
     chosen = tmp_path / "more notes.txt"
