@@ -20,7 +20,7 @@ from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from data_service import modules
+from data_service import modules, tokenizers
 from data_service.errors import DataError, NotFoundError, PreconditionError, without_server_paths
 from data_service.modules.base import DataModule
 from data_service.options import all_options
@@ -431,6 +431,11 @@ class DataServiceServicer:
     @_rpc
     def Decode(self, request, context):
         return pb.DecodeResponse(text=self._dataset(request.dataset_id).tokenizer().decode(request.tokens))
+
+    @_rpc
+    def GetTokenizer(self, request, context):
+        saved = tokenizers.save(self._dataset(request.dataset_id).tokenizer())
+        return pb.TokenizerDefinition(kind=saved["kind"], state_json=json.dumps(saved["state"]))
 
 
 def _serialize(message: Any) -> bytes:

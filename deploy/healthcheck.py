@@ -1,4 +1,4 @@
-"""Container health checks: ``python healthcheck.py gateway|data-service|trainer`` exits 0 when healthy.
+"""Container health checks: ``python healthcheck.py SERVICE`` exits 0 when the service is healthy.
 
 Each check reads the same settings as the service it checks, so it probes the port that service
 listens on (from inside the container, over loopback):
@@ -6,11 +6,14 @@ listens on (from inside the container, over loopback):
 - gateway: ``GET /healthz`` answers 200;
 - data-service: the standard gRPC health service reports SERVING;
 - trainer: Redis, where its jobs come from, answers PING (the worker itself is the container's
-  main process, so the container stops when it does).
+  main process, so the container stops when it does);
+- generate-server: this host's generate server has a live heartbeat in Redis (it renews it every
+  second between requests, so a server stuck or cut off from Redis turns unhealthy).
 """
 
 from __future__ import annotations
 
+import socket
 import sys
 import urllib.error
 import urllib.request
@@ -60,10 +63,27 @@ def check_trainer(settings: Settings) -> str | None:
     return None
 
 
+def check_generate_server(settings: Settings) -> str | None:
+    from simtrain.generate_queue import GenerateQueue
+
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=TIMEOUT_S, decode_responses=True)
+    queue = GenerateQueue(client, settings.key_prefix)
+    # The server's name is SIMTRAIN_WORKER_NAME (Kubernetes: the pod's, its hostname) or host-pid.
+    name = settings.worker_name or socket.gethostname()
+    try:
+        alive = [s for s in queue.servers() if s.startswith(name)]
+    except redis.RedisError as e:
+        return f"redis: {e}"
+    finally:
+        client.close()
+    return None if alive else f"no heartbeat of generate server {name} in Redis"
+
+
 CHECKS: dict[str, Callable[[Settings], str | None]] = {
     "gateway": check_gateway,
     "data-service": check_data_service,
     "trainer": check_trainer,
+    "generate-server": check_generate_server,
 }
 
 

@@ -16,12 +16,24 @@ from fastapi.routing import APIRoute
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway import datasets, events, experiments, fork, health, jobs, observability, report_page, web
+from gateway import (
+    datasets,
+    events,
+    experiments,
+    fork,
+    generate,
+    health,
+    jobs,
+    observability,
+    report_page,
+    web,
+)
 from gateway.config import GatewaySettings
 from gateway.errors import install_error_handlers
 from gateway.job_reads import JobReads, RenderedRecords
 from gateway.security import BearerAuth, BodyLimit
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
+from simtrain.generate_queue import GenerateQueue
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings, get_settings
 
@@ -112,6 +124,9 @@ def create_app(
     app.state.settings = settings
     app.state.gw = gateway
     app.state.queue = JobQueue.from_url(settings.redis_url, settings.key_prefix, settings.lease_ms)
+    app.state.generate_queue = GenerateQueue.from_url(
+        settings.redis_url, settings.key_prefix, wait_s=gateway.generate_timeout_s
+    )
     # Readiness wants a quick answer: short timeouts, no retries.
     app.state.redis_probe = redis.Redis.from_url(
         settings.redis_url,
@@ -124,6 +139,7 @@ def create_app(
     routers = (
         jobs.router,
         fork.router,
+        generate.router,
         report_page.router,
         events.router,
         jobs.models_router,

@@ -25,6 +25,8 @@ class GatewaySettings(BaseSettings):
     idempotency_ttl_s: int = Field(default=24 * 3600, ge=1)
     # Deadline for data-service calls other than uploads (preparing a large source can take a while).
     data_service_timeout_s: float = Field(default=120.0, gt=0)
+    # How long `POST /v1/jobs/{id}/generate` waits for a generate server's answer before a 503.
+    generate_timeout_s: float = Field(default=30.0, gt=0, le=600)
 
     @property
     def cors_origin_list(self) -> list[str]:

@@ -67,6 +67,14 @@ RECORD: dict[str, Any] = {
 
 JOB_PAGE = {"jobs": [RECORD], "next_cursor": "MTc2NzIyNTYwMC4wIDVjMGYz"}
 
+GENERATE = {
+    "job_id": JOB_ID,
+    "step": 300,
+    "prompt": "At noon, Ada",
+    "completions": [{"text": " the baker walked to the old mill. At", "tokens": 34, "stopped": False}],
+    "seconds": 0.41,
+}
+
 CANCEL = {"id": JOB_ID, "status": "running", "cancel_requested": True}
 
 METRICS = {"job_id": JOB_ID, "metrics": [METRICS_ROW | {"step": 190.0}, METRICS_ROW]}

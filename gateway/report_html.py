@@ -1,5 +1,5 @@
 """The fit report as one self-contained HTML page: verdict, hyperparameters, loss curves, checks, data, trace,
-samples.
+probes, samples.
 
 Rendered from the report JSON alone (the trainer's ``report.json``, as stored in Redis), with the charts
 as inline SVG and the style inline, so the page needs no script, no second request and no token beyond
@@ -335,6 +335,49 @@ def _accuracy(report: dict[str, Any]) -> str:
     return section("accuracy", f"Held-out accuracy: {pct(a.get('accuracy'))}", body)
 
 
+def probe_mark(row: dict[str, Any]) -> str:
+    """A scored answer in a few characters: exact, prefix or neither, and the token accuracy."""
+    if "exact" not in row:
+        return ""
+    mark = "✓ exact" if row["exact"] else "✓ prefix" if row["prefix"] else "✗"
+    return f"{mark}, {pct(row.get('token_accuracy'))} of tokens"
+
+
+def _probes(report: dict[str, Any]) -> str:
+    p = report.get("probes")
+    if not p or not p.get("items"):
+        return ""
+    final = p.get("final")
+    lead = ""
+    if final:
+        lead = el(
+            "p",
+            f"At the last evaluation: {fmt(final['exact'])} of {fmt(final['scored'])} scored probes exact, "
+            f"{fmt(final['prefix'])} by prefix, {pct(final.get('token_accuracy'))} of expected tokens right.",
+            class_="muted",
+        )
+    shown = set(p.get("shown_steps") or p.get("steps") or [])
+    parts = []
+    for n, item in enumerate(p["items"]):
+        title = el("span", escape(item.get("prompt", "")), class_="mono")
+        if item.get("expected") is not None:
+            title += el("span", " → expected ", class_="muted") + el(
+                "span", escape(item["expected"]), class_="mono"
+            )
+        body = el("p", escape(item["error"]), class_="muted") if item.get("error") else ""
+        rows = [
+            [fmt(r.get("step")), el("span", escape(r.get("text", "")), class_="mono"), probe_mark(r)]
+            if "error" not in r
+            else [fmt(r.get("step")), el("span", escape(r["error"]), class_="muted"), ""]
+            for r in item.get("answers") or []
+            if r.get("step") in shown
+        ]
+        if rows:
+            body += table(rows, ["step", "greedy answer", "score"])
+        parts.append(el("div", el("h3", title) + body, id=f"probe-{n}"))
+    return section("probes", "Probes: the answers over training", lead + "".join(parts))
+
+
 def _samples(report: dict[str, Any]) -> str:
     items = []
     for s in report.get("samples") or []:
@@ -455,6 +498,7 @@ def render(report: dict[str, Any], png_url: str | None = None, spec: dict[str, A
         + (_data(report) if "data" in report else "")
         + _preflight(report)
         + _accuracy(report)
+        + _probes(report)
         + _samples(report)
         + (_trace(report) if "trace" in report else "")
     )

@@ -125,6 +125,14 @@ class GatewayClient:
         """The fit report as a self-contained HTML page."""
         return self._request("GET", f"/v1/jobs/{job_id}/report.html").text
 
+    def generate(self, job_id: str, prompt: str, timeout_s: float = 60.0, **params: Any) -> dict[str, Any]:
+        """Ask the job's model (its latest checkpoint) to continue ``prompt``: ``completions``, ``step``.
+
+        ``params``: ``max_new_tokens``, ``temperature``, ``top_k``, ``n``, ``seed`` (None: the default).
+        """
+        body = {"prompt": prompt} | {k: v for k, v in params.items() if v is not None}
+        return self._json("POST", f"/v1/jobs/{job_id}/generate", json=body, timeout=timeout_s)
+
     def download_checkpoint(self, job_id: str, path: Path) -> int:
         """Save the job's checkpoint to ``path``, streaming; return its size in bytes."""
         try:

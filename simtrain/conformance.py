@@ -6,7 +6,8 @@ it with the ``text`` module and the ``char`` tokenizer, then check listing, the 
 sources (optional for a server: one without it is skipped), idempotent preparation,
 batch shape/dtype/vocab bound, determinism, resume equivalence, rank disjointness, several batches
 per message and the same-host shared-memory fast path (both optional for a server, but what it sends
-must be the same batches), Encode/Decode, and the status codes of bad requests.
+must be the same batches), Encode/Decode, the tokenizer definition (optional: it must encode and decode
+as Encode and Decode do), and the status codes of bad requests.
 
 A module whose source is only a label (``ModuleInfo.source_is_label``, e.g. a synthetic task) reads
 no path and makes its own text, so the path-error checks and the round trip of the uploaded corpus
@@ -16,6 +17,7 @@ are skipped for it, with the reason, rather than failed.
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -311,6 +313,38 @@ class Conformance:
         expect(back == text, f"Decode(Encode(text)) gave {back[:40]!r}…, not the text")
         return f"{len(text)} characters → {len(tokens)} tokens → the same text"
 
+    def check_tokenizer_definition(self) -> str:
+        """GetTokenizer (optional) gives a tokenizer that decodes and encodes as Decode and Encode do."""
+        from data_service import tokenizers  # the reference reader of the documented definitions
+
+        expect(self.info is not None, "no dataset (preparation failed)")
+        dataset_id, vocab = self.info.dataset_id, self.info.vocab_size  # type: ignore[union-attr]
+        try:
+            definition = self.stub.GetTokenizer(
+                pb.GetTokenizerRequest(dataset_id=dataset_id), timeout=self.timeout_s
+            )
+        except grpc.RpcError as e:
+            if e.code() != grpc.StatusCode.UNIMPLEMENTED:  # type: ignore[attr-defined]
+                raise
+            raise CheckSkipped(
+                "not offered (GetTokenizer is optional; checkpoints then carry none)"
+            ) from None
+        try:
+            tokenizer = tokenizers.load({"kind": definition.kind, "state": json.loads(definition.state_json)})
+        except Exception as e:  # whatever a malformed definition makes the reader raise
+            raise CheckFailed(f"the {definition.kind!r} definition cannot be read: {e}") from None
+        expect(tokenizer.vocab_size == vocab, f"it has {tokenizer.vocab_size} tokens, the dataset {vocab}")
+        ids = decode(self._stream(num_steps=1)[0].x, "x")[0].tolist()
+        text = self.stub.Decode(
+            pb.DecodeRequest(dataset_id=dataset_id, tokens=ids), timeout=self.timeout_s
+        ).text
+        expect(tokenizer.decode(ids) == text, "it decodes a batch row otherwise than Decode does")
+        served = self.stub.Encode(pb.EncodeRequest(dataset_id=dataset_id, text=text), timeout=self.timeout_s)
+        expect(
+            tokenizer.encode(text).tolist() == list(served.tokens), "it encodes otherwise than Encode does"
+        )
+        return f"a {definition.kind} tokenizer of {vocab} tokens that decodes and encodes as the server does"
+
     def bad_requests(self) -> list[tuple[str, Callable[[], object], set[grpc.StatusCode]]]:
         dataset_id = self.info.dataset_id if self.info else "0123456789abcdef"
         missing = "00000000deadbeef"
@@ -367,6 +401,7 @@ class Conformance:
             ("batches per message", self.check_batches_per_message),
             ("shared-memory fast path", self.check_shm_batches),
             ("encode/decode round trip", self.check_encode_decode),
+            ("tokenizer definition", self.check_tokenizer_definition),
         ]
         if self.source is not None and not any(name == "upload" for name, _ in checks):
             yield Result("upload", None, f"using the source {self.source!r} already on the server")

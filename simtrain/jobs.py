@@ -233,6 +233,26 @@ class ChecksSpec(_Strict):
         return self
 
 
+MAX_PROBES = 16
+MAX_PROBE_CHARS = 500
+MAX_PROBE_TOKENS = 256
+
+
+class ProbeSpec(_Strict):
+    """A prompt the model answers (greedily) at every evaluation, to see how its answer changes."""
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROBE_CHARS)
+    expected: str | None = Field(
+        default=None, min_length=1, max_length=MAX_PROBE_CHARS, description="the right answer, to score by"
+    )
+    max_new_tokens: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_PROBE_TOKENS,
+        description="tokens to answer with (default: the expected answer's and 4 more, else 32)",
+    )
+
+
 class JobSpec(_Strict):
     """What a client submits: ``POST /v1/jobs`` takes exactly this."""
 
@@ -263,6 +283,12 @@ class JobSpec(_Strict):
     def _distinct_tags(cls, tags: list[str]) -> list[str]:
         """A tag given twice counts once; the order given is kept."""
         return list(dict.fromkeys(tags))
+
+    probes: list[ProbeSpec] = Field(
+        default_factory=list,
+        max_length=MAX_PROBES,
+        description="prompts answered at every evaluation; the report shows how each answer changed",
+    )
 
 
 class JobStatus(StrEnum):

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     data_service_retries: int = 5
     data_service_backoff_s: float = 0.2
     device: str = "auto"
+    # Where the generate server (trainer_service.generate_server) runs the models it is asked: by default
+    # the CPU, so that asking never takes GPU memory from a job that trains.
+    generate_device: str = "cpu"
     # Trainers on the data service's host take batches through /dev/shm files instead of gRPC bytes
     # (simtrain/shm.py) where the service offers it; false always streams bytes.
     shm_batches: bool = True

@@ -1,4 +1,5 @@
-"""The local stack: Redis, the data service, one trainer worker and the gateway as child processes.
+"""The local stack: Redis, the data service, one trainer worker, the generate server (which answers "ask the
+model") and the gateway as child processes.
 
 ``simtrain up`` and ``simtrain demo`` use it, and so does the end-to-end test. Children run in their
 own sessions so Ctrl-C reaches only us; we then stop them in reverse order, each with SIGTERM first.
@@ -72,6 +73,8 @@ class LocalStack:
             env["SIMTRAIN_DATA_SERVICE_ADDR"] = self.data_service_addr
             worker = self._spawn("trainer_service", env)
             self._wait_for(worker, "started")
+            generate = self._spawn("trainer_service.generate_server", env)
+            self._wait_for(generate, "started")
             gateway = self._spawn("gateway", env | {"SIMTRAIN_GATEWAY_PORT": str(self.gateway_port)})
             self.gateway_url = "http://" + self._wait_listening(gateway)
         except BaseException:
@@ -100,7 +103,7 @@ class LocalStack:
 
     def _spawn(self, module: str, env: dict[str, str]) -> Child:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"{module}.log"
+        log_path = self.log_dir / f"{module.rsplit('.', 1)[-1]}.log"
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 guarded([sys.executable, "-m", module]),

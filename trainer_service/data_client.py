@@ -13,11 +13,12 @@ a /dev/shm slot holding its tensors (``simtrain.shm``); if that ever fails, the 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import numpy as np
@@ -145,6 +146,34 @@ class DataClient:
         assert spec.module is not None and spec.source is not None  # DatasetSpec: an id, or both
         request = prepare_request(spec.module, spec.source, spec.tokenizer, spec.packing, spec.options)
         return self._with_retries("prepare dataset", lambda: self.stub.PrepareDataset(request))
+
+    def tokenizer(self, dataset_id: str) -> dict[str, Any] | None:
+        """The dataset's tokenizer as data (``{"kind", "state"}``), for checkpoints; None from a data service
+        that does not offer it (GetTokenizer is optional)."""
+        request = pb.GetTokenizerRequest(dataset_id=dataset_id)
+
+        def call() -> pb.TokenizerDefinition | None:
+            try:
+                return self.stub.GetTokenizer(request)
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    return None
+                raise
+
+        definition = self._with_retries("get tokenizer", call)
+        if definition is None:
+            return None
+        try:
+            state = json.loads(definition.state_json)
+        except ValueError as e:
+            raise DataServiceError(
+                f"get tokenizer: the data service sent a state that is not JSON: {e}"
+            ) from None
+        return {"kind": definition.kind, "state": state}
+
+    def encode(self, dataset_id: str, text: str) -> list[int]:
+        request = pb.EncodeRequest(dataset_id=dataset_id, text=text)
+        return list(self._with_retries("encode", lambda: self.stub.Encode(request)).tokens)
 
     def decode(self, dataset_id: str, tokens: list[int]) -> str:
         request = pb.DecodeRequest(dataset_id=dataset_id, tokens=tokens)

@@ -1,5 +1,5 @@
-"""Evaluation and samples of a job run: the split losses at every evaluation step, the report's samples
-and, for pairs, the exact-match accuracy of greedy answers on held-out pairs."""
+"""Evaluation and samples of a job run: the split losses (and the spec's probes) at every evaluation step,
+the report's samples and, for pairs, the exact-match accuracy of greedy answers on held-out pairs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from trainer_service.data_client import DataClient
 from trainer_service.device import autocast
 from trainer_service.model import GPT
 from trainer_service.parallel import Ranks, gather_floats
+from trainer_service.probes import Probes
 from trainer_service.report.accuracy import pairs_accuracy
 from trainer_service.report.monitor import FitMonitor
 from trainer_service.trainer import Trainer
@@ -40,6 +41,7 @@ class Evaluation:
     device: torch.device
     curve: dict[str, list[list[float]]]
     unfit: str | None
+    probes: Probes | None
 
     @torch.no_grad()
     def _evaluate(self, step: int) -> None:
@@ -53,6 +55,12 @@ class Evaluation:
         if self.ranks.is_main:
             self._log_metrics({"step": step, "val/loss": val_loss, "train/eval_loss": train_loss})
             log.info("step %d: val loss %.4f, train loss %.4f", step, val_loss, train_loss)
+        if self.probes:  # rank 0 only: the job's spec asks these prompts at every evaluation
+            self.probes.answer(
+                self.model, step, self.trainer.autocast_dtype, lambda: self.trainer.trace.span("generate")
+            )
+            if line := self.probes.summary_line(step):
+                log.info("%s", line)
 
     def _eval_loss(self, split: str) -> torch.Tensor:
         t = self.train_spec

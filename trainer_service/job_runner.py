@@ -19,16 +19,18 @@ from typing import Any
 
 import torch
 
+from data_service import tokenizers
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.jobs import JobRecord
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from trainer_service.cancel_watch import CancelWatch
-from trainer_service.data_client import DataClient, DataRefused
+from trainer_service.data_client import DataClient, DataRefused, DataServiceError
 from trainer_service.evaluation import Evaluation
 from trainer_service.model import GPT, GPTConfig
 from trainer_service.outcome import JobCancelled, JobInterrupted
 from trainer_service.parallel import Ranks, on_main
+from trainer_service.probes import Codec, Probes
 from trainer_service.report.batch_checks import UnfitBatch
 from trainer_service.report.monitor import FitMonitor
 from trainer_service.report.preflight import overfit_one_batch
@@ -110,10 +112,13 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
         prepare_s = time.time() - started  # the data service tokenizes the source while preparing
         self.info = pb.DatasetInfo.FromString(raw)
         self.dataset_id = self.info.dataset_id
+        self.tokenizer = None
         if ranks.is_main:
             self.queue.update(self.job.id, dataset_id=self.dataset_id)
             self.tracking.set_tag("simtrain.dataset_id", self.dataset_id)
             self._log_dataset()
+            self.tokenizer = self._saved_tokenizer()
+        self.probes = Probes(self.spec.probes, self._codec()) if ranks.is_main and self.spec.probes else None
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         n_layer, n_head, n_embd = self.spec.model.sizes()
@@ -161,6 +166,33 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
             self.queue.set_report(self.job.id, report)  # the job fails, and its report says why
             raise UnfitBatch(f"not fit, training stopped: {self.unfit} (the report says more)")
         return report
+
+    def _saved_tokenizer(self) -> dict[str, Any] | None:
+        """The tokenizer checkpoints carry; a job goes on without one (then only the service decodes)."""
+        try:
+            saved = self.client.tokenizer(self.dataset_id)
+        except DataServiceError as e:
+            log.warning("checkpoints will carry no tokenizer: %s", e)
+            return None
+        if saved is None:
+            log.info("the data service does not offer GetTokenizer: checkpoints will carry no tokenizer")
+        return saved
+
+    def _codec(self) -> Codec:
+        """How probes encode and decode: with the tokenizer itself where the data service gave it (so the
+        end token is known), else through the data service's Encode and Decode."""
+        if self.tokenizer is not None:
+            try:
+                tok = tokenizers.load(self.tokenizer)
+            except Exception as e:  # a definition we cannot read: the data service's RPCs still can
+                log.warning("probes go through the data service: its tokenizer cannot be rebuilt (%s)", e)
+            else:
+                ends = frozenset(range(tok.base_vocab_size, tok.vocab_size))
+                return Codec(lambda text: tok.encode(text).tolist(), tok.decode, ends)
+        return Codec(
+            lambda text: self.client.encode(self.dataset_id, text),
+            lambda ids: self.client.decode(self.dataset_id, ids),
+        )
 
     def _log_dataset(self) -> None:
         splits = ", ".join(f"{s.name} {s.num_tokens:,} tokens" for s in self.info.splits)

@@ -2,8 +2,10 @@
 
 A checkpoint is the whole state a job needs to go on exactly where it stopped: weights, optimizer, step,
 every rank's RNG state, the data cursor (batches are a function of the step), the curves and the fit
-monitor so far. Another worker resumes a job from it after this one stopped or died. A job forked with
-``init_from`` and no checkpoint of its own starts from the weights of its source job's checkpoint.
+monitor so far; and the dataset's tokenizer, where the data service offers it, so that the checkpoint
+can be sampled with no service running. Another worker resumes a job from it after this one stopped or died.
+A job forked with ``init_from`` and no checkpoint of its own starts from the weights of its source job's
+checkpoint.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from simtrain.settings import Settings
 from trainer_service.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer_service.model import GPT
 from trainer_service.parallel import Ranks, all_gather, on_main
+from trainer_service.probes import Probes
 from trainer_service.report.monitor import FitMonitor
 from trainer_service.trainer import Trainer
 
@@ -48,6 +51,8 @@ class Checkpoints:
     device: torch.device
     curve: dict[str, list[list[float]]]
     latest: dict[str, float]
+    tokenizer: dict[str, Any] | None
+    probes: Probes | None
 
     def _data_cursor(self, next_step: int) -> dict[str, Any]:
         t = self.train_spec
@@ -92,6 +97,10 @@ class Checkpoints:
             "trace": self.trainer.trace.state_dict(),
             "fit": self.monitor.state_dict(),
         }
+        if self.tokenizer is not None:  # so the checkpoint can be sampled alone (trainer_service.sampler)
+            state["tokenizer"] = self.tokenizer
+        if self.probes:
+            state["probes"] = self.probes.state_dict()
         # Fenced: a worker whose job another attempt took over must not replace that attempt's checkpoint.
         fence = lambda: self.queue.assert_owner(self.job.id)  # noqa: E731
         save_checkpoint(self.checkpoint_path, state, before_replace=fence)
@@ -135,6 +144,8 @@ class Checkpoints:
             self.trainer.trace.load_state_dict(state["trace"], keep=("encode",))
         if "fit" in state:
             self.monitor.load_state_dict(state["fit"])
+        if self.probes and "probes" in state:
+            self.probes.load_state_dict(state["probes"])
         log.info("job %s resumes at step %d", self.job.id, self.trainer.iter_num)
 
     def _start_from(self, source_id: str) -> None:

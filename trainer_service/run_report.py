@@ -19,6 +19,7 @@ from trainer_service import metrics
 from trainer_service.data_client import DataClient, DataRefused, DataServiceError
 from trainer_service.model import GPT
 from trainer_service.parallel import Ranks
+from trainer_service.probes import Probes
 from trainer_service.report.build import RunShape, fit_sections, json_safe, refused_report
 from trainer_service.report.monitor import FitMonitor
 from trainer_service.report.plot import save_curves
@@ -53,6 +54,7 @@ class RunReport:
     latest: dict[str, float]
     unfit: str | None
     refused: str | None
+    probes: Probes | None
     _train_s: float
     _train_tokens: int
     _wait_s: float
@@ -184,6 +186,8 @@ class RunReport:
             "checkpoint": str(self.checkpoint_path),
             "init_from": self.spec.init_from,
         }
+        if self.probes:
+            report["probes"] = self.probes.report()
         report = json_safe({**report, **self._fit(report["final"], accuracy)})
         report["plot"] = self._plot(report)
         self.queue.assert_owner(self.job.id)

@@ -269,11 +269,12 @@ async function jobPage(root, jobId) {
   const paramsBox = h("section", { class: "card", id: "params" });
   const reportBox = h("div", { class: "stack", id: "report" });
   const forkBox = forkCard(job);
+  const ask = askCard(jobId);
   root.replaceChildren(h("p", {}, h("a", { href: "/" }, "← all jobs")), head, lineage(job.spec), verdictBox,
     errorBox, stats,
     h("div", { class: "stack" },
       h("section", { class: "card" }, h("h2", {}, "Loss ", h("span", { class: "muted" }, "(live)")), chartBox),
-      paramsBox, forkBox.el, reportBox));
+      ask.el, paramsBox, forkBox.el, reportBox));
 
   const drawChart = () => chartBox.replaceChildren(lossChart(series, job.progress.max_iters, noMetricsText(job)));
   const render = () => {
@@ -304,6 +305,7 @@ async function jobPage(root, jobId) {
       forkBox.checkpointReady();
       render();
     }
+    ask.setReady(hasCheckpoint);
   };
   const loadReport = async () => {
     try {
@@ -513,6 +515,61 @@ function jobActions(job, hasCheckpoint, after) {
   return out;
 }
 
+// "Ask the model": a prompt for the job's latest checkpoint, answered by the generate server.
+function askCard(jobId) {
+  const field = (label, input) => h("label", { class: "field" }, label, input,
+    h("span", { class: "field-error", "data-error-for": input.name }));
+  const prompt = h("textarea", { name: "prompt", id: "ask-prompt", rows: 2, maxlength: 2000,
+    placeholder: "Text for the model to continue" });
+  const maxNew = h("input", { name: "max_new_tokens", type: "number", min: 1, max: 512, value: 100 });
+  const temperature = h("input", { name: "temperature", type: "number", min: 0.05, step: 0.05, value: 1 });
+  const topK = h("input", { name: "top_k", type: "number", min: 1, placeholder: "all" });
+  const n = h("input", { name: "n", type: "number", min: 1, max: 8, value: 1 });
+  const button = h("button", { type: "submit", id: "ask-button", disabled: true }, "Ask");
+  const status = h("p", { class: "muted", id: "ask-status" }, "The model can be asked once the job saves its first checkpoint.");
+  const answers = h("div", { id: "ask-answers" });
+  const form = h("form", { id: "ask-form" }, field("prompt", prompt),
+    h("div", { class: "row4" }, field("new tokens", maxNew), field("temperature", temperature),
+      field("top-k", topK), field("answers", n)), button, status, answers);
+  const number = (input) => (input.value === "" ? undefined : Number(input.value));
+  let ready = false;
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    form.querySelectorAll("[data-error-for]").forEach((el) => { el.textContent = ""; });
+    button.disabled = true;
+    status.textContent = "asking…";
+    status.className = "muted";
+    const body = { prompt: prompt.value, max_new_tokens: number(maxNew), temperature: number(temperature),
+      top_k: number(topK), n: number(n) };
+    try {
+      const result = await api("POST", `/v1/jobs/${jobId}/generate`, body);
+      status.textContent = `answered by the checkpoint at step ${result.step} in ${fmt(result.seconds, 2)} s`;
+      answers.replaceChildren(...result.completions.map((c) => h("div", { class: "sample answer" },
+        h("span", { class: "prompt" }, result.prompt), c.text,
+        c.stopped ? h("span", { class: "muted" }, " ⏎ (the model ended here)") : null)));
+    } catch (err) {
+      for (const d of err.details || []) {
+        const slot = form.querySelector(`[data-error-for="${d.field}"]`);
+        if (slot) slot.textContent = d.message;
+      }
+      status.textContent = err.message;
+      status.className = "form-msg error";
+    } finally {
+      button.disabled = false;
+    }
+  });
+  return {
+    el: h("section", { class: "card", id: "ask" }, h("h2", {}, "Ask the model ",
+      h("span", { class: "muted" }, "(its latest checkpoint)")), form),
+    setReady(hasCheckpoint) {
+      if (!hasCheckpoint || ready) return;
+      ready = true;
+      button.disabled = false;
+      status.textContent = "";
+    },
+  };
+}
+
 // Whether the job has a checkpoint to download: one byte of it is asked for, not the file.
 async function checkpointExists(jobId) {
   try {
@@ -565,7 +622,35 @@ function showReport(box, report) {
       report.dataset ? h("tr", {}, h("td", {}, "dataset"), h("td", { class: "mono", colspan: 2 },
         `${report.dataset.module}:${report.dataset.source}` +
         (report.dataset.vocab_size ? ` · vocab ${report.dataset.vocab_size}` : ""))) : null)));
-  box.replaceChildren(summary, checksCard(report.checks), samplesCard(report.samples || []));
+  box.replaceChildren(summary, checksCard(report.checks), ...probesCard(report.probes), samplesCard(report.samples || []));
+}
+
+// The spec's probes: each prompt's greedy answer at the shown evaluation steps, scored where expected.
+function probesCard(probes) {
+  if (!probes || !(probes.items || []).length) return [];
+  const steps = probes.shown_steps || probes.steps || [];
+  const cell = (row) => {
+    if (!row) return h("td", {});
+    if (row.error) return h("td", { class: "muted" }, row.error);
+    const mark = !("exact" in row) ? null
+      : h("div", { class: row.exact || row.prefix ? "probe-ok" : "probe-bad" },
+        `${row.exact ? "exact" : row.prefix ? "prefix" : "✗"} ${row.token_accuracy == null ? "" : `${Math.round(row.token_accuracy * 100)}%`}`);
+    return h("td", {}, h("span", { class: "mono" }, JSON.stringify(row.text)), mark);
+  };
+  const rows = probes.items.map((item) => {
+    const probe = h("td", {}, h("span", { class: "mono" }, JSON.stringify(item.prompt)),
+      item.expected == null ? null : h("div", { class: "muted mono" }, `→ ${JSON.stringify(item.expected)}`));
+    if (item.error) return h("tr", {}, probe, h("td", { class: "muted", colspan: steps.length }, item.error));
+    const byStep = new Map((item.answers || []).map((r) => [r.step, r]));
+    return h("tr", {}, probe, ...steps.map((s) => cell(byStep.get(s))));
+  });
+  const f = probes.final;
+  const lead = f ? h("p", { class: "muted", id: "probes-final" },
+    `At the last evaluation: ${f.exact} of ${f.scored} exact, ${f.prefix} by prefix` +
+    (f.token_accuracy == null ? "." : `, ${Math.round(f.token_accuracy * 100)}% of expected tokens right.`)) : null;
+  return [h("section", { class: "card", id: "probes" }, h("h2", {}, "Probes ", h("span", { class: "muted" }, "(greedy answers over training)")),
+    lead, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "probe"), ...steps.map((s) => h("th", {}, `step ${s}`)))),
+      h("tbody", {}, rows)))];
 }
 
 // Checks come as a list of {name, verdict, reason, value} or as an object keyed by name.

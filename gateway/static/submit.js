@@ -45,6 +45,14 @@ function numberProblem(text, [, , lo, hi, whole, loExcluded]) {
   return null;
 }
 
+// The probes box: one a line, PROMPT or PROMPT=>EXPECTED (split at the last "=>", as `simtrain submit --probe`).
+function probeLines(text) {
+  return text.split("\n").filter((line) => line.trim()).map((line) => {
+    const at = line.lastIndexOf("=>");
+    return at < 0 ? { prompt: line } : { prompt: line.slice(0, at), expected: line.slice(at + 2) };
+  });
+}
+
 function submitForm() {
   const module = h("select", { id: "f-module", name: "module" });
   const sourcePick = h("select", { id: "f-source-pick" });
@@ -63,6 +71,7 @@ function submitForm() {
   })]));
   const name = h("input", { id: "f-name", name: "name", maxlength: "128", placeholder: "optional, to find the run by" });
   const tags = h("input", { id: "f-tags", name: "tags", placeholder: "optional: words, e.g. baseline lr-sweep" });
+  const probes = h("textarea", { id: "f-probes", rows: 2, placeholder: "12+30==>42" });
   const msg = h("div", { class: "form-msg", id: "f-msg" });
   const button = h("button", { type: "submit", id: "f-submit" }, "Submit job");
   let modules = [];
@@ -88,6 +97,7 @@ function submitForm() {
       field("Block size", training.block_size, "training.block_size")),
     field("Learning rate", training.learning_rate, "training.learning_rate"),
     h("div", { class: "row2" }, field("Name", name, "name"), field("Tags", tags, "tags")),
+    field("Probes: prompts answered at every evaluation, one a line (PROMPT=>EXPECTED to score)", probes, "probes"),
     button, msg);
 
   const self = { el, onSubmitted: null };
@@ -211,6 +221,7 @@ function submitForm() {
       training: Object.fromEntries(TRAINING_LIMITS.map(([key]) => [key, Number(training[key].value)])),
       name: name.value.trim() || null,
       tags: tagWords(tags.value),
+      probes: probeLines(probes.value),
     };
   }
 

@@ -20,6 +20,7 @@ from simtrain.cli import (
     logs,
     output,
     report,
+    sample,
     stack,
     submit,
 )
@@ -69,6 +70,8 @@ COMMANDS = (
     jobs.cancel,
     jobs.delete,
     jobs.checkpoint,
+    sample.ask,
+    sample.sample,
     stack.up,
     stack.down,
     stack.demo,

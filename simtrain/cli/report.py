@@ -63,6 +63,36 @@ def checks_table(checks: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _probe_cell(row: dict[str, Any]) -> Text:
+    """A probe's answer at one step, with its score where it has an expected answer."""
+    if "error" in row:
+        return Text(row["error"], style="dim")
+    cell = Text(repr(row.get("text", "")))
+    if "exact" in row:
+        mark, colour = (
+            ("exact", "green") if row["exact"] else ("prefix", "green") if row["prefix"] else ("✗", "red")
+        )
+        accuracy = row.get("token_accuracy")
+        cell.append(f"\n{mark}" + (f" {accuracy:.0%}" if accuracy is not None else ""), style=colour)
+    return cell
+
+
+def probes_table(probes: dict[str, Any]) -> Table:
+    """One row per probe, one column per shown evaluation step: how each answer changed."""
+    steps = probes.get("shown_steps") or probes.get("steps") or []
+    table = Table(Column("probe", ratio=1), *(Column(f"step {s}", ratio=1) for s in steps), box=None)
+    for item in probes.get("items") or []:
+        probe = Text(repr(item.get("prompt", "")))
+        if item.get("expected") is not None:
+            probe.append(f"\n→ {item['expected']!r}", style="dim")
+        if item.get("error"):
+            table.add_row(probe, Text(item["error"], style="dim"))
+            continue
+        by_step = {r.get("step"): r for r in item.get("answers") or []}
+        table.add_row(probe, *(_probe_cell(by_step[s]) if s in by_step else Text("") for s in steps))
+    return table
+
+
 def print_report(report: dict[str, Any], gateway_url: str, links: bool = True) -> None:
     """The verdict first, then the checks, losses, a sample, and (with ``links``) where the full report is."""
     job_id = report["job_id"]
@@ -88,6 +118,18 @@ def print_report(report: dict[str, Any], gateway_url: str, links: bool = True) -
     if report.get("samples"):
         sample = report["samples"][0]
         say(f"sample: [dim]{escape(repr(sample['prompt']))}[/] → {escape(repr(sample['completion']))}")
+    if (probes := report.get("probes")) and probes.get("items"):
+        final = probes.get("final")
+        if final:
+            accuracy = final.get("token_accuracy")
+            say(
+                f"probes: {final['exact']} of {final['scored']} exact, {final['prefix']} by prefix"
+                + (f", {accuracy:.0%} of expected tokens right" if accuracy is not None else "")
+                + " at the last evaluation"
+            )
+        else:
+            say("probes:")
+        say(probes_table(probes))
     if not links:
         return
     base = f"{gateway_url.rstrip('/')}/v1/jobs/{job_id}"

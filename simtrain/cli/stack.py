@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from simtrain.cli import output
 from simtrain.cli.follow import print_end, progress_line
@@ -18,7 +19,7 @@ from simtrain.cli.gateway_address import load_settings, running_up, up_file, wri
 from simtrain.cli.job_ids import short
 from simtrain.cli.output import EXIT_FAILED, CliError, handles_errors, say
 from simtrain.cli.report import print_report
-from simtrain.client import GatewayClient
+from simtrain.client import GatewayClient, GatewayError
 from simtrain.process import pid_alive
 from simtrain.settings import Settings
 from simtrain.stack import LocalStack, StackError
@@ -28,7 +29,8 @@ NEXT_STEPS = """[bold]next[/], with your own data:
   simtrain up                              # keep the stack running (web page at http://127.0.0.1:8000/)
   simtrain datasets upload FILE            # in another terminal: your text file; it prints its NAME
   simtrain submit --source NAME --watch    # train on it; prints the job id (JOB) first
-  simtrain report JOB                      # its fit report"""
+  simtrain report JOB                      # its fit report
+  simtrain ask JOB "some text"             # ask its model to continue a prompt"""
 
 
 def _exit_on_sigterm() -> None:
@@ -62,7 +64,7 @@ def _start_stack(settings: Settings, port: int) -> LocalStack:
 def up(
     port: Annotated[int, typer.Option(help="Gateway port (0 picks a free one).")] = 8000,
 ) -> None:
-    """Start Redis (if needed), the data service, a trainer and the gateway; Ctrl-C or `down` stops all.
+    """Start Redis (if needed), the data service, a trainer, a generate server and the gateway; Ctrl-C stops.
 
     The other commands run from this folder find the gateway by itself, whatever its port.
     """
@@ -146,6 +148,20 @@ def save_report(client: GatewayClient, report: dict[str, Any], folder: Path) -> 
     return page
 
 
+DEMO_PROMPT = "At noon, Ada"
+
+
+def _ask(client: GatewayClient, job_id: str) -> None:
+    """Show the trained model answering a prompt, as `simtrain ask` would."""
+    try:
+        answer = client.generate(job_id, DEMO_PROMPT, max_new_tokens=60, temperature=0.8, seed=0)
+    except GatewayError as e:
+        say(f"[yellow]could not ask the model: {escape(str(e))}[/]")
+        return
+    text = answer["completions"][0]["text"]
+    say(f'asked: {escape(repr(DEMO_PROMPT))} → {escape(repr(text))}  (simtrain ask {short(job_id)} "…")')
+
+
 @handles_errors
 def demo(max_iters: Annotated[int, typer.Option(min=1, help="Training iterations.")] = 300) -> None:
     """Start the stack, train gpt-nano on the bundled text over REST, show and save the report, stop."""
@@ -165,6 +181,7 @@ def demo(max_iters: Annotated[int, typer.Option(min=1, help="Training iterations
             raise typer.Exit(EXIT_FAILED)
         report = client.report(job["id"])
         print_report(report, stack.gateway_url, links=False)
+        _ask(client, job["id"])
         page = save_report(client, report, settings.state_dir / "demo" / short(job["id"]))
         say(f"report saved: {page.resolve()}  (open it in a browser; report.json beside it)")
     except KeyboardInterrupt:

@@ -67,6 +67,15 @@ def split_tags(given: list[str]) -> list[str]:
     return [t.strip() for value in given for t in value.split(",") if t.strip()]
 
 
+def probe_flags(values: list[str]) -> list[dict[str, str]]:
+    """``--probe`` values as probes: ``PROMPT``, or ``PROMPT=>EXPECTED`` (split at the last ``=>``)."""
+    probes = []
+    for value in values:
+        prompt, sep, expected = value.rpartition("=>")
+        probes.append({"prompt": prompt, "expected": expected} if sep else {"prompt": value})
+    return probes
+
+
 def set_at(spec: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``value`` at its dotted place in the spec, making the parents it needs."""
     *parents, leaf = dotted.split(".")
@@ -113,6 +122,14 @@ def submit(
         list[str] | None,
         typer.Option(
             metavar="KEY=VALUE", help="A fit-report threshold, KEY=VALUE (e.g. gap_warn=0.3); repeatable."
+        ),
+    ] = None,
+    probe: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="PROMPT[=>EXPECTED]",
+            help="A prompt answered at every evaluation, with the right answer after => to score it; "
+            "repeatable (added to the spec's probes).",
         ),
     ] = None,
     model_type: Annotated[
@@ -180,6 +197,10 @@ def submit(
     if tag:
         held = spec.get("tags") if isinstance(spec.get("tags"), list) else []
         spec["tags"] = list(dict.fromkeys([*held, *split_tags(tag)]))
+    if probe:
+        if not isinstance(spec.setdefault("probes", []), list):
+            raise CliError("the spec's probes is not a list")
+        spec["probes"] += probe_flags(probe)
     if model_type:  # a preset replaces explicit sizes
         model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
         spec["model"] = {k: v for k, v in model.items() if k.endswith("pdrop")}

@@ -15,7 +15,7 @@ COMPOSE_CPU_FILE = DEPLOY / "docker-compose.cpu.yml"
 DOCKERFILE = DEPLOY / "Dockerfile"
 K8S = DEPLOY / "k8s"
 KUSTOMIZATIONS = ["base", "overlays/external-redis", "multinode"]
-SERVICE_TARGETS = ["gateway", "data-service", "trainer"]
+SERVICE_TARGETS = ["gateway", "data-service", "trainer", "generate-server"]
 
 
 def run(cmd: list[str | Path], **kwargs: Any) -> subprocess.CompletedProcess[str]:

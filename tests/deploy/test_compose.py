@@ -11,7 +11,7 @@ from simtrain.settings import Settings
 
 from .deployfiles import COMPOSE_CPU_FILE, COMPOSE_FILE, DOCKERFILE, ROOT, run
 
-SIMTRAIN_SERVICES = ["data-service", "trainer", "gateway"]
+SIMTRAIN_SERVICES = ["data-service", "trainer", "generate-server", "gateway"]
 
 
 @pytest.mark.parametrize(
@@ -34,7 +34,7 @@ def test_compose_binary_rejects_an_invalid_file(compose_bin: Path, tmp_path: Pat
 
 
 def test_services(gpu_compose: dict[str, Any]) -> None:
-    assert set(gpu_compose["services"]) == {"redis", "data-service", "trainer", "gateway"}
+    assert set(gpu_compose["services"]) == {"redis", "data-service", "trainer", "generate-server", "gateway"}
 
 
 def test_redis_is_append_only_on_a_volume(gpu_compose: dict[str, Any]) -> None:
@@ -61,7 +61,7 @@ def _settings(service: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> Setti
 
 @pytest.mark.parametrize("name", SIMTRAIN_SERVICES)
 def test_state_and_data_volumes(gpu_compose: dict[str, Any], name: str, monkeypatch) -> None:
-    """The three share one state volume (checkpoints, reports, prepared data) at SIMTRAIN_STATE_DIR."""
+    """They all share one state volume (checkpoints, reports, prepared data) at SIMTRAIN_STATE_DIR."""
     service = gpu_compose["services"][name]
     settings = _settings(service, monkeypatch)
     assert _volume_at(service, str(settings.state_dir)) == "state"

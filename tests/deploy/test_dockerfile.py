@@ -49,7 +49,7 @@ def test_trainer_gets_cuda_torch_and_the_services_cpu_torch(dockerfile: Dockerfi
     index = dockerfile.args(trainer_build)["TORCH_INDEX_URL"]
     assert "/cpu" not in index  # PyPI's Linux torch wheel is the CUDA build
     assert "TORCH_VERSION" in dockerfile.args(trainer_build)
-    for target in ("gateway", "data-service"):
+    for target in ("gateway", "data-service", "generate-server"):
         build = _venv_source(dockerfile, target)
         assert dockerfile.args(build)["CPU_TORCH_INDEX_URL"].endswith("/cpu")
     for build in {trainer_build, _venv_source(dockerfile, "gateway")}:
@@ -65,7 +65,12 @@ def test_runs_as_a_numeric_non_root_user(dockerfile: Dockerfile, target: str) ->
     assert int(user.split(":")[0]) != 0
 
 
-EXPECTED = {"gateway": "gateway", "data-service": "data_service", "trainer": "trainer_service"}
+EXPECTED = {
+    "gateway": "gateway",
+    "data-service": "data_service",
+    "trainer": "trainer_service",
+    "generate-server": "trainer_service.generate_server",
+}
 
 
 @pytest.mark.parametrize("target", SERVICE_TARGETS)

@@ -98,3 +98,24 @@ def test_main(healthcheck: ModuleType, settings: Settings, monkeypatch, capsys) 
     monkeypatch.setenv("SIMTRAIN_GATEWAY_PORT", str(free_port()))
     assert healthcheck.main(["gateway"]) == 1
     assert "unhealthy" in capsys.readouterr().err
+
+
+def test_generate_server_lives_while_its_heartbeat_does(healthcheck: ModuleType, settings: Settings) -> None:
+    from trainer_service.generate_server import GenerateServer
+
+    named = settings.model_copy(update={"worker_name": f"{socket.gethostname()}-test"})
+    assert "no heartbeat of generate server" in healthcheck.check_generate_server(named)
+    server = GenerateServer(named)
+    thread = threading.Thread(target=server.run_forever, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while healthcheck.check_generate_server(named) is not None:
+            assert time.monotonic() < deadline, healthcheck.check_generate_server(named)
+            time.sleep(0.05)
+    finally:
+        server.stop()
+        thread.join(timeout=10)
+    assert "no heartbeat" in healthcheck.check_generate_server(named)  # a stopped server takes it away
+    down = named.model_copy(update={"redis_url": "redis://127.0.0.1:1/0"})
+    assert healthcheck.check_generate_server(down).startswith("redis:")

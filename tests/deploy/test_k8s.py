@@ -165,6 +165,7 @@ def test_base_has_deployments_and_services(rendered) -> None:
         for port in service["spec"]["ports"]:
             assert port["targetPort"] in ports
     find(docs, "Deployment", "trainer")
+    find(docs, "Deployment", "generate-server")
     assert {d["metadata"].get("namespace") for d in docs if d["kind"] != "Namespace"} == {"simtrain"}
 
 
@@ -206,6 +207,10 @@ def test_probes_use_the_service_ports(rendered) -> None:
     assert data_env["SIMTRAIN_DATA_SERVICE_HOST"] == "0.0.0.0"
     port = int(data_env["SIMTRAIN_DATA_SERVICE_PORT"])
     assert data["readinessProbe"]["grpc"]["port"] == data["livenessProbe"]["grpc"]["port"] == port
+
+    (generate,) = containers(find(docs, "Deployment", "generate-server"))
+    probe = generate["livenessProbe"]["exec"]["command"]
+    assert probe == ["python", "/opt/simtrain/healthcheck.py", "generate-server"]
 
 
 def test_gateway_serves_the_probed_paths() -> None:

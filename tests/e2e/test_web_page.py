@@ -141,6 +141,23 @@ def test_submit_through_the_form_and_watch_the_chart(stack: LocalStack, page: Pa
     )
     assert (params["tokenizer"], params["packing"], params["options"]) == ("char", "stream", "none")
     assert "Checkpoint" in page.eval(BUTTONS)  # the run saved one
+    # Ask the model: the generate server of the stack answers from the checkpoint.
+    page.wait_for("!document.getElementById('ask-button').disabled")
+    set_value(page, "#ask-prompt", "At noon, Ada")
+    set_value(page, "#ask [name=max_new_tokens]", "30")
+    set_value(page, "#ask [name=n]", "2")
+    page.eval("document.getElementById('ask-button').click()")
+    page.wait_for("document.querySelectorAll('#ask-answers .answer').length === 2", timeout_s=60)
+    assert page.eval("document.getElementById('ask-status').textContent").startswith(
+        "answered by the checkpoint at step 60"
+    )
+    first = page.eval("document.querySelector('#ask-answers .answer').textContent")
+    assert first.startswith("At noon, Ada") and len(first) >= len("At noon, Ada") + 30
+    # A prompt the model's tokenizer cannot encode: the reason shows under the prompt.
+    set_value(page, "#ask-prompt", "Ada €")
+    page.eval("document.getElementById('ask-button').click()")
+    page.wait_for("document.querySelector('[data-error-for=prompt]').textContent", timeout_s=60)
+    assert "'€'" in page.eval("document.querySelector('[data-error-for=prompt]').textContent")
     # The chart's axes are titled, and its legend sits above the plot, off the curves.
     assert page.eval("document.getElementById('y-title').textContent") == "loss (nats/token)"
     assert page.eval("document.getElementById('x-title').textContent") == "step"
@@ -327,6 +344,43 @@ def test_a_fit_job_shows_fit_in_green(gateway: str, page: Page, job_queue: JobQu
     assert page.js_errors() == []
 
 
+def test_the_job_page_shows_the_probes_answers_over_training(
+    gateway: str, page: Page, job_queue: JobQueue
+) -> None:
+    probes = {
+        "steps": [0, 100],
+        "shown_steps": [0, 100],
+        "items": [
+            {
+                "prompt": "21=",
+                "expected": "12",
+                "answers": [
+                    {"step": 0, "text": "<9", "exact": False, "prefix": False, "token_accuracy": 0.0},
+                    {"step": 100, "text": "12", "exact": True, "prefix": True, "token_accuracy": 1.0},
+                ],
+            },
+            {"prompt": "Zoë", "expected": None, "answers": [], "error": "cannot encode this probe: 'ë'"},
+        ],
+        "final": {"scored": 1, "exact": 1, "prefix": 1, "token_accuracy": 1.0},
+    }
+    job_id = stored_job(gateway, job_queue, JobStatus.succeeded, {"verdict": "fit", "probes": probes})
+    open_job(page, gateway, job_id)
+    page.wait_for("document.getElementById('probes')")
+    assert page.eval("document.getElementById('probes-final').textContent") == (
+        "At the last evaluation: 1 of 1 exact, 1 by prefix, 100% of expected tokens right."
+    )
+    heads = page.eval("[...document.querySelectorAll('#probes th')].map(t => t.textContent)")
+    assert heads == ["probe", "step 0", "step 100"]
+    cells = page.eval(
+        "[...document.querySelectorAll('#probes tbody tr')].map(r => [...r.cells].map(c => c.textContent))"
+    )
+    assert cells == [
+        ['"21="→ "12"', '"<9"✗ 0%', '"12"exact 100%'],
+        ['"Zoë"', "cannot encode this probe: 'ë'"],
+    ]
+    assert page.js_errors() == []
+
+
 def test_a_failed_job_shows_its_error_and_no_checkpoint(
     gateway: str, page: Page, job_queue: JobQueue
 ) -> None:
@@ -424,8 +478,15 @@ def test_the_form_offers_sources_packing_and_options_and_checks_like_the_api(
     page.wait_for("document.querySelector('[data-field=\"dataset.source\"].invalid')", timeout_s=15)
     assert "missing.txt" in field_error(page, "dataset.source")
 
-    # A good spec goes through with the packing and only the options changed from their defaults.
+    # A probe the API refuses (an empty prompt) shows at the probes box.
     set_value(page, "#f-source", "notes.txt")
+    set_value(page, "#f-probes", "=>42")
+    page.eval("document.getElementById('f-submit').click()")
+    page.wait_for("document.querySelector('[data-field=\"probes\"].invalid')", timeout_s=15)
+    assert "at least 1 character" in field_error(page, "probes")
+
+    # A good spec goes through with the packing, only the options changed from their defaults, the probes.
+    set_value(page, "#f-probes", "a b =>c\n\nb c")
     set_value(page, "#f-opt-val_fraction", "0.2")
     page.eval("document.getElementById('f-submit').click()")
     page.wait_for("document.getElementById('f-msg').textContent.startsWith('submitted')", timeout_s=15)
@@ -441,7 +502,12 @@ def test_the_form_offers_sources_packing_and_options_and_checks_like_the_api(
         "id": None,
     }
     assert job["spec"]["training"]["max_iters"] == 5 and job["spec"]["training"]["block_size"] == 16
+    assert job["spec"]["probes"] == [
+        {"prompt": "a b ", "expected": "c", "max_new_tokens": None},
+        {"prompt": "b c", "expected": None, "max_new_tokens": None},
+    ]
     httpx.post(f"{url}/v1/jobs/{job_id}/cancel", headers=auth)
+    set_value(page, "#f-probes", "")
 
     # A file chosen to upload stands in for the source: it is uploaded, listed, picked and trained on.
     chosen = tmp_path / "more notes.txt"

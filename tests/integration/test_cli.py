@@ -713,6 +713,7 @@ def test_demo_saves_its_report_and_says_what_next(redis_url: str, key_prefix: st
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "verdict: " in done.stdout and "sample: " in done.stdout
+    assert "asked: 'At noon, Ada' → '" in done.stdout  # the stack's generate server answered
     (page,) = (tmp_path / "var" / "demo").glob("*/report.html")
     assert f"report saved: {page.resolve()}" in done.stdout
     assert "<html" in page.read_text().lower()
@@ -722,5 +723,56 @@ def test_demo_saves_its_report_and_says_what_next(redis_url: str, key_prefix: st
         "not fit",
     )
     tail = done.stdout[done.stdout.index("stopping the stack") :]
-    for step in ("simtrain up", "simtrain datasets upload FILE", "simtrain submit --source NAME"):
+    for step in (
+        "simtrain up",
+        "simtrain datasets upload FILE",
+        "simtrain submit --source NAME",
+        "simtrain ask",
+    ):
         assert step in tail
+
+
+def test_report_shows_how_the_probes_answers_changed(gateway: str, job_queue: JobQueue) -> None:
+    job_id = submitted(gateway)
+    right = {"exact": True, "prefix": True, "token_accuracy": 1.0}
+    probes = {
+        "steps": [0, 100, 200],
+        "shown_steps": [0, 100, 200],
+        "items": [
+            {
+                "prompt": "21=",
+                "expected": "12",
+                "answers": [
+                    {"step": 0, "text": "<9", "exact": False, "prefix": False, "token_accuracy": 0.0},
+                    {"step": 100, "text": "13", "exact": False, "prefix": False, "token_accuracy": 0.5},
+                    {"step": 200, "text": "12", **right},
+                ],
+            },
+            {"prompt": "Once", "expected": None, "answers": [{"step": 200, "text": " upon"}]},
+            {"prompt": "Zoë", "expected": None, "answers": [], "error": "cannot encode this probe: 'ë'"},
+        ],
+        "final": {"scored": 1, "exact": 1, "prefix": 1, "token_accuracy": 1.0},
+    }
+    job_queue.set_report(job_id, {"job_id": job_id, "verdict": "fit", "checks": [], "probes": probes})
+    shown = cli(gateway, "report", job_id, COLUMNS=None)
+    assert shown.exit_code == 0, shown.output
+    out = shown.output
+    assert "probes: 1 of 1 exact, 1 by prefix, 100% of expected tokens right at the last evaluation" in out
+    header = next(line for line in out.splitlines() if "step 0" in line)
+    assert header.split() == ["probe", "step", "0", "step", "100", "step", "200"]
+    first = next(line for line in out.splitlines() if line.lstrip().startswith("'21='"))
+    assert first.split() == ["'21='", "'<9'", "'13'", "'12'"]
+    assert "✗ 0%" in out and "✗ 50%" in out and "exact 100%" in out and "' upon'" in out
+    assert "cannot encode this probe: 'ë'" in out
+
+
+def test_submit_takes_probes_from_flags_after_the_specs(
+    gateway: str, job_queue: JobQueue, tmp_path: Path
+) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text("dataset: {module: text, source: notes.txt}\nprobes:\n  - {prompt: Once}\n")
+    job_id = submitted(gateway, "--spec", str(spec), "--probe", "12+30==>42", "--probe", "Hello")
+    probes = [p.model_dump(exclude_none=True) for p in job_queue.get(job_id).spec.probes]
+    assert probes == [{"prompt": "Once"}, {"prompt": "12+30=", "expected": "42"}, {"prompt": "Hello"}]
+    bad = cli(gateway, "submit", "--probe", "=>42")
+    assert bad.exit_code == 1 and "probes.0.prompt" in bad.output  # the gateway names the field

@@ -3,6 +3,7 @@ checks it breaks; the CLI prints pass/fail per check and its exit status says wh
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -84,6 +85,7 @@ def test_our_service_passes_every_check(ours: str):
         "rank disjointness",
         "batches per message",
         "shared-memory fast path",
+        "tokenizer definition",
     ):
         assert expected in names
     fast = next(r for r in results if r.name == "shared-memory fast path")
@@ -174,6 +176,37 @@ def test_source_listing_must_list_the_upload_and_is_optional(tmp_path: Path):
     assert unlisting["source listing"].passed is None
     assert "not offered (ListSources is optional" in unlisting["source listing"].detail
     assert unlisting["prepare idempotency"].passed
+
+
+class Misspelling(DataServiceServicer):
+    """Hands out a tokenizer definition with "!" where its vocabulary has the space."""
+
+    def GetTokenizer(self, request, context):
+        definition = super().GetTokenizer(request, context)
+        state = json.loads(definition.state_json)
+        state["chars"] = state["chars"].replace(" ", "!")  # still sorted: a vocabulary, but not its own
+        return pb.TokenizerDefinition(kind=definition.kind, state_json=json.dumps(state))
+
+
+class Tokenizerless(DataServiceServicer):
+    """Has no GetTokenizer, as a server older than it."""
+
+    def GetTokenizer(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+
+
+def test_the_tokenizer_definition_must_match_and_is_optional(tmp_path: Path):
+    (tmp_path / "ours").mkdir()
+    ours = checks_of(DataServiceServicer, tmp_path / "ours")["tokenizer definition"]
+    assert ours.passed and "decodes and encodes as the server does" in ours.detail
+    (tmp_path / "misspelling").mkdir()
+    wrong = checks_of(Misspelling, tmp_path / "misspelling")["tokenizer definition"]
+    assert wrong.passed is False and "decodes a batch row otherwise than Decode does" in wrong.detail
+    (tmp_path / "tokenizerless").mkdir()
+    missing = checks_of(Tokenizerless, tmp_path / "tokenizerless")
+    assert missing["tokenizer definition"].passed is None
+    assert "GetTokenizer is optional" in missing["tokenizer definition"].detail
+    assert missing["encode/decode round trip"].passed
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

@@ -285,3 +285,23 @@ def test_list_modules_says_whose_source_is_a_label(stub: pb_grpc.DataServiceStub
     modules = {m.name: m for m in stub.ListModules(pb.ListModulesRequest()).modules}
     assert modules["sort"].source_is_label and modules["add"].source_is_label
     assert not any(modules[name].source_is_label for name in ("text", "jsonl", "anki"))
+
+
+def test_get_tokenizer_gives_the_pairs_tokenizer_with_its_end_token(stub: pb_grpc.DataServiceStub, service):
+    lines = "".join(json.dumps({"prompt": f"{i}*2=", "completion": str(2 * i)}) + "\n" for i in range(100))
+    source = upload(stub, "doubles.jsonl", lines.encode()).source
+    info = stub.PrepareDataset(
+        pb.PrepareDatasetRequest(module="jsonl", source=source, tokenizer="bpe", packing="pairs")
+    )
+    definition = stub.GetTokenizer(pb.GetTokenizerRequest(dataset_id=info.dataset_id))
+    assert definition.kind == "bpe"
+    state = json.loads(definition.state_json)
+    assert state["specials"] == ["<|endoftext|>"]
+    # The trainer's client hands it on as data, exactly what the checkpoints keep.
+    client = DataClient(f"127.0.0.1:{service[3]}")
+    try:
+        assert client.tokenizer(info.dataset_id) == {"kind": "bpe", "state": state}
+    finally:
+        client.close()
+    missing = rpc_error(stub.GetTokenizer, pb.GetTokenizerRequest(dataset_id="00000000deadbeef"))
+    assert missing.code() == grpc.StatusCode.NOT_FOUND and missing.details()

@@ -195,3 +195,36 @@ def test_a_dataset_of_several_sources_shows_a_row_per_source() -> None:
     assert "&lt;b&gt;talk&lt;/b&gt;.jsonl" in table and "<b>talk" not in table  # a file name is text, escaped
     assert "tokens that take loss (train / val)" in html and "321 / 45" in html
     assert "id='sources'" not in render(FULL)  # one source: no table
+
+
+PROBES = {
+    "steps": [0, 100, 200, 300, 400, 500, 600, 700],
+    "shown_steps": [0, 100, 300, 400, 600, 700],
+    "items": [
+        {
+            "prompt": "21=",
+            "expected": "12",
+            "answers": [{"step": 0, "text": "<9", "exact": False, "prefix": False, "token_accuracy": 0.0}]
+            + [
+                {"step": s, "text": "12", "exact": True, "prefix": True, "token_accuracy": 1.0}
+                for s in (100, 200, 300, 400, 500, 600, 700)
+            ],
+        },
+        {"prompt": "Once upon", "expected": None, "answers": [{"step": 700, "text": " a time"}]},
+        {"prompt": "Zoë", "expected": None, "answers": [], "error": "cannot encode this probe: 'ë'"},
+    ],
+    "final": {"scored": 1, "exact": 1, "prefix": 1, "token_accuracy": 1.0},
+}
+
+
+def test_the_probes_show_each_answer_over_training_with_its_score() -> None:
+    html = render(FULL | {"probes": PROBES})
+    start = html.index("id='probes'")
+    shown = html[start : html.index("</section>", start)]
+    assert "1 of 1 scored probes exact, 1 by prefix, 100.0% of expected tokens right" in shown
+    first = shown[shown.index("id='probe-0'") : shown.index("id='probe-1'")]
+    assert "&lt;9" in first and "✗, 0.0% of tokens" in first and "✓ exact, 100.0% of tokens" in first
+    assert first.count("<tr><td>") == 6  # the shown steps only, not all 8
+    assert "<td>200</td>" not in first and "<td>700</td>" in first
+    assert " a time" in shown and "cannot encode this probe: &#x27;ë&#x27;" in shown
+    assert "id='probes'" not in render(FULL)  # a job without probes has no such section

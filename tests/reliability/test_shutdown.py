@@ -17,7 +17,7 @@ from tests.reliability.support import wait_until
 from tests.simtrain_up import SIMTRAIN, stack_env, start_up
 
 pytestmark = pytest.mark.timeout(180)
-SERVICES = ("data_service", "trainer_service", "gateway")
+SERVICES = ("data_service", "trainer_service", "trainer_service.generate_server", "gateway")
 
 
 def children_of(pid: int) -> dict[int, str]:

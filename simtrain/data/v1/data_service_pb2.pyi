@@ -228,6 +228,20 @@ class DecodeResponse(_message.Message):
     text: str
     def __init__(self, text: _Optional[str] = ...) -> None: ...
 
+class GetTokenizerRequest(_message.Message):
+    __slots__ = ("dataset_id",)
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    def __init__(self, dataset_id: _Optional[str] = ...) -> None: ...
+
+class TokenizerDefinition(_message.Message):
+    __slots__ = ("kind", "state_json")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    STATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    state_json: str
+    def __init__(self, kind: _Optional[str] = ..., state_json: _Optional[str] = ...) -> None: ...
+
 class DatasetProblem(_message.Message):
     __slots__ = ("field", "message")
     FIELD_FIELD_NUMBER: _ClassVar[int]

@@ -79,6 +79,11 @@ class DataServiceStub:
                 request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeRequest.SerializeToString,
                 response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeResponse.FromString,
                 _registered_method=True)
+        self.GetTokenizer = channel.unary_unary(
+                '/simtrain.data.v1.DataService/GetTokenizer',
+                request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetTokenizerRequest.SerializeToString,
+                response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.TokenizerDefinition.FromString,
+                _registered_method=True)
         self.CheckDataset = channel.unary_unary(
                 '/simtrain.data.v1.DataService/CheckDataset',
                 request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.PrepareDatasetRequest.SerializeToString,
@@ -157,6 +162,15 @@ class DataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTokenizer(self, request, context):
+        """The dataset's tokenizer as data, so that a trainer can save it in its checkpoints and a checkpoint
+        can be sampled with no data service. Optional: a server without it answers UNIMPLEMENTED (its
+        jobs' checkpoints then carry no tokenizer, and sampling one needs this server's Encode/Decode).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CheckDataset(self, request, context):
         """Check a request as PrepareDataset would before preparing (module, tokenizer, options, packing,
         source), without preparing: a job can then be refused when it is submitted, naming the field.
@@ -212,6 +226,11 @@ def add_DataServiceServicer_to_server(servicer, server):
                     servicer.Decode,
                     request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeRequest.FromString,
                     response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeResponse.SerializeToString,
+            ),
+            'GetTokenizer': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTokenizer,
+                    request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetTokenizerRequest.FromString,
+                    response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.TokenizerDefinition.SerializeToString,
             ),
             'CheckDataset': grpc.unary_unary_rpc_method_handler(
                     servicer.CheckDataset,
@@ -462,6 +481,33 @@ class DataService:
             '/simtrain.data.v1.DataService/Decode',
             simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeRequest.SerializeToString,
             simtrain_dot_data_dot_v1_dot_data__service__pb2.DecodeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTokenizer(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simtrain.data.v1.DataService/GetTokenizer',
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.GetTokenizerRequest.SerializeToString,
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.TokenizerDefinition.FromString,
             options,
             channel_credentials,
             insecure,
