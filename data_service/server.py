@@ -24,6 +24,7 @@ from data_service import modules
 from data_service.errors import DataError, NotFoundError, PreconditionError, without_server_paths
 from data_service.modules.base import DataModule
 from data_service.options import all_options
+from data_service.rows import get_rows
 from data_service.sampling import EpochOrder, get_windows, pair_batch
 from data_service.shm import ShmWriter
 from data_service.store import SPLITS, Dataset, Store, check_request
@@ -424,6 +425,10 @@ class DataServiceServicer:
     @_rpc
     def Decode(self, request, context):
         return pb.DecodeResponse(text=self._dataset(request.dataset_id).tokenizer().decode(request.tokens))
+
+    @_rpc
+    def GetRows(self, request, context):
+        return get_rows(self._dataset(request.dataset_id), request)
 
 
 def _serialize(message: Any) -> bytes:
