@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway import datasets, events, health, jobs, observability, report_page, web
+from gateway import dataset_rows, datasets, events, health, jobs, observability, report_page, web
 from gateway.config import GatewaySettings
 from gateway.errors import install_error_handlers
 from gateway.job_reads import JobReads, RenderedRecords
@@ -121,7 +121,14 @@ def create_app(
     )
     app.state.metrics = observability.GatewayMetrics(app.state.queue)
     install_error_handlers(app)
-    routers = (jobs.router, report_page.router, events.router, jobs.models_router, datasets.router)
+    routers = (
+        jobs.router,
+        report_page.router,
+        events.router,
+        jobs.models_router,
+        datasets.router,
+        dataset_rows.router,
+    )
     for router in (*routers, health.router):
         app.include_router(router)
     app.include_router(observability.router)
