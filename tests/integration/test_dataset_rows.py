@@ -9,8 +9,10 @@ from typing import Any
 import grpc
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from gateway.app import create_app
+from simtrain.cli import app
 from simtrain.client import GatewayClient, GatewayError
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
@@ -207,3 +209,51 @@ def test_client_dataset_rows(client: httpx.Client, pairs_id: str):
         assert e.value.status == 422 and "count" in str(e.value)
     finally:
         gateway.close()
+
+
+# -- the CLI ----------------------------------------------------------------------------------------
+
+
+def inspect(client: httpx.Client, *args: str) -> Any:
+    env = {"SIMTRAIN_GATEWAY_URL": str(client.base_url), "COLUMNS": "200", "SIMTRAIN_API_TOKEN": None}
+    return CliRunner().invoke(app, ["datasets", "inspect", *args], env=env, catch_exceptions=False)
+
+
+def test_cli_inspect_shows_pairs_with_masked_prompts_and_padding(client: httpx.Client, pairs_id: str):
+    shown = inspect(client, pairs_id, "--count", "2", "--block-size", "24")
+    assert shown.exit_code == 0, shown.output
+    lines = shown.output.splitlines()
+    assert lines[0].startswith(f"train split of {pairs_id}: rows 0–1 of ") and "pairs packing" in lines[0]
+    assert "[masked] (input only)" in lines[1]
+    rows = [line for line in lines if line.startswith("[What is ")]
+    assert len(rows) == 2
+    for row in rows:
+        i = int(row.removeprefix("[What is ").split(" ")[0])
+        assert row.startswith(f"[What is {i} + {i}?] {2 * i}<|endoftext|>{{pad ×")
+    assert "more: --start 2" in shown.output
+
+
+def test_cli_inspect_marks_newlines_in_stream_rows(client: httpx.Client, stream_id: str):
+    shown = inspect(client, stream_id, "--split", "val", "--count", "3", "--start", "1")
+    assert shown.exit_code == 0, shown.output
+    assert "rows 1–3 of" in shown.output and "stream packing, block_size 64" in shown.output
+    body = json.loads(
+        inspect(client, stream_id, "--split", "val", "--count", "3", "--start", "1", "--json").output
+    )
+    for row in body["rows"]:
+        text = "".join(t["text"] for t in row["tokens"])
+        drawn = "[" + text[0] + "]" + text[1:]
+        assert drawn.replace("\n", "⏎") in shown.output
+
+
+def test_cli_inspect_bad_input_exits_with_the_reason(client: httpx.Client, stream_id: str, small_id: str):
+    unknown = inspect(client, "00000000deadbeef")
+    assert unknown.exit_code == 1 and "not found" in unknown.output
+    too_many = inspect(client, stream_id, "--count", "65")
+    assert too_many.exit_code == 2 and "--count" in too_many.output
+    split = inspect(client, stream_id, "--split", "test", "--json")
+    assert split.exit_code == 1 and "split" in json.loads(split.output)["error"]["message"]
+    block = inspect(client, small_id, "--block-size", "500")
+    assert block.exit_code == 1 and "199 or less" in block.output
+    past = inspect(client, small_id, "--start", "1000")
+    assert past.exit_code == 0 and "no rows from 1,000 in the train split" in past.output
