@@ -1,6 +1,7 @@
 """The web page: one static HTML shell plus scripts and a stylesheet, no build step.
 
-``/`` shows the jobs table and the submit form, ``/jobs/{id}`` one job; the script draws both from the
+``/`` shows the jobs table and the submit form, ``/jobs/{id}`` one job, ``/datasets`` the prepared
+datasets and ``/datasets/{id}`` one, with its rows as training sees them; the scripts draw them all from the
 REST API, so the shell itself holds no data and needs no token (the script sends the token it is given).
 ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) are likewise shells that fetch the OpenAPI document with
 the token. Their scripts and styles come from the ``fastapi-offline`` package, served under
@@ -35,6 +36,16 @@ def home() -> FileResponse:
 
 @router.get("/jobs/{job_id}")
 def job_page(job_id: str) -> FileResponse:
+    return _page()
+
+
+@router.get("/datasets")
+def datasets_page() -> FileResponse:
+    return _page()
+
+
+@router.get("/datasets/{dataset_id}")
+def dataset_page(dataset_id: str) -> FileResponse:
     return _page()
 
 
