@@ -8,9 +8,11 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from data_service.sampling import EpochOrder, step_rng
 from gateway.app import create_app
 from simtrain.cli import app
 from simtrain.client import GatewayClient, GatewayError
@@ -257,3 +259,60 @@ def test_cli_inspect_bad_input_exits_with_the_reason(client: httpx.Client, strea
     assert block.exit_code == 1 and "199 or less" in block.output
     past = inspect(client, small_id, "--start", "1000")
     assert past.exit_code == 0 and "no rows from 1,000 in the train split" in past.output
+
+
+# -- rows and batches agree -------------------------------------------------------------------------
+
+
+def all_rows(stub: pb_grpc.DataServiceStub, dataset_id: str, split: str, block: int) -> list[pb.Row]:
+    rows: list[pb.Row] = []
+    while True:
+        page = get_rows(stub, dataset_id, split=split, start=len(rows), count=256, block_size=block)
+        rows += page.rows
+        if len(rows) >= page.total_rows:
+            return rows
+
+
+def batch_arrays(stub: pb_grpc.DataServiceStub, **kw: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    out = []
+    for b in stub.StreamBatches(pb.StreamBatchesRequest(**kw)):
+        shape = tuple(b.x.shape)
+        out.append(
+            (np.frombuffer(b.x.data, "<i8").reshape(shape), np.frombuffer(b.y.data, "<i8").reshape(shape))
+        )
+    return out
+
+
+def test_stream_rows_train_exactly_the_targets_streamed_batches_train(
+    stub: pb_grpc.DataServiceStub, stream_id: str
+):
+    """Every split position's role, read off GetRows, against the targets of batches drawn anywhere."""
+    block, size, seed = 16, 8, 5
+    rows = all_rows(stub, stream_id, "val", block)
+    token: dict[int, int] = {}
+    trained: dict[int, bool] = {}
+    for row in rows:
+        for j, t in enumerate(row.tokens):
+            token[row.token_offset + j] = t.id
+            if j:  # the first token of a row is another row's target
+                trained[row.token_offset + j] = t.role == pb.TOKEN_ROLE_TRAINED
+    n = len(token)
+    args = {"dataset_id": stream_id, "split": "val", "batch_size": size, "block_size": block, "seed": seed}
+    for step, (x, y) in enumerate(batch_arrays(stub, **args, num_steps=3)):
+        starts = step_rng(seed, "val", step).integers(0, n - block, size=size)
+        for i, s in enumerate(starts.tolist()):
+            assert x[i].tolist() == [token[s + j] for j in range(block)]
+            assert (y[i] != -1).tolist() == [trained[s + j + 1] for j in range(block)]
+
+
+def test_pair_rows_train_exactly_the_targets_streamed_batches_train(
+    stub: pb_grpc.DataServiceStub, pairs_id: str
+):
+    block, seed = 12, 9
+    rows = all_rows(stub, pairs_id, "train", block)
+    args = {"dataset_id": pairs_id, "split": "train", "batch_size": len(rows), "block_size": block}
+    (x, y), *_ = batch_arrays(stub, **args, seed=seed, num_steps=1)
+    for i, example in enumerate(EpochOrder(len(rows), seed, "train").take(0, len(rows)).tolist()):
+        row = rows[example]
+        assert x[i].tolist() == [t.id for t in row.tokens[:-1]]
+        assert (y[i] != -1).tolist() == [t.role == pb.TOKEN_ROLE_TRAINED for t in row.tokens[1:]]
