@@ -18,6 +18,8 @@ router = APIRouter(tags=["datasets"])
 # Rows per request: a page a person reads, small enough to answer at once.
 MAX_COUNT = 64
 MAX_BLOCK_SIZE = 8192
+# Far past any split's last row, and within the message's int64.
+MAX_START = 2**62
 ROLES = {
     pb.TOKEN_ROLE_TRAINED: "trained",
     pb.TOKEN_ROLE_MASKED: "masked",
@@ -105,7 +107,7 @@ async def dataset_rows(
     dataset_id: str,
     request: Request,
     split: Annotated[Literal["train", "val"], Query(description="The split to read")] = "train",
-    start: Annotated[int, Query(ge=0, description="The first row, from 0")] = 0,
+    start: Annotated[int, Query(ge=0, le=MAX_START, description="The first row, from 0")] = 0,
     count: Annotated[int, Query(ge=1, le=MAX_COUNT, description="How many rows")] = 8,
     block_size: Annotated[
         int, Query(ge=1, le=MAX_BLOCK_SIZE, description="The block size training would use")

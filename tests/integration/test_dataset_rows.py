@@ -150,6 +150,7 @@ def test_rest_rows_default_block_size_and_paging(client: httpx.Client, stream_id
         ({"count": 65}, "count"),
         ({"count": 0}, "count"),
         ({"start": -1}, "start"),
+        ({"start": 10**30}, "start"),
         ({"split": "test"}, "split"),
         ({"block_size": 0}, "block_size"),
         ({"block_size": "big"}, "block_size"),
