@@ -88,28 +88,34 @@ async function rowBrowser(box, info) {
   const prev = h("button", { id: "rows-prev", class: "secondary" }, "← previous");
   const next = h("button", { id: "rows-next", class: "secondary" }, "next →");
   const where = h("span", { class: "muted", id: "rows-where" });
+  const shares = h("p", { class: "muted", id: "rows-shares" });
   const list = h("div", { id: "rows-list" });
   split.value = state.split;
   box.replaceChildren(h("h2", {}, "Rows as training sees them"),
     h("div", { class: "toolbar" }, h("label", {}, "split ", split), h("label", {}, "block size ", block),
       h("span", { class: "spacer" }), where, prev, next),
-    rowLegend(), list);
+    rowLegend(), shares, list);
 
   let total = 0;
+  let asked = 0;  // the latest load: an answer to an earlier one (a quick second click) is dropped
   const load = async () => {
+    const mine = ++asked;
     const params = new URLSearchParams({ split: state.split, start: state.start, count: ROWS_PER_PAGE,
       block_size: state.block });
     history.replaceState(null, "", `${location.pathname}?${new URLSearchParams({ split: state.split,
       start: state.start, block_size: state.block })}`);
+    shares.textContent = blockShares(info, state.block);
     let body;
     try {
       body = await api("GET", `/v1/datasets/${encodeURIComponent(info.id)}/rows?${params}`);
     } catch (err) {
+      if (mine !== asked) return;
       list.replaceChildren(h("p", { class: "error-box", id: "rows-error" }, err.message));
       where.textContent = "";
       prev.disabled = next.disabled = true;
       return;
     }
+    if (mine !== asked) return;
     total = body.total_rows;
     const shown = body.rows;
     where.textContent = shown.length
@@ -125,6 +131,15 @@ async function rowBrowser(box, info) {
   prev.addEventListener("click", () => { state.start = Math.max(0, state.start - ROWS_PER_PAGE); load(); });
   next.addEventListener("click", () => { state.start += ROWS_PER_PAGE; load(); });
   await load();
+}
+
+// What the dataset's statistics say of this block size over the whole dataset (given for a few sizes).
+function blockShares(info, block) {
+  const at = ((info.stats || {}).at_block_size || {})[String(block)];
+  if (!at) return "";
+  const pct = (x) => `${(100 * x).toFixed(1)}%`;
+  return `Over the whole dataset at block size ${block}: ${pct(at.truncated)} of examples truncated, ` +
+    `${pct(at.padded)} of target positions padding, ${pct(at.masked)} not trained (masked or padding).`;
 }
 
 function rowLegend() {

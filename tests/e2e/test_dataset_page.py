@@ -136,6 +136,13 @@ def test_a_pairs_dataset_shows_prompts_masked_answers_trained_and_padding(
     assert "trained" in legend and "masked" in legend and "padding" in legend
     assert page.eval("document.querySelector('.tok.trained.special').textContent") == "<|endoftext|>"
 
+    assert page.eval("document.getElementById('rows-shares').textContent") == ""  # none given for 24
+    change(page, "rows-block", "64")
+    page.wait_for("document.getElementById('rows-shares').textContent.includes('at block size 64')")
+    shares = page.eval("document.getElementById('rows-shares').textContent")
+    assert "0.0% of examples truncated" in shares and "not trained (masked or padding)" in shares
+    change(page, "rows-block", "24")
+    page.wait_for("document.querySelector('#rows-list .row-head').textContent.includes('of 25 trained')")
     page.eval("document.getElementById('rows-next').click()")
     page.wait_for("document.querySelector('#rows-list [data-row]').dataset.row === '8'")
     assert "start=8" in page.eval("location.search")
