@@ -16,7 +16,7 @@ from fastapi.routing import APIRoute
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from gateway import dataset_rows, datasets, events, health, jobs, observability, report_page, web
+from gateway import dataset_rows, datasets, events, fork, health, jobs, observability, report_page, web
 from gateway.config import GatewaySettings
 from gateway.errors import install_error_handlers
 from gateway.job_reads import JobReads, RenderedRecords
@@ -123,6 +123,7 @@ def create_app(
     install_error_handlers(app)
     routers = (
         jobs.router,
+        fork.router,
         report_page.router,
         events.router,
         jobs.models_router,

@@ -15,7 +15,8 @@ from starlette.concurrency import run_in_threadpool
 from gateway import examples
 from gateway.datasets import dataset_problems
 from gateway.errors import ApiError, error_doc
-from simtrain.jobs import JobSpec, JobStatus, JobView
+from gateway.lineage import init_from_problems
+from simtrain.jobs import MAX_TAGS, JobSpec, JobStatus, JobView, check_tag
 from simtrain.limits import limit_errors
 from simtrain.model_presets import MODEL_PRESETS
 from simtrain.queue import LOG_LINES, IdempotencyConflict, JobQueue, decode_view, job_key
@@ -133,6 +134,17 @@ def not_ready(job: JobView, what: str, code: str) -> ApiError:
 
 Queue = Annotated[JobQueue, Depends(_queue)]
 JobId = Annotated[str, Depends(_job_id)]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Repeating a submit with the same key (within a day) returns the same job, "
+        "so a retried request never trains twice.",
+    ),
+]
 
 
 async def existing_job(job_id: JobId, request: Request) -> JobView:
@@ -141,11 +153,17 @@ async def existing_job(job_id: JobId, request: Request) -> JobView:
     It reads with the app's asyncio Redis client: the most frequent request (polling a job) then
     never waits for a thread.
     """
+    job = await read_job(request, job_id)
+    if job is None:
+        raise no_such_job(job_id)
+    return job
+
+
+async def read_job(request: Request, job_id: str) -> JobView | None:
+    """The job as readers see it, read with the app's asyncio Redis client; None when there is none."""
     prefix = request.app.state.settings.key_prefix
     fields = await request.app.state.aredis.hgetall(job_key(prefix, job_id))
-    if not fields:
-        raise no_such_job(job_id)
-    return decode_view(job_id, fields)
+    return decode_view(job_id, fields) if fields else None
 
 
 @router.post(
@@ -156,8 +174,9 @@ async def existing_job(job_id: JobId, request: Request) -> JobView:
         409: error_doc("The Idempotency-Key was used before with a different spec"),
         413: error_doc("The body is over the size limit"),
         422: error_doc(
-            "The spec is invalid, over the memory limits, or names a module, tokenizer or source the data "
-            "service refuses; `details` names each field"
+            "The spec is invalid, over the memory limits, names a module, tokenizer or source the data "
+            "service refuses, or an `init_from` job whose checkpoint it cannot start from; `details` names "
+            "each field"
         ),
     },
 )
@@ -166,27 +185,28 @@ async def submit_job(
     queue: Queue,
     request: Request,
     response: Response,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            min_length=1,
-            max_length=255,
-            pattern=r"^[\x21-\x7e]+$",
-            description="Repeating a submit with the same key (within a day) returns the same job, "
-            "so a retried request never trains twice.",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> Accepted:
+    await check_spec(spec, request)
+    return await run_in_threadpool(submit_checked, spec, queue, request, response, idempotency_key)
+
+
+async def check_spec(spec: JobSpec, request: Request, prefix: str = "") -> None:
+    """Refuse with a 422 what a valid spec still cannot run as: over the memory limits, a checkpoint to
+    start from that does not fit, a dataset the data service refuses. ``prefix``: where the spec's fields
+    sit in the request body."""
     settings = request.app.state.settings
-    _refuse([(e.field, e.message) for e in limit_errors(spec, settings)], "limit_exceeded")
+    refuse([(prefix + e.field, e.message) for e in limit_errors(spec, settings)], "limit_exceeded")
+    if spec.init_from is not None:
+        source = await read_job(request, spec.init_from)
+        refuse(init_from_problems(spec, source, settings.jobs_dir, prefix), "init_from_refused")
     # The gateway's data service is the one to ask; a job naming another is checked by its trainer.
     if spec.data_service in (None, settings.data_service_addr):
-        _refuse(await dataset_problems(request, spec.dataset), "dataset_refused")
-    return await run_in_threadpool(_submit, spec, queue, request, response, idempotency_key)
+        problems = await dataset_problems(request, spec.dataset)
+        refuse([(prefix + field, message) for field, message in problems], "dataset_refused")
 
 
-def _submit(
+def submit_checked(
     spec: JobSpec, queue: JobQueue, request: Request, response: Response, idempotency_key: str | None
 ) -> Accepted:
     """Queue the job (Redis calls: on a worker thread)."""
@@ -204,8 +224,8 @@ def _submit(
     return Accepted(id=job.id, status=job.status)
 
 
-def _refuse(errors: list[tuple[str, str]], kind: str) -> None:
-    """A 422 naming each (field, message): over the memory limits, or a dataset the data service refuses."""
+def refuse(errors: list[tuple[str, str]], kind: str) -> None:
+    """A 422 naming each (field, message): a spec that is valid but cannot run (see :func:`check_spec`)."""
     if errors:
         details = [{"field": f, "in": "body", "message": m, "type": kind} for f, m in errors]
         message = "invalid request: " + "; ".join(f"{f}: {m}" for f, m in errors)
@@ -213,18 +233,35 @@ def _refuse(errors: list[tuple[str, str]], kind: str) -> None:
 
 
 @router.get(
-    "", summary="List jobs, newest first, optionally by status", responses={422: error_doc("Bad query")}
+    "",
+    summary="List jobs, newest first, optionally by status, tags and name",
+    responses={422: error_doc("Bad query")},
 )
 def list_jobs(
     queue: Queue,
     status: Annotated[JobStatus | None, Query(description="Only jobs in this status")] = None,
+    tag: Annotated[
+        list[str] | None,
+        Query(max_length=MAX_TAGS, description="Only jobs with this tag; repeat for jobs with every one"),
+    ] = None,
+    name: Annotated[
+        str | None,
+        Query(min_length=1, max_length=128, description="Only jobs whose name contains this (any case)"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200, description="Jobs per page")] = 50,
     cursor: Annotated[
         str | None, Query(max_length=200, description="`next_cursor` of the page before")
     ] = None,
 ) -> JobPage:
+    tags = tag or []
+    for i, word in enumerate(tags):
+        try:
+            check_tag(word)
+        except ValueError as e:
+            details = [{"field": f"tag.{i}", "in": "query", "message": str(e), "type": "value_error"}]
+            raise ApiError(422, "validation_error", f"invalid request: tag: {e}", details) from None
     try:
-        jobs, next_cursor = queue.list(status=status, limit=limit, cursor=cursor)
+        jobs, next_cursor = queue.list(status=status, limit=limit, cursor=cursor, tags=tags, name=name)
     except ValueError as e:
         details = [{"field": "cursor", "in": "query", "message": str(e), "type": "value_error"}]
         raise ApiError(422, "validation_error", f"invalid request: cursor: {e}", details) from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
@@ -72,13 +72,39 @@ class GatewayClient:
     def job(self, job_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/jobs/{job_id}")
 
-    def jobs(self, status: str | None = None, limit: int = 50, cursor: str | None = None) -> dict[str, Any]:
+    def jobs(
+        self,
+        status: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        tags: Sequence[str] = (),
+        name: str | None = None,
+    ) -> dict[str, Any]:
+        """A page of jobs, newest first: only those in ``status``, with every one of ``tags``, and whose
+        name contains ``name`` (any case), where given."""
         params: dict[str, Any] = {"limit": limit}
         if status:
             params["status"] = status
         if cursor:
             params["cursor"] = cursor
+        if tags:
+            params["tag"] = list(tags)
+        if name:
+            params["name"] = name
         return self._json("GET", "/v1/jobs", params=params)
+
+    def fork(
+        self,
+        job_id: str,
+        changes: dict[str, Any] | None = None,
+        init_from_checkpoint: bool = False,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """A new job from ``job_id``'s spec with ``changes`` (a partial spec) deep-merged in; with
+        ``init_from_checkpoint``, it starts from that job's checkpoint weights. Returns ``id``, ``status``."""
+        body = {"changes": changes or {}, "init_from_checkpoint": init_from_checkpoint}
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+        return self._json("POST", f"/v1/jobs/{job_id}/fork", json=body, headers=headers)
 
     def cancel(self, job_id: str) -> dict[str, Any]:
         return self._json("POST", f"/v1/jobs/{job_id}/cancel")

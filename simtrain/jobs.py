@@ -10,10 +10,12 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -32,6 +34,24 @@ def _finite(value: Any) -> Any:
 
 
 OptionValue = Annotated[str | int | float | bool, BeforeValidator(_finite)]
+
+MAX_TAGS = 16
+MAX_TAG_LENGTH = 64
+
+
+def check_tag(tag: str) -> str:
+    """A tag is one short word: no whitespace (a tag list reads as words) and no comma (the CLI and the web
+    form take a list as ``a,b``)."""
+    if not tag or len(tag) > MAX_TAG_LENGTH or any(c.isspace() or c == "," for c in tag):
+        raise ValueError(f"a tag is 1 to {MAX_TAG_LENGTH} characters without spaces or commas: {tag!r}")
+    if not tag.isprintable():
+        raise ValueError(f"a tag has no control characters: {tag!r}")
+    return tag
+
+
+Tag = Annotated[str, AfterValidator(check_tag)]
+# A job id (uuid4 hex); the gateway's path ids take the same shape.
+JobId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{1,64}$")]
 
 
 def _numeric(annotation: Any) -> bool:
@@ -223,6 +243,26 @@ class JobSpec(_Strict):
     model: ModelSpec = Field(default_factory=lambda: ModelSpec(model_type="gpt-nano"))
     training: TrainingSpec = Field(default_factory=TrainingSpec)
     checks: ChecksSpec = Field(default_factory=ChecksSpec)
+    # A person's handle on the run, and words to find it by (``GET /v1/jobs?tag=...&name=...``).
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    tags: list[Tag] = Field(default_factory=list, max_length=MAX_TAGS)
+    # Lineage. ``init_from``: start from that job's checkpoint weights (fresh optimizer, from step 0) when
+    # this job has no checkpoint of its own. ``forked_from``: the job this one was forked from, for people.
+    init_from: JobId | None = None
+    forked_from: JobId | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str | None) -> str | None:
+        if name is not None and (not name.strip() or not name.isprintable()):
+            raise ValueError("a name needs a printable character and no control characters (newlines, tabs)")
+        return name
+
+    @field_validator("tags")
+    @classmethod
+    def _distinct_tags(cls, tags: list[str]) -> list[str]:
+        """A tag given twice counts once; the order given is kept."""
+        return list(dict.fromkeys(tags))
 
 
 class JobStatus(StrEnum):

@@ -27,6 +27,7 @@ import json
 import math
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -266,9 +267,16 @@ class JobQueue:
         return existing, False
 
     def list(
-        self, status: JobStatus | None = None, limit: int = 50, cursor: str | None = None, scan: int = 1000
+        self,
+        status: JobStatus | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+        scan: int = 1000,
+        tags: Sequence[str] = (),
+        name: str | None = None,
     ) -> tuple[list[JobView], str | None]:
-        """Jobs newest first, optionally only those in ``status``; returns the page and the next cursor.
+        """Jobs newest first, optionally only those in ``status``, holding every one of ``tags``, and whose
+        name contains ``name`` (case-insensitive); returns the page and the next cursor.
 
         A filtered page looks at no more than ``scan`` jobs, so it may come back short (even empty) with
         a cursor to go on from; the cursor is None only once the index is exhausted.
@@ -291,7 +299,7 @@ class JobQueue:
                     continue
                 last, seen = (score, job_id), seen + 1
                 view = decode_view(job_id, fields) if fields else None
-                if view and (status is None or view.status == status):
+                if view and _matches(view, status, tags, name):
                     page.append(view)
                 if len(page) == limit or seen == scan:
                     break
@@ -539,6 +547,17 @@ def _new_job(spec: JobSpec) -> JobRecord:
         spec=spec,
         progress=Progress(step=0, max_iters=spec.training.max_iters),
     )
+
+
+def _matches(view: JobView, status: JobStatus | None, tags: Sequence[str], name: str | None) -> bool:
+    """Whether a job passes the list's filters (a record whose spec does not read has no name or tags)."""
+    if status is not None and view.status != status:
+        return False
+    if not tags and name is None:
+        return True
+    if view.spec is None or not set(tags) <= set(view.spec.tags):
+        return False
+    return name is None or name.casefold() in (view.spec.name or "").casefold()
 
 
 def _encode_cursor(score: float, job_id: str) -> str:

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     # defaults refuse only what no single machine could train; set them to what your trainers hold.
     max_model_params: int = 2_000_000_000
     max_activation_bytes: int = 256 * 2**30
+    # MLflow tracking URI (an http(s) server, or file:///path with MLFLOW_ALLOW_FILE_STORE=true): set, every
+    # job is tracked there as a run (trainer_service/tracking.py); unset, nothing is.
+    mlflow_uri: str | None = None
 
     @property
     def prepared_dir(self) -> Path:

@@ -6,7 +6,8 @@ report. Ranks meet only at steps they all know in advance (logging, evaluation, 
 on the loss, the data wait and whether to stop.
 
 :class:`JobRun` sets the run up and drives it; its parts live beside it: the loop (``run_loop``),
-checkpoints and resuming (``resume``), evaluation and samples (``evaluation``), the report (``run_report``).
+checkpoints and resuming (``resume``), evaluation and samples (``evaluation``), the report (``run_report``);
+MLflow tracking, when configured, beside them (``tracking``).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from trainer_service.report.preflight import overfit_one_batch
 from trainer_service.resume import Checkpoints
 from trainer_service.run_loop import RunLoop
 from trainer_service.run_report import RunReport
+from trainer_service.tracking import Tracking, experiment_of
 from trainer_service.trainer import Trainer, TrainerConfig
 
 log = logging.getLogger(__name__)
@@ -78,11 +80,18 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
 
         Raises JobCancelled or JobInterrupted after checkpointing when asked to stop early.
         """
-        # Only rank 0 reads the flag; the ranks agree on stopping at sync steps.
+        # Only rank 0 reads the flag; the ranks agree on stopping at sync steps. Rank 0 alone tracks.
         self.cancel_watch = CancelWatch(self.queue, self.job.id) if self.ranks.is_main else None
+        uri = self.settings.mlflow_uri if self.ranks.is_main else None
+        self.tracking = Tracking.begin(uri, self.job, experiment_of(self.spec))
+        ended: BaseException | None = None
         try:
             return self._run()
+        except BaseException as e:
+            ended = e
+            raise
         finally:
+            self.tracking.end(ended, self.job_dir)
             if self.cancel_watch:
                 self.cancel_watch.close()
             self.client.close()
@@ -103,6 +112,7 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
         self.dataset_id = self.info.dataset_id
         if ranks.is_main:
             self.queue.update(self.job.id, dataset_id=self.dataset_id)
+            self.tracking.set_tag("simtrain.dataset_id", self.dataset_id)
             self._log_dataset()
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank

@@ -2,7 +2,8 @@
 
 A checkpoint is the whole state a job needs to go on exactly where it stopped: weights, optimizer, step,
 every rank's RNG state, the data cursor (batches are a function of the step), the curves and the fit
-monitor so far. Another worker resumes a job from it after this one stopped or died.
+monitor so far. Another worker resumes a job from it after this one stopped or died. A job forked with
+``init_from`` and no checkpoint of its own starts from the weights of its source job's checkpoint.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from typing import Any
 
 import torch
 
-from simtrain.jobs import JobRecord, TrainingSpec
+from simtrain.jobs import JobRecord, JobSpec, TrainingSpec
 from simtrain.queue import JobQueue
-from trainer_service.checkpoint import load_checkpoint, save_checkpoint
+from simtrain.settings import Settings
+from trainer_service.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from trainer_service.model import GPT
 from trainer_service.parallel import Ranks, all_gather, on_main
 from trainer_service.report.monitor import FitMonitor
@@ -25,13 +27,17 @@ from trainer_service.trainer import Trainer
 log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = 2
+# What a model's weights must agree on to load into another (dropout rates may differ).
+MODEL_SHAPE = ("n_layer", "n_head", "n_embd", "vocab_size", "block_size")
 
 
 class Checkpoints:
     """The checkpoint half of :class:`trainer_service.job_runner.JobRun`."""
 
     job: JobRecord
+    spec: JobSpec
     train_spec: TrainingSpec
+    settings: Settings
     queue: JobQueue
     ranks: Ranks
     checkpoint_path: Path
@@ -96,6 +102,8 @@ class Checkpoints:
         """Continue from the checkpoint, if any: rank 0 reads it and hands it to the other ranks."""
         state = on_main(self.ranks, lambda: load_checkpoint(self.checkpoint_path))
         if state is None:
+            if self.spec.init_from is not None:
+                self._start_from(self.spec.init_from)
             return
         if state.get("format") != CHECKPOINT_FORMAT:
             raise RuntimeError(f"{self.checkpoint_path} is not a checkpoint this trainer can resume from")
@@ -128,3 +136,50 @@ class Checkpoints:
         if "fit" in state:
             self.monitor.load_state_dict(state["fit"])
         log.info("job %s resumes at step %d", self.job.id, self.trainer.iter_num)
+
+    def _start_from(self, source_id: str) -> None:
+        """A fork's first start: the weights of job ``source_id``'s latest checkpoint, and nothing else.
+
+        The optimizer starts fresh and the step count at 0: the source's optimizer moments belong to its
+        own learning rate, and the fork's ``max_iters`` counts the fork's steps, so "500 more steps at a
+        lower rate" is a fork with max_iters 500. Its batches start at step 0 of its seed.
+        """
+        path = self.settings.jobs_dir / source_id / "checkpoint.pt"
+        state = on_main(self.ranks, lambda: load_checkpoint(path))
+        if state is None:
+            raise CheckpointError(
+                f"this job starts from job {source_id}'s checkpoint, and there is none (was the job deleted?)"
+            )
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"job {source_id}'s checkpoint is not one this trainer can start from")
+        differ = model_mismatches(state["model_config"], vars(self.model.config))
+        if differ:
+            raise CheckpointError(
+                f"this job's model does not fit job {source_id}'s checkpoint, so it cannot start from it: "
+                + "; ".join(differ)
+            )
+        self.model.load_state_dict(state["model"])
+        trained_on = state["data"]["dataset_id"]
+        if trained_on != self.dataset_id:
+            log.warning(
+                "job %s trained on dataset %s and this job trains on %s: its weights carry over only where "
+                "the two share their tokenizer's vocabulary",
+                source_id,
+                trained_on,
+                self.dataset_id,
+            )
+        log.info(
+            "job %s starts from job %s's checkpoint (its step %d): its weights, a fresh optimizer, step 0",
+            self.job.id,
+            source_id,
+            state["step"],
+        )
+
+
+def model_mismatches(saved: dict[str, Any], ours: dict[str, Any]) -> list[str]:
+    """Each size the saved weights cannot load into, as "<field>: <saved> in the checkpoint, <ours> here"."""
+    return [
+        f"{name}: {saved.get(name)} in the checkpoint, {ours[name]} here"
+        for name in MODEL_SHAPE
+        if saved.get(name) != ours[name]
+    ]

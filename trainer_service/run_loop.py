@@ -23,6 +23,7 @@ from trainer_service.model import GPT
 from trainer_service.parallel import Ranks, gather_floats
 from trainer_service.prefetch import Prefetcher
 from trainer_service.report.monitor import FitMonitor
+from trainer_service.tracking import Tracking
 from trainer_service.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class RunLoop:
     ranks: Ranks
     client: DataClient
     cancel_watch: CancelWatch | None
+    tracking: Tracking
     dataset_id: str
     model: GPT
     trainer: Trainer
@@ -168,3 +170,4 @@ class RunLoop:
     def _log_metrics(self, row: dict[str, float]) -> None:
         self.latest.update(row)
         self.queue.add_metrics(self.job.id, row, latest=self.latest)
+        self.tracking.log_metrics(row)

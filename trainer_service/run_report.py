@@ -102,6 +102,7 @@ class RunReport:
             evaluated_at_init=any(s == 0 for s, _ in self.curve["val"]),
             stopped_early=self.unfit,
             refused=self.refused,
+            init_from=self.spec.init_from,
         )
         return fit_sections(
             stats=stats if isinstance(stats, dict) else {},
@@ -181,6 +182,7 @@ class RunReport:
             "samples": self._samples(accuracy),
             "duration_s": duration_s,
             "checkpoint": str(self.checkpoint_path),
+            "init_from": self.spec.init_from,
         }
         report = json_safe({**report, **self._fit(report["final"], accuracy)})
         report["plot"] = self._plot(report)

@@ -161,31 +161,46 @@ async function homePage(root) {
   setInterval(() => table.refresh(), 2000);
 }
 
+const COLUMNS = ["job", "verdict", "status", "name", "tags", "progress", "train loss", "val loss", "model", "data",
+  "created"];
+
+// Words typed into a tags box: split at commas and spaces (a tag has neither).
+const tagWords = (text) => text.split(/[\s,]+/).filter(Boolean);
+
 function jobsTable() {
   const filter = h("select", { id: "status-filter", onchange: () => self.refresh() },
     h("option", { value: "" }, "all"),
     ...["queued", "running", "succeeded", "failed", "cancelled"].map((s) => h("option", { value: s }, s)));
+  const tagFilter = h("input", { id: "tag-filter", placeholder: "any", size: "12", title: "jobs with every tag given",
+    value: new URLSearchParams(location.search).get("tag") || "", onchange: () => self.refresh() });
   const body = h("tbody", { id: "jobs-body" });
   const el = h("section", { class: "card" },
     h("div", { class: "toolbar" }, h("h2", { style: "margin:0" }, "Jobs"), h("span", { class: "spacer" }),
-      h("span", { class: "muted" }, "status "), filter),
+      h("label", { class: "muted", for: "tag-filter" }, "tags "), tagFilter,
+      h("span", { class: "muted" }, " status "), filter),
     h("table", { id: "jobs" },
-      h("thead", {}, h("tr", {}, ["job", "verdict", "status", "progress", "train loss", "val loss", "model", "data",
-        "created"]
-        .map((c) => h("th", {}, c)))),
+      h("thead", {}, h("tr", {}, COLUMNS.map((c) => h("th", {}, c)))),
       body));
   let busy = false;
   const self = {
     el,
+    // A tag clicked in the table becomes the filter.
+    filterBy(tag) {
+      tagFilter.value = tag;
+      self.refresh();
+    },
     async refresh() {
       if (busy) return;
       busy = true;
+      const tags = tagWords(tagFilter.value);
       try {
-        const q = filter.value ? `&status=${filter.value}` : "";
+        const q = (filter.value ? `&status=${filter.value}` : "") +
+          tags.map((t) => `&tag=${encodeURIComponent(t)}`).join("");
         const page = await api("GET", `/v1/jobs?limit=50${q}`);
         notice("");
-        body.replaceChildren(...(page.jobs.length ? page.jobs.map(jobRow)
-          : [h("tr", {}, h("td", { colspan: 9, class: "empty" }, "No jobs yet: submit one."))]));
+        const none = tags.length || filter.value ? "No job matches the filters." : "No jobs yet: submit one.";
+        body.replaceChildren(...(page.jobs.length ? page.jobs.map((job) => jobRow(job, self.filterBy))
+          : [h("tr", {}, h("td", { colspan: COLUMNS.length, class: "empty" }, none))]));
       } catch (err) {
         if (err.status !== 401) notice(`Could not list jobs: ${err.message}`);
       } finally {
@@ -206,12 +221,22 @@ function verdictCell(job) {
   return h("span", { class: "muted", "data-verdict": "" }, FINISHED.has(job.status) ? "no verdict" : "pending");
 }
 
-function jobRow(job) {
+// A job's tags as chips; clicking one calls onPick with it (the jobs table filters by it).
+function tagChips(spec, onPick) {
+  return ((spec && spec.tags) || []).map((tag) => h(onPick ? "button" : "span", {
+    class: "tag", type: onPick ? "button" : null, "data-tag": tag, title: onPick ? `only jobs tagged ${tag}` : null,
+    onclick: onPick ? () => onPick(tag) : null,
+  }, tag));
+}
+
+function jobRow(job, onTag) {
   const m = job.metrics || {};
   return h("tr", { "data-job": job.id },
     h("td", {}, h("a", { class: "mono", href: `/jobs/${job.id}` }, job.id.slice(0, 12))),
     h("td", { class: "verdict-cell" }, verdictCell(job)),
     h("td", {}, pill(job.status)),
+    h("td", { class: "name-cell" }, (job.spec && job.spec.name) || ""),
+    h("td", { class: "tags-cell" }, tagChips(job.spec, onTag)),
     h("td", {}, progressCell(job)),
     h("td", { class: "num" }, fmt(m["train/loss"])),
     h("td", { class: "num" }, fmt(m["val/loss"])),
@@ -241,14 +266,18 @@ async function jobPage(root, jobId) {
   const chartBox = h("div", { id: "chart-box" });
   const paramsBox = h("section", { class: "card", id: "params" });
   const reportBox = h("div", { class: "stack", id: "report" });
-  root.replaceChildren(h("p", {}, h("a", { href: "/" }, "← all jobs")), head, verdictBox, errorBox, stats,
+  const forkBox = forkCard(job);
+  root.replaceChildren(h("p", {}, h("a", { href: "/" }, "← all jobs")), head, lineage(job.spec), verdictBox,
+    errorBox, stats,
     h("div", { class: "stack" },
       h("section", { class: "card" }, h("h2", {}, "Loss ", h("span", { class: "muted" }, "(live)")), chartBox),
-      paramsBox, reportBox));
+      paramsBox, forkBox.el, reportBox));
 
   const drawChart = () => chartBox.replaceChildren(lossChart(series, job.progress.max_iters, noMetricsText(job)));
   const render = () => {
-    head.replaceChildren(h("h1", {}, "Job ", h("span", { class: "mono" }, job.id)),
+    const name = job.spec && job.spec.name;
+    head.replaceChildren(h("h1", {}, name ? h("span", { id: "job-name" }, `${name} `) : null,
+      "Job ", h("span", { class: "mono" }, job.id)), ...tagChips(job.spec, (tag) => { location.href = `/?tag=${encodeURIComponent(tag)}`; }),
       h("span", { class: "run-state" }, "run ", pill(job.status)),
       h("span", { class: "spacer" }), ...jobActions(job, hasCheckpoint, () => location.reload()));
     verdictBox.replaceChildren(...verdictParts(job, report));
@@ -269,7 +298,10 @@ async function jobPage(root, jobId) {
     probing = true;
     hasCheckpoint = await checkpointExists(job.id);
     probing = false;
-    if (hasCheckpoint) render();
+    if (hasCheckpoint) {
+      forkBox.checkpointReady();
+      render();
+    }
   };
   const loadReport = async () => {
     try {
@@ -318,6 +350,70 @@ async function jobPage(root, jobId) {
     }
     await new Promise((r) => setTimeout(r, 2000));
   }
+}
+
+// Where the job came from: "forked from <job>", from its checkpoint or with fresh weights.
+function lineage(spec) {
+  if (!spec || !spec.forked_from) return h("p", { id: "lineage", hidden: true });
+  const source = spec.forked_from;
+  const how = spec.init_from === source ? "starting from its checkpoint" : "with fresh weights";
+  return h("p", { id: "lineage" }, "forked from ",
+    h("a", { class: "mono", href: `/jobs/${source}`, id: "forked-from" }, source.slice(0, 12)), ` (${how})`);
+}
+
+// Fork this job: new settings over its spec, from its checkpoint or not. Shows the CLI command too.
+// field() is the submit form's (submit.js).
+function forkCard(job) {
+  const t = (job.spec && job.spec.training) || {};
+  const iters = h("input", { id: "fork-max-iters", type: "number", min: "1", step: "1", value: t.max_iters || 300 });
+  const lr = h("input", { id: "fork-lr", type: "number", step: "any", value: t.learning_rate || 0.0005 });
+  const name = h("input", { id: "fork-name", maxlength: "128", placeholder: "(the source's)" });
+  const fromCheckpoint = h("input", { id: "fork-from-checkpoint", type: "checkbox", disabled: true });
+  const msg = h("div", { class: "form-msg", id: "fork-msg" });
+  const command = h("code", { id: "fork-command" });
+  const showCommand = () => {
+    const parts = ["simtrain fork", job.id.slice(0, 8)];
+    if (fromCheckpoint.checked) parts.push("--from-checkpoint");
+    if (iters.value) parts.push(`--max-iters ${iters.value}`);
+    if (lr.value) parts.push(`--lr ${lr.value}`);
+    if (name.value.trim()) parts.push(`--name '${name.value.trim().replaceAll("'", "'\\''")}'`);
+    command.textContent = parts.join(" ");
+  };
+  const button = h("button", { type: "submit", id: "fork-submit" }, "Fork");
+  const submit = async (e) => {
+    e.preventDefault();
+    button.disabled = true;
+    msg.className = "form-msg";
+    msg.textContent = "";
+    const changes = { training: { max_iters: Number(iters.value), learning_rate: Number(lr.value) } };
+    if (name.value.trim()) changes.name = name.value.trim();
+    try {
+      const made = await api("POST", `/v1/jobs/${job.id}/fork`, { changes, init_from_checkpoint: fromCheckpoint.checked });
+      location.href = `/jobs/${made.id}`;
+    } catch (err) {
+      msg.className = "form-msg error";
+      msg.textContent = err.message;
+      button.disabled = false;
+    }
+  };
+  const el = h("form", { class: "card", id: "fork", onsubmit: submit, oninput: showCommand, novalidate: true },
+    h("h2", {}, "Fork this job"),
+    h("p", { class: "muted" }, "A new job with this one's settings and the changes below. From the checkpoint, it starts " +
+      "from this job's weights with a fresh optimizer at step 0: the iterations are the fork's own."),
+    h("div", { class: "row2" }, field("Iterations", iters, "changes.training.max_iters"),
+      field("Learning rate", lr, "changes.training.learning_rate")),
+    field("Name", name, "changes.name"),
+    h("label", { class: "check" }, fromCheckpoint, " start from its checkpoint ",
+      h("span", { class: "muted", id: "fork-checkpoint-note" }, "(none saved yet)")),
+    button, msg, h("p", { class: "muted" }, "or from a shell: ", command));
+  showCommand();
+  return {
+    el,
+    checkpointReady() {
+      fromCheckpoint.disabled = false;
+      el.querySelector("#fork-checkpoint-note").textContent = "";
+    },
+  };
 }
 
 // What the chart says while it has no point: only a running or queued job has metrics still to come.

@@ -1,7 +1,7 @@
 // The submit form of the home page: builds a job spec (POST /v1/jobs) from the data service's modules and
-// their options (GET /v1/modules), the uploaded sources (GET /v1/sources) or a typed name, the packing and
-// the training settings. It checks what the API checks before sending (simtrain/jobs.py), and shows each
-// error, its own or the API's 422, next to the field at fault. Uses h(), api() and ApiError from app.js.
+// their options (GET /v1/modules), the uploaded sources (GET /v1/sources) or a typed name, the packing,
+// the training settings, a name and tags. It checks what the API checks before sending (simtrain/jobs.py),
+// and shows each error, its own or the API's 422, next to the field at fault. Uses h(), api(), tagWords() from app.js.
 "use strict";
 
 // The dataset packings DatasetSpec.packing takes (the data service's PACKINGS).
@@ -61,6 +61,8 @@ function submitForm() {
     id, type: "number", value: defaults[name], step: whole ? "1" : "any", min: String(lo),
     max: hi === null ? null : String(hi),
   })]));
+  const name = h("input", { id: "f-name", name: "name", maxlength: "128", placeholder: "optional, to find the run by" });
+  const tags = h("input", { id: "f-tags", name: "tags", placeholder: "optional: words, e.g. baseline lr-sweep" });
   const msg = h("div", { class: "form-msg", id: "f-msg" });
   const button = h("button", { type: "submit", id: "f-submit" }, "Submit job");
   let modules = [];
@@ -85,6 +87,7 @@ function submitForm() {
     h("div", { class: "row2" }, field("Batch size", training.batch_size, "training.batch_size"),
       field("Block size", training.block_size, "training.block_size")),
     field("Learning rate", training.learning_rate, "training.learning_rate"),
+    h("div", { class: "row2" }, field("Name", name, "name"), field("Tags", tags, "tags")),
     button, msg);
 
   const self = { el, onSubmitted: null };
@@ -187,6 +190,12 @@ function submitForm() {
       const problem = numberProblem(training[limits[0]].value, limits);
       if (problem) found.push([`training.${limits[0]}`, problem]);
     }
+    // JobSpec's name and tags: at most 128 printable characters; at most 16 tags of at most 64 each.
+    if (name.value.length > 128) found.push(["name", "at most 128 characters"]);
+    if (/[\u0000-\u001f\u007f]/.test(name.value)) found.push(["name", "no control characters"]);
+    const words = tagWords(tags.value);
+    if (new Set(words).size > 16) found.push(["tags", "at most 16 tags"]);
+    for (const tag of words) if (tag.length > 64) found.push(["tags", `${tag.slice(0, 12)}…: at most 64 characters`]);
     return found;
   }
 
@@ -199,7 +208,9 @@ function submitForm() {
       dataset: { module: module.value, source: source.value.trim(), tokenizer: tokenizer.value.trim(),
         packing: packing.value, options: chosen },
       model: { model_type: preset.value },
-      training: Object.fromEntries(TRAINING_LIMITS.map(([name]) => [name, Number(training[name].value)])),
+      training: Object.fromEntries(TRAINING_LIMITS.map(([key]) => [key, Number(training[key].value)])),
+      name: name.value.trim() || null,
+      tags: tagWords(tags.value),
     };
   }
 

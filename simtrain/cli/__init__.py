@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
-from simtrain.cli import conformance, datasets, jobs, logs, output, report, stack, submit
+from simtrain.cli import conformance, datasets, fork, jobs, logs, output, report, stack, submit
 from simtrain.cli.output import EXIT_NOT_FIT, EXIT_STATUS_HELP, EXIT_USAGE, CliError, fail
 from simtrain.cli.stack import DEMO_CORPUS
 
@@ -49,6 +49,7 @@ def _each_run() -> None:
 
 COMMANDS = (
     submit.submit,
+    fork.fork,
     jobs.watch,
     jobs.jobs,
     logs.logs,

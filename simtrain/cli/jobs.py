@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Column, Table
 
 from simtrain.cli.follow import follow
@@ -43,9 +45,16 @@ def _model(spec: dict[str, Any] | None) -> str:
     return model.get("model_type") or f"{model['n_layer']}x{model['n_embd']}"
 
 
+def _name(spec: dict[str, Any] | None) -> str:
+    """The job's name and its tags, as ``baseline #lr #v1``."""
+    spec = spec or {}
+    return " ".join([spec.get("name") or "", *(f"#{tag}" for tag in spec.get("tags") or [])]).strip()
+
+
 def jobs_table(rows: list[dict[str, Any]]) -> Table:
+    """The jobs as a table; a job's name and tags go under its id, so a narrow terminal still fits it."""
     table = Table(
-        Column("id", no_wrap=True, min_width=8),
+        Column("id", min_width=8, overflow="fold"),
         Column("status", no_wrap=True, min_width=9),
         Column("verdict", min_width=8),
         Column("step", no_wrap=True, justify="right"),
@@ -58,8 +67,9 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
     )
     for job in rows:
         m = job["metrics"]
+        name = _name(job["spec"])
         table.add_row(
-            short(job["id"]),
+            short(job["id"]) + (f"\n[dim]{escape(name)}[/dim]" if name else ""),
             job["status"],
             job.get("verdict") or "",
             f"{job['progress']['step']}/{job['progress']['max_iters']}",
@@ -75,6 +85,10 @@ def jobs_table(rows: list[dict[str, Any]]) -> Table:
 @handles_errors
 def jobs(
     status: Annotated[JobStatus | None, typer.Option(help="Only jobs in this status.")] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="TAG", help="Only jobs with this tag; repeatable.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="Only jobs whose name contains this (any case).")] = None,
     limit: Annotated[int, typer.Option(help="Jobs per page (1 to 200).")] = 20,
     cursor: Annotated[
         str | None, typer.Option(help="Start after this cursor (printed under the previous page).")
@@ -84,13 +98,15 @@ def jobs(
     token: TokenOpt = None,
 ) -> None:
     """List jobs, newest first, with their verdict once the report is written."""
-    page = connect(gateway, token).jobs(status.value if status else None, limit, cursor)
+    page = connect(gateway, token).jobs(status.value if status else None, limit, cursor, tag or [], name)
     if json_out:
         print_json(page)
         return
     say(jobs_table(page["jobs"]) if page["jobs"] else "no jobs")
     if page["next_cursor"]:
-        say(f"more: simtrain jobs --cursor {page['next_cursor']}")
+        filters = [f"--tag {t}" for t in tag or []] + ([f"--name {shlex.quote(name)}"] if name else [])
+        filters += [f"--status {status.value}"] if status else []
+        say(f"more: simtrain jobs {' '.join([*filters, '--cursor', page['next_cursor']])}")
 
 
 @handles_errors

@@ -79,7 +79,8 @@ class CliError(Exception):
 def from_gateway(e: GatewayError) -> CliError:
     """A gateway's refusal exits 1; no answer at all exits 5."""
     if e.status is None:
-        return CliError(str(e), EXIT_UNREACHABLE, "gateway_unreachable")
+        hint = " (start one with `simtrain up`, or name it with --gateway or SIMTRAIN_GATEWAY_URL)"
+        return CliError(f"{e}{hint}", EXIT_UNREACHABLE, "gateway_unreachable")
     return CliError(str(e), EXIT_FAILED, e.code or f"http_{e.status}")
 
 

@@ -54,6 +54,19 @@ def check_thresholds(pairs: list[str]) -> dict[str, float | int]:
     return out
 
 
+TagOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--tag", metavar="TAG", help="A tag (one word; a,b gives two); repeatable. Added to those there."
+    ),
+]
+
+
+def split_tags(given: list[str]) -> list[str]:
+    """``--tag`` values as tags: ``a,b`` is two (a tag has no comma), blanks dropped."""
+    return [t.strip() for value in given for t in value.split(",") if t.strip()]
+
+
 def set_at(spec: dict[str, Any], dotted: str, value: Any) -> None:
     """Set ``value`` at its dotted place in the spec, making the parents it needs."""
     *parents, leaf = dotted.split(".")
@@ -119,6 +132,8 @@ def submit(
     data_service: Annotated[
         str | None, typer.Option(help="HOST:PORT of another data service to train from.")
     ] = None,
+    name: Annotated[str | None, typer.Option(help="A name for the run, to find it by.")] = None,
+    tag: TagOpt = None,
     idempotency_key: Annotated[
         str | None, typer.Option(help="Resubmitting with the same key returns the same job.")
     ] = None,
@@ -153,6 +168,7 @@ def submit(
         "training.seed": seed,
         "training.device": device,
         "data_service": data_service,
+        "name": name,
     }
     for dotted, value in flags.items():
         if value is not None:
@@ -161,6 +177,9 @@ def submit(
         set_at(spec, f"dataset.options.{key}", value)
     for key, number in check_thresholds(check or []).items():
         set_at(spec, f"checks.{key}", number)
+    if tag:
+        held = spec.get("tags") if isinstance(spec.get("tags"), list) else []
+        spec["tags"] = list(dict.fromkeys([*held, *split_tags(tag)]))
     if model_type:  # a preset replaces explicit sizes
         model = spec.get("model") if isinstance(spec.get("model"), dict) else {}
         spec["model"] = {k: v for k, v in model.items() if k.endswith("pdrop")}

@@ -458,3 +458,100 @@ def test_the_form_offers_sources_packing_and_options_and_checks_like_the_api(
     assert job["spec"]["dataset"]["source"] == "more_notes.txt"
     httpx.post(f"{url}/v1/jobs/{second}/cancel", headers=auth)
     assert page.js_errors() == []
+
+
+ROWS = "[...document.querySelectorAll('#jobs-body tr[data-job]')].map(r => r.dataset.job)"
+
+
+def test_names_and_tags_show_in_the_table_and_a_tag_filters_it(
+    gateway: str, page: Page, job_queue: JobQueue
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    tagged = httpx.post(
+        f"{gateway}/v1/jobs", json=SPEC | {"name": "sort baseline", "tags": ["sort", "v1"]}, headers=auth
+    ).json()["id"]
+    plain = httpx.post(f"{gateway}/v1/jobs", json=SPEC, headers=auth).json()["id"]
+    page.goto(f"{gateway}/")
+    page.eval(f"localStorage.setItem('simtrain-token', {TOKEN!r})")
+    page.goto(f"{gateway}/")
+    page.wait_for(f"{ROWS}.length === 2")
+    head = page.eval("[...document.querySelectorAll('#jobs thead th')].map(th => th.textContent)")
+    assert head[:5] == ["job", "verdict", "status", "name", "tags"]
+    row = f"document.querySelector('tr[data-job=\"{tagged}\"]')"
+    assert page.eval(f"{row}.querySelector('.name-cell').textContent") == "sort baseline"
+    assert page.eval(f"[...{row}.querySelectorAll('.tag')].map(t => t.textContent)") == ["sort", "v1"]
+
+    # A tag clicked in the table filters by it; typed tags must all be there; a bad one says why.
+    page.eval(f"{row}.querySelector('.tag[data-tag=\"v1\"]').click()")
+    page.wait_for(f"{ROWS}.join() === '{tagged}'")
+    assert page.eval("document.getElementById('tag-filter').value") == "v1"
+    page.eval(
+        "const f = document.getElementById('tag-filter'); f.value = 'v1, other';"
+        " f.dispatchEvent(new Event('change'))"
+    )
+    page.wait_for("document.querySelector('#jobs-body td.empty')")
+    assert (
+        page.eval("document.querySelector('#jobs-body td.empty').textContent")
+        == "No job matches the filters."
+    )
+    page.goto(f"{gateway}/?tag=v1")  # the job page's tag chips link here
+    page.wait_for(f"{ROWS}.length === 1")
+    assert page.eval(ROWS) == [tagged] and plain not in page.eval(ROWS)
+
+    # The form takes a name and tags, checks them as the API does, and sends them.
+    set_value(page, "#f-tags", "a " + "x" * 65)
+    page.eval("document.getElementById('f-submit').click()")
+    assert "at most 64 characters" in field_error(page, "tags")
+    set_value(page, "#f-name", "from the form")
+    set_value(page, "#f-tags", "web, form  test")
+    set_value(page, "#f-max-iters", "5")
+    page.eval("document.getElementById('f-submit').click()")
+    page.wait_for("document.querySelector('#f-msg.ok a')")
+    made = page.eval("document.querySelector('#f-msg.ok a').getAttribute('href')").split("/")[-1]
+    spec = job_queue.get(made).spec
+    assert spec.name == "from the form" and spec.tags == ["web", "form", "test"]
+    assert page.js_errors() == []
+
+
+def test_the_job_page_forks_from_the_checkpoint_and_shows_where_a_fork_came_from(
+    gateway: str, page: Page, job_queue: JobQueue, tmp_path: Path
+) -> None:
+    source = stored_job(gateway, job_queue, JobStatus.succeeded, {"verdict": "fit"})
+    open_job(page, gateway, source)
+    page.wait_for("document.getElementById('fork-submit')")
+    assert page.eval("document.getElementById('fork-from-checkpoint').disabled") is True
+    assert page.eval("document.getElementById('lineage').hidden") is True
+    command = "document.getElementById('fork-command').textContent"
+    assert page.eval(command) == f"simtrain fork {source[:8]} --max-iters 40 --lr 0.002"
+
+    checkpoint = tmp_path / "jobs" / source / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"weights")
+    page.goto(f"{gateway}/jobs/{source}")
+    page.wait_for("!document.getElementById('fork-from-checkpoint').disabled")
+    page.eval(
+        "document.getElementById('fork-max-iters').value = '500';"
+        "document.getElementById('fork-lr').value = '0.0001';"
+        "document.getElementById('fork-from-checkpoint').checked = true;"
+        "document.getElementById('fork').dispatchEvent(new Event('input'))"
+    )
+    assert page.eval(command) == f"simtrain fork {source[:8]} --from-checkpoint --max-iters 500 --lr 0.0001"
+    page.eval("document.getElementById('fork-submit').click()")
+    page.wait_for(f"location.pathname !== '/jobs/{source}' && document.getElementById('forked-from')")
+    fork_id = page.eval("location.pathname").split("/")[-1]
+    spec = job_queue.get(fork_id).spec
+    assert spec.init_from == source and spec.training.max_iters == 500 and spec.training.learning_rate == 1e-4
+    assert page.eval("document.getElementById('lineage').textContent") == (
+        f"forked from {source[:12]} (starting from its checkpoint)"
+    )
+    assert page.eval("document.getElementById('forked-from').getAttribute('href')") == f"/jobs/{source}"
+
+    # A refusal shows in the card: a fork of a job with no checkpoint cannot start from one.
+    page.eval(
+        "document.getElementById('fork-from-checkpoint').disabled = false;"
+        "document.getElementById('fork-from-checkpoint').checked = true;"
+        "document.getElementById('fork-submit').click()"
+    )
+    page.wait_for("document.querySelector('#fork-msg.error')")
+    assert "has no checkpoint to start from" in page.eval("document.getElementById('fork-msg').textContent")
+    assert page.js_errors() == []

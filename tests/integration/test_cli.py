@@ -138,6 +138,7 @@ def test_refusals_exit_1_mistakes_2_and_no_gateway_5(gateway: str, tmp_path: Pat
     assert wrong.exit_code == 1 and "401" in wrong.output
     nowhere = cli("http://127.0.0.1:1", "jobs")
     assert nowhere.exit_code == 5 and "cannot reach the gateway" in nowhere.output
+    assert "simtrain up" in nowhere.output  # says how to get one
 
     (tmp_path / "list.yaml").write_text("- not\n- a mapping\n")
     (tmp_path / "broken.yaml").write_text("dataset: {source: [a\n")
@@ -446,6 +447,86 @@ def test_submit_flags(gateway: str, job_queue: JobQueue, tmp_path: Path) -> None
     assert "Exit status" in helped.output and "5 the gateway cannot be reached" in helped.output
 
 
+def test_names_and_tags_on_submit_and_in_the_jobs_list(gateway: str, job_queue: JobQueue, tmp_path: Path):
+    spec = tmp_path / "job.yaml"
+    spec.write_text("dataset: {source: a.txt}\ntags: [from-file]\n")
+    tagged = submitted(gateway, "--spec", str(spec), "--name", "Baseline", "--tag", "lr", "--tag", "v1,x")
+    record = job_queue.get(tagged).spec
+    assert record.name == "Baseline" and record.tags == ["from-file", "lr", "v1", "x"]
+    other = submitted(gateway, "--name", "lower lr", "--tag", "lr")
+    plain = submitted(gateway)
+
+    table = cli(gateway, "jobs", "--tag", "lr")
+    assert table.exit_code == 0, table.output
+    assert tagged[:8] in table.output and other[:8] in table.output and plain[:8] not in table.output
+    assert "Baseline #from-file #lr #v1 #x" in " ".join(table.output.split())
+    listed = json.loads(cli(gateway, "jobs", "--tag", "lr", "--tag", "v1", "--json").output)
+    assert [j["id"] for j in listed["jobs"]] == [tagged]
+    listed = json.loads(cli(gateway, "jobs", "--name", "LOWER", "--json").output)
+    assert [j["id"] for j in listed["jobs"]] == [other]
+    paged = cli(gateway, "jobs", "--tag", "lr", "--limit", "1")
+    assert "more: simtrain jobs --tag lr --cursor " in paged.output
+
+    refused = cli(gateway, "submit", "--tag", "two words")
+    assert refused.exit_code == 1 and "tags.0" in refused.output and "without spaces" in refused.output
+    refused = cli(gateway, "jobs", "--tag", "two words")
+    assert refused.exit_code == 1 and "tag" in refused.output
+
+
+def test_fork_changes_settings_and_can_start_from_the_checkpoint(
+    gateway: str, job_queue: JobQueue, tmp_path: Path
+) -> None:
+    source = submitted(gateway, "--max-iters", "40", "--name", "base", "--tag", "a")
+    done = cli(gateway, "fork", source[:8], "--max-iters", "500", "--lr", "1e-4", "--json")
+    assert done.exit_code == 0, done.output
+    spec = job_queue.get(json.loads(done.output)["id"]).spec
+    assert spec.training.max_iters == 500 and spec.training.learning_rate == 1e-4
+    assert spec.forked_from == source and spec.init_from is None and spec.name == "base"
+
+    refused = cli(gateway, "fork", source[:8], "--from-checkpoint")
+    assert refused.exit_code == 1 and "has no checkpoint" in refused.output
+    checkpoint = tmp_path / "var" / "jobs" / source / "checkpoint.pt"
+    checkpoint.parent.mkdir(parents=True)
+    checkpoint.write_bytes(b"a checkpoint the gateway only checks is there")
+    done = cli(
+        gateway,
+        "fork",
+        source[:8],
+        "--from-checkpoint",
+        "--set",
+        "training.warmup_iters=5",
+        "--set",
+        "checks.gap_warn=0.25",
+        "--option",
+        "val_fraction=0.2",
+        "--tag",
+        "b",
+        "--name",
+        "more steps",
+    )
+    assert done.exit_code == 0, done.output
+    new_id = resolve_printed(done.output, job_queue)
+    spec = job_queue.get(new_id).spec
+    assert spec.init_from == source and spec.training.warmup_iters == 5 and spec.checks.gap_warn == 0.25
+    assert spec.dataset.options == {"val_fraction": "0.2"}
+    assert spec.tags == ["a", "b"] and spec.name == "more steps"
+
+    longer = cli(gateway, "fork", source[:8], "--from-checkpoint", "--set", "training.block_size=128")
+    assert longer.exit_code == 1
+    assert "changes.training.block_size: the checkpoint has block_size 64" in " ".join(longer.output.split())
+    assert cli(gateway, "fork", source[:8], "--set", "init_from=x").exit_code == 2
+    assert cli(gateway, "fork", source[:8], "--set", "nokey").exit_code == 2
+    assert cli(gateway, "fork", "ffffffff").exit_code == 2
+    assert "--from-checkpoint" in cli(gateway, "fork", "--help").output
+
+
+def resolve_printed(output: str, job_queue: JobQueue) -> str:
+    """The full id of the job whose short id the command printed."""
+    printed = output.strip()
+    [match] = [j.id for j in job_queue.list(limit=200)[0] if j.id.startswith(printed)]
+    return match
+
+
 def test_tables_fit_the_terminal_and_are_whole_when_piped(gateway: str, job_queue: JobQueue) -> None:
     long_source = "a-long-folder-name/" * 5 + "notes.txt"
     job_id = submitted(gateway, "--source", long_source)
@@ -456,6 +537,14 @@ def test_tables_fit_the_terminal_and_are_whole_when_piped(gateway: str, job_queu
     narrow = cli(gateway, "jobs", COLUMNS="80")
     assert all(len(line) <= 80 for line in narrow.output.splitlines())
     assert job_id[:8] in narrow.output  # the id is never cut
+
+    named = submitted(gateway, "--name", "a fairly long run name", "--tag", "one,two")
+    narrow = cli(gateway, "jobs", COLUMNS="80")
+    assert all(len(line) <= 80 for line in narrow.output.splitlines()), narrow.output
+    assert job_id[:8] in narrow.output and named[:8] in narrow.output
+    lines = narrow.output.splitlines()
+    first = next(i for i, line in enumerate(lines) if line.split()[:1] == [named[:8]])
+    assert lines[first + 1].split()[:2] == ["a", "fairly"]  # the name goes under the id
 
 
 def test_report_is_one_line_per_check_with_advice_only_where_failing(

@@ -502,10 +502,52 @@ def test_list_filters_by_status(client: httpx.Client, job_queue: JobQueue) -> No
     assert [job["id"] for job in rest["jobs"]] == [ids[0]]
 
 
+def test_list_filters_by_tags_and_name(client: httpx.Client, job_queue: JobQueue) -> None:
+    named = [
+        submit(client, SPEC | {"name": "Baseline run", "tags": ["lr", "v1"]}),
+        submit(client, SPEC | {"name": "lower lr", "tags": ["lr", "v2"]}),
+        submit(client, SPEC | {"tags": ["v2"]}),
+        submit(client),
+    ]
+
+    def listed(**params: Any) -> list[str]:
+        return [job["id"] for job in client.get("/v1/jobs", params=params).json()["jobs"]]
+
+    assert listed(tag="lr") == [named[1], named[0]]
+    assert listed(tag=["lr", "v2"]) == [named[1]]  # every tag given
+    assert listed(tag=["v1", "v2"]) == []
+    assert listed(name="LR") == [named[1]]  # contained, in any case
+    assert listed(name="run", tag="v1") == [named[0]]
+    assert listed(tag="v2", status="queued", limit=1) == [named[2]]
+    assert listed() == named[::-1]
+    record = client.get(f"/v1/jobs/{named[0]}").json()
+    assert record["spec"]["name"] == "Baseline run" and record["spec"]["tags"] == ["lr", "v1"]
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"name": "x" * 129}, "name"),
+        ({"name": "tab\there"}, "name"),
+        ({"tags": ["has space"]}, "tags.0"),
+        ({"tags": ["a", "b,c"]}, "tags.1"),
+        ({"tags": [f"t{i}" for i in range(17)]}, "tags"),
+    ],
+)
+def test_bad_name_or_tags_are_422_naming_the_field(client: httpx.Client, spec: dict, field: str) -> None:
+    error = error_of(client.post("/v1/jobs", json=SPEC | spec), 422)
+    assert [d["field"] for d in error["details"]] == [field]
+
+
 @pytest.mark.parametrize(
     ("params", "field"),
     [
         ({"status": "sleeping"}, "status"),
+        ({"tag": "two words"}, "tag.0"),
+        ({"tag": ["ok", "a,b"]}, "tag.1"),
+        ({"tag": [f"t{i}" for i in range(17)]}, "tag"),
+        ({"name": ""}, "name"),
+        ({"name": "x" * 129}, "name"),
         ({"limit": 0}, "limit"),
         ({"limit": 201}, "limit"),
         ({"limit": "many"}, "limit"),
@@ -1079,6 +1121,7 @@ def test_openapi_is_complete_with_examples(client: httpx.Client) -> None:
         ("/v1/jobs/{job_id}", "get"),
         ("/v1/jobs/{job_id}", "delete"),
         ("/v1/jobs/{job_id}/cancel", "post"),
+        ("/v1/jobs/{job_id}/fork", "post"),
         ("/v1/jobs/{job_id}/metrics", "get"),
         ("/v1/jobs/{job_id}/events", "get"),
         ("/v1/jobs/{job_id}/report", "get"),
@@ -1101,6 +1144,7 @@ def test_openapi_is_complete_with_examples(client: httpx.Client) -> None:
     assert "example" in paths["/v1/jobs/{job_id}"]["get"]["responses"]["200"]["content"]["application/json"]
     assert "text/event-stream" in paths["/v1/jobs/{job_id}/events"]["get"]["responses"]["200"]["content"]
     schemas = doc["components"]["schemas"]
+    assert "example" in schemas["ForkRequest"]
     for name in ("ErrorBody", "Accepted", "JobPage", "CancelResult", "DatasetInfo", "Modules", "Uploaded"):
         assert name in schemas, name
     assert "example" in schemas["ErrorBody"]
@@ -1125,6 +1169,13 @@ JUNK_REQUESTS = [
         {"json": {"dataset": {"id": "ok"}, "model": {"n_layer": 1, "n_head": 0, "n_embd": 4}}},
     ),
     ("GET", "/v1/jobs", {"params": {"cursor": "////"}}),
+    ("GET", "/v1/jobs", {"params": {"tag": "\x00"}}),
+    ("POST", f"/v1/jobs/{'a' * 32}/fork", {"json": {"changes": {"training": {"max_iters": 10**30}}}}),
+    (
+        "POST",
+        f"/v1/jobs/{'a' * 32}/fork",
+        {"content": b"[1,2]", "headers": {"content-type": "application/json"}},
+    ),
     ("GET", "/v1/jobs", {"params": {"cursor": "MSB4LXk="}}),
     ("GET", "/v1/jobs", {"params": {"cursor": "aW5mIGFiYw"}}),
     ("GET", "/v1/jobs/%ff%fe", {}),

@@ -68,10 +68,29 @@ def test_explicit_sizes():
         ({"dataset": {"id": "abc", "module": "text", "source": "x"}}, "dataset"),
         ({"data_service": "not an address"}, "data_service"),
         ({"surprise": 1}, "surprise"),
+        ({"name": ""}, "name"),
+        ({"name": "x" * 129}, "name"),
+        ({"name": "two\nlines"}, "name"),
+        ({"name": "   "}, "name"),
+        ({"tags": ["two words"]}, "tags.0"),
+        ({"tags": ["ok", "a,b"]}, "tags.1"),
+        ({"tags": [""]}, "tags.0"),
+        ({"tags": ["x" * 65]}, "tags.0"),
+        ({"tags": [f"t{i}" for i in range(17)]}, "tags"),
+        ({"tags": "one"}, "tags"),
+        ({"init_from": "Not-An-Id"}, "init_from"),
+        ({"forked_from": "g" * 32}, "forked_from"),
     ],
 )
 def test_invalid_specs_name_the_field(change: dict, field: str):
     assert field in error_fields(MINIMAL | change)
+
+
+def test_names_and_tags_are_kept_and_a_repeated_tag_counts_once():
+    spec = JobSpec.model_validate(MINIMAL | {"name": "lr 3e-4, warm-up", "tags": ["lr", "v2", "lr", "é"]})
+    assert spec.name == "lr 3e-4, warm-up" and spec.tags == ["lr", "v2", "é"]
+    assert JobSpec.model_validate(MINIMAL).tags == [] and JobSpec.model_validate(MINIMAL).name is None
+    assert len(JobSpec.model_validate(MINIMAL | {"tags": [f"t{i}" for i in range(16)]}).tags) == 16
 
 
 def test_missing_dataset_is_named():

@@ -37,6 +37,7 @@ class RunShape:
     evaluated_at_init: bool
     stopped_early: str | None = None  # why training stopped before max_iters, if it did
     refused: str | None = None  # the data service's refusal to serve a stream the job needs, if any
+    init_from: str | None = None  # the job whose checkpoint weights the run started from, if any
 
 
 def data_section(stats: dict[str, Any], monitor: FitMonitor, shape: RunShape) -> dict[str, Any]:
@@ -92,6 +93,7 @@ def fit_sections(
         data_wait_share=data_wait_share,
         preflight=monitor.preflight,
         accuracy=accuracy,
+        init_from=shape.init_from,
     )
     checks: list[Check] = data_checks(
         stats,

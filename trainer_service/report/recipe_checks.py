@@ -30,6 +30,7 @@ class RunFacts:
     data_wait_share: float | None
     preflight: dict[str, Any] | None
     accuracy: dict[str, Any] | None
+    init_from: str | None = None  # the job whose checkpoint weights this run started from, if any
 
 
 def _finite(*values: float | None) -> bool:
@@ -40,6 +41,9 @@ def loss_at_init(f: RunFacts, spec: ChecksSpec) -> Check:
     title, setting = "loss at init ≈ ln(vocab)", "checks.init_loss_warn, checks.init_loss_fail"
     threshold = f"warn > {spec.init_loss_warn}, fail > {spec.init_loss_fail} (relative)"
     expected = math.log(f.vocab_size) if f.vocab_size > 1 else 0.0
+    if f.init_from is not None:
+        why = f"the weights came from job {f.init_from}'s checkpoint, not from an initialisation"
+        return Check("loss_at_init", SECTION, title, Verdict.skip, why, None, threshold, setting)
     if f.init_val_loss is None or expected == 0.0:
         why = "no evaluation at step 0" if f.init_val_loss is None else "a vocabulary of one token"
         return Check("loss_at_init", SECTION, title, Verdict.skip, why, None, threshold, setting)
