@@ -39,13 +39,18 @@ def get_windows(
     A window needs block_size + 1 tokens, so ``tokens`` must hold more than block_size of them.
     """
     starts = step_rng(seed, split, step).integers(0, len(tokens) - block_size, size=world_size * batch_size)
-    mine = starts[rank * batch_size : (rank + 1) * batch_size]
+    return windows_at(tokens, starts[rank * batch_size : (rank + 1) * batch_size], block_size)
+
+
+def windows_at(tokens: np.ndarray, starts: np.ndarray, block_size: int) -> np.ndarray:
+    """The windows [len(starts), block_size + 1] that begin at ``starts`` (each below
+    ``len(tokens) - block_size``), in the tokens' own dtype: what a batch draws, and what GetRows shows."""
     # Rows of a sliding-window view: each window is copied whole, not gathered token by token.
     stride = tokens.strides[0]
     windows = np.lib.stride_tricks.as_strided(
         tokens, shape=(len(tokens) - block_size, block_size + 1), strides=(stride, stride), writeable=False
     )
-    return windows[mine]
+    return windows[starts]
 
 
 def get_batch(
@@ -110,14 +115,29 @@ def pair_batch(
     world_size: int = 1,
     mask: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(x, y) int64 [batch_size, block_size]: one example per row, prompt then completion, padded with
+    """(x, y) int64 [batch_size, block_size]: the examples this step deals to this rank, as
+    ``pair_rows`` lays them out."""
+    first = (step * world_size + rank) * batch_size
+    examples = order.take(first, batch_size)
+    return pair_rows(tokens, rows, examples, block_size=block_size, pad=pad, mask=mask)
+
+
+def pair_rows(
+    tokens: np.ndarray,
+    rows: np.ndarray,
+    examples: np.ndarray,
+    *,
+    block_size: int,
+    pad: int,
+    mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) int64 [len(examples), block_size]: one example per row, prompt then completion, padded with
     ``pad``. y is -1 on the prompt and the padding, so loss is only taken on the completion, and where
     ``mask`` (one flag per token, if given) is 0. An example longer than block_size + 1 tokens is cut
     to fit."""
-    x = np.full((batch_size, block_size), pad, dtype=np.int64)
-    y = np.full((batch_size, block_size), -1, dtype=np.int64)
-    first = (step * world_size + rank) * batch_size
-    for i, example in enumerate(order.take(first, batch_size)):
+    x = np.full((len(examples), block_size), pad, dtype=np.int64)
+    y = np.full((len(examples), block_size), -1, dtype=np.int64)
+    for i, example in enumerate(examples):
         start, prompt_len, total = (int(v) for v in rows[example])
         n = min(total, block_size + 1)
         seq = tokens[start : start + n]

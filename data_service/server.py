@@ -24,6 +24,7 @@ from data_service import modules, tokenizers
 from data_service.errors import DataError, NotFoundError, PreconditionError, without_server_paths
 from data_service.modules.base import DataModule
 from data_service.options import all_options
+from data_service.rows import get_rows
 from data_service.sampling import EpochOrder, get_windows, ignore_untrained, pair_batch
 from data_service.shm import ShmWriter
 from data_service.store import SPLITS, Dataset, Store, check_request
@@ -436,6 +437,10 @@ class DataServiceServicer:
     def GetTokenizer(self, request, context):
         saved = tokenizers.save(self._dataset(request.dataset_id).tokenizer())
         return pb.TokenizerDefinition(kind=saved["kind"], state_json=json.dumps(saved["state"]))
+
+    @_rpc
+    def GetRows(self, request, context):
+        return get_rows(self._dataset(request.dataset_id), request)
 
 
 def _serialize(message: Any) -> bytes:

@@ -17,6 +17,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from gateway import (
+    dataset_rows,
     datasets,
     events,
     experiments,
@@ -146,6 +147,7 @@ def create_app(
         datasets.router,
         experiments.router,
         experiments.compare_router,
+        dataset_rows.router,
     )
     for router in (*routers, health.router):
         app.include_router(router)

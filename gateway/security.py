@@ -16,8 +16,8 @@ from gateway.errors import error_response
 # The web page's static shell and the API docs' (Swagger UI, ReDoc) hold no data (they ask for the token
 # and send it with every call), so a browser can load them; everything else, the API, the OpenAPI document
 # and /metrics, is behind the token.
-_OPEN_EXACT = {"/healthz", "/", "/docs", "/redoc"}
-_OPEN_PREFIXES = ("/static/", "/jobs/")
+_OPEN_EXACT = {"/healthz", "/", "/docs", "/redoc", "/datasets"}
+_OPEN_PREFIXES = ("/static/", "/jobs/", "/datasets/")
 
 
 def is_open(path: str) -> bool:

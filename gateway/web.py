@@ -1,8 +1,9 @@
 """The web page: one static HTML shell plus scripts and a stylesheet, no build step.
 
 ``/`` shows the jobs table and the submit form, ``/jobs/{id}`` one job, ``/experiments/{id}`` one
-experiment; the scripts draw them from the REST API, so the shell itself holds no data and needs no
-token (the script sends the token it is given).
+experiment, ``/datasets`` the prepared datasets and ``/datasets/{id}`` one, with its rows as training sees
+them; the scripts draw them all from the REST API, so the shell itself holds no data and needs no token
+(the script sends the token it is given).
 ``/docs`` (Swagger UI) and ``/redoc`` (ReDoc) are likewise shells that fetch the OpenAPI document with
 the token. Their scripts and styles come from the ``fastapi-offline`` package, served under
 ``/static/vendor/``, so the docs need no network beyond the gateway.
@@ -41,6 +42,16 @@ def job_page(job_id: str) -> FileResponse:
 
 @router.get("/experiments/{experiment_id}")
 def experiment_page(experiment_id: str) -> FileResponse:
+    return _page()
+
+
+@router.get("/datasets")
+def datasets_page() -> FileResponse:
+    return _page()
+
+
+@router.get("/datasets/{dataset_id}")
+def dataset_page(dataset_id: str) -> FileResponse:
     return _page()
 
 

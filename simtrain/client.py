@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 import httpx
 
@@ -264,6 +265,14 @@ class GatewayClient:
 
     def dataset(self, dataset_id: str) -> dict[str, Any]:
         return self._json("GET", f"/v1/datasets/{dataset_id}")
+
+    def dataset_rows(
+        self, dataset_id: str, split: str = "train", start: int = 0, count: int = 8, block_size: int = 64
+    ) -> dict[str, Any]:
+        """Rows start .. start + count of a split as training sees them: each token's ``id``, ``text``,
+        ``role`` (trained, masked or padding) and ``special``; ``total_rows`` says how many there are."""
+        params = {"split": split, "start": start, "count": count, "block_size": block_size}
+        return self._json("GET", f"/v1/datasets/{quote(dataset_id, safe='')}/rows", params=params)
 
     def sources(self) -> list[dict[str, Any]]:
         """The uploaded source files: ``name``, ``size_bytes``, ``uploaded_at`` (ISO 8601, UTC)."""

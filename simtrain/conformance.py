@@ -7,7 +7,8 @@ sources (optional for a server: one without it is skipped), idempotent preparati
 batch shape/dtype/vocab bound, determinism, resume equivalence, rank disjointness, several batches
 per message and the same-host shared-memory fast path (both optional for a server, but what it sends
 must be the same batches), Encode/Decode, the tokenizer definition (optional: it must encode and decode
-as Encode and Decode do), and the status codes of bad requests.
+as Encode and Decode do), the rows GetRows shows (optional: see ``conformance_rows``), and the status
+codes of bad requests.
 
 A module whose source is only a label (``ModuleInfo.source_is_label``, e.g. a synthetic task) reads
 no path and makes its own text, so the path-error checks and the round trip of the uploaded corpus
@@ -28,6 +29,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from simtrain import batch_wire, shm
 from simtrain.batch_wire import DTYPES
+from simtrain.conformance_rows import Unoffered, check_rows
 from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 
@@ -345,6 +347,14 @@ class Conformance:
         )
         return f"a {definition.kind} tokenizer of {vocab} tokens that decodes and encodes as the server does"
 
+    def check_rows(self) -> str:
+        expect(self.info is not None, "no dataset (preparation failed)")
+        assert self.info is not None
+        try:
+            return check_rows(self.stub, self.info, BLOCK, self.timeout_s, CheckFailed, self.module == "text")
+        except Unoffered:
+            raise CheckSkipped("not offered (GetRows is optional; the gateway answers 501)") from None
+
     def bad_requests(self) -> list[tuple[str, Callable[[], object], set[grpc.StatusCode]]]:
         dataset_id = self.info.dataset_id if self.info else "0123456789abcdef"
         missing = "00000000deadbeef"
@@ -402,6 +412,7 @@ class Conformance:
             ("shared-memory fast path", self.check_shm_batches),
             ("encode/decode round trip", self.check_encode_decode),
             ("tokenizer definition", self.check_tokenizer_definition),
+            ("rows as training sees them", self.check_rows),
         ]
         if self.source is not None and not any(name == "upload" for name, _ in checks):
             yield Result("upload", None, f"using the source {self.source!r} already on the server")

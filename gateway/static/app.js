@@ -1,5 +1,5 @@
 // simtrain web page: the jobs table and submit form at "/", one job at "/jobs/<id>" (one experiment at
-// "/experiments/<id>": experiment.js).
+// "/experiments/<id>": experiment.js; the dataset pages are datasets.js's).
 // Plain DOM and a hand-written SVG chart; no build step. All data comes from the REST API, sent with the
 // token the user saved (localStorage), so the page itself needs no secret.
 "use strict";
@@ -431,6 +431,9 @@ function noMetricsText(job) {
 }
 
 const reportPath = (jobId) => `/v1/jobs/${jobId}/report.html`;
+// A dataset's page, its rows shown at the job's block size.
+const datasetRowsPath = (id, blockSize) =>
+  `/datasets/${encodeURIComponent(id)}` + (blockSize ? `?block_size=${blockSize}` : "");
 
 // A link into the full report page (a check's row there has the id "check-<name>").
 function reportLink(jobId, text, anchor, attrs) {
@@ -490,9 +493,11 @@ function paramsTable(spec) {
     ["packing", "packing", ds.packing],
     ["options", "dataset options", options],
   ];
+  const cell = (key, value) => key === "dataset" && ds.id
+    ? h("a", { href: datasetRowsPath(ds.id, t.block_size), id: "dataset-link" }, String(value)) : String(value);
   return h("table", { class: "params" }, h("tbody", {},
     rows.map(([key, label, value]) => h("tr", { "data-param": key }, h("th", {}, label),
-      h("td", { class: "mono" }, String(value))))));
+      h("td", { class: "mono" }, cell(key, value))))));
 }
 
 function jobActions(job, hasCheckpoint, after) {
@@ -621,7 +626,10 @@ function showReport(box, report) {
       ] : h("tr", {}, h("td", {}, "trained"), h("td", { colspan: 2 }, "nothing: the data could not be served")),
       report.dataset ? h("tr", {}, h("td", {}, "dataset"), h("td", { class: "mono", colspan: 2 },
         `${report.dataset.module}:${report.dataset.source}` +
-        (report.dataset.vocab_size ? ` · vocab ${report.dataset.vocab_size}` : ""))) : null)));
+        (report.dataset.vocab_size ? ` · vocab ${report.dataset.vocab_size}` : ""),
+        report.dataset.id ? [" · ", h("a", { id: "report-dataset-link",
+          href: datasetRowsPath(report.dataset.id, (report.training || {}).block_size) },
+        "the rows it trained on →")] : null)) : null)));
   box.replaceChildren(summary, checksCard(report.checks), ...probesCard(report.probes), samplesCard(report.samples || []));
 }
 
@@ -737,10 +745,16 @@ function lossChart(series, maxIters, emptyText) {
 function main() {
   setupToken();
   const root = document.getElementById("app");
-  const job = location.pathname.match(/^\/jobs\/([0-9a-f]{1,64})$/);
-  const experiment = location.pathname.match(/^\/experiments\/([0-9a-f]{1,64})$/);
-  const page = job ? jobPage(root, job[1]) : experiment ? experimentPage(root, experiment[1]) : homePage(root);
-  page.catch((err) => notice(err.message));
+  const path = location.pathname;
+  const job = path.match(/^\/jobs\/([0-9a-f]{1,64})$/);
+  const experiment = path.match(/^\/experiments\/([0-9a-f]{1,64})$/);
+  const dataset = path.match(/^\/datasets\/([A-Za-z0-9_.-]{1,128})$/);
+  const shown = job ? jobPage(root, job[1])
+    : experiment ? experimentPage(root, experiment[1])
+      : dataset ? datasetPage(root, dataset[1])
+        : path === "/datasets" ? datasetsPage(root)
+          : homePage(root);
+  shown.catch((err) => notice(err.message));
 }
 
 main();

@@ -14,9 +14,10 @@ from simtrain.cli.dataset_stats import stats_table
 from simtrain.cli.gateway_address import connect
 from simtrain.cli.options import GatewayOpt, JsonOpt, TokenOpt, key_values
 from simtrain.cli.output import CliError, handles_errors, print_json, say
+from simtrain.cli.rows import datasets_inspect
 
 datasets_app = typer.Typer(
-    help="Data modules, uploaded sources and prepared datasets: list, upload, prepare, show.",
+    help="Data modules, uploaded sources and prepared datasets: list, upload, prepare, show, inspect.",
     no_args_is_help=True,
 )
 
@@ -140,6 +141,9 @@ def datasets_show(
         print_json(info)
     else:
         print_dataset(info)
+
+
+datasets_app.command("inspect")(datasets_inspect)
 
 
 @datasets_app.command("upload")

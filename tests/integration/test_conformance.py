@@ -86,6 +86,7 @@ def test_our_service_passes_every_check(ours: str):
         "batches per message",
         "shared-memory fast path",
         "tokenizer definition",
+        "rows as training sees them",
     ):
         assert expected in names
     fast = next(r for r in results if r.name == "shared-memory fast path")
@@ -207,6 +208,45 @@ def test_the_tokenizer_definition_must_match_and_is_optional(tmp_path: Path):
     assert missing["tokenizer definition"].passed is None
     assert "GetTokenizer is optional" in missing["tokenizer definition"].detail
     assert missing["encode/decode round trip"].passed
+
+
+class Unrowed(DataServiceServicer):
+    """Has no GetRows, as a server older than it."""
+
+    def GetRows(self, request, context):
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+
+
+class Misrowed(DataServiceServicer):
+    """Says a row's first token is trained: it never is (no position predicts it)."""
+
+    def GetRows(self, request, context):
+        answer = super().GetRows(request, context)
+        for row in answer.rows:
+            row.tokens[0].role = pb.TOKEN_ROLE_TRAINED
+        return answer
+
+
+class Unbounded(DataServiceServicer):
+    """Takes any count, a negative one too."""
+
+    def GetRows(self, request, context):
+        return (
+            pb.GetRowsResponse(packing="stream") if request.count <= 0 else super().GetRows(request, context)
+        )
+
+
+def test_rows_are_checked_and_optional(tmp_path: Path):
+    checks = {}
+    for servicer in (Unrowed, Misrowed, Unbounded):
+        (tmp_path / servicer.__name__).mkdir()
+        checks[servicer] = checks_of(servicer, tmp_path / servicer.__name__)["rows as training sees them"]
+    assert checks[Unrowed].passed is None and "not offered (GetRows is optional" in checks[Unrowed].detail
+    assert (
+        checks[Misrowed].passed is False
+        and "row 0's first token is TOKEN_ROLE_TRAINED, not MASKED" in checks[Misrowed].detail
+    )
+    assert checks[Unbounded].passed is False and "GetRows of count 0 succeeded" in checks[Unbounded].detail
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:

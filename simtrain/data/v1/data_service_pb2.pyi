@@ -2,12 +2,24 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class TokenRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TOKEN_ROLE_UNSPECIFIED: _ClassVar[TokenRole]
+    TOKEN_ROLE_TRAINED: _ClassVar[TokenRole]
+    TOKEN_ROLE_MASKED: _ClassVar[TokenRole]
+    TOKEN_ROLE_PADDING: _ClassVar[TokenRole]
+TOKEN_ROLE_UNSPECIFIED: TokenRole
+TOKEN_ROLE_TRAINED: TokenRole
+TOKEN_ROLE_MASKED: TokenRole
+TOKEN_ROLE_PADDING: TokenRole
 
 class ModuleOption(_message.Message):
     __slots__ = ("name", "description", "default_value")
@@ -255,3 +267,51 @@ class CheckDatasetResponse(_message.Message):
     PROBLEMS_FIELD_NUMBER: _ClassVar[int]
     problems: _containers.RepeatedCompositeFieldContainer[DatasetProblem]
     def __init__(self, problems: _Optional[_Iterable[_Union[DatasetProblem, _Mapping]]] = ...) -> None: ...
+
+class GetRowsRequest(_message.Message):
+    __slots__ = ("dataset_id", "split", "start", "count", "block_size")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    SPLIT_FIELD_NUMBER: _ClassVar[int]
+    START_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_SIZE_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    split: str
+    start: int
+    count: int
+    block_size: int
+    def __init__(self, dataset_id: _Optional[str] = ..., split: _Optional[str] = ..., start: _Optional[int] = ..., count: _Optional[int] = ..., block_size: _Optional[int] = ...) -> None: ...
+
+class RowToken(_message.Message):
+    __slots__ = ("id", "text", "role", "special")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    text: str
+    role: TokenRole
+    special: bool
+    def __init__(self, id: _Optional[int] = ..., text: _Optional[str] = ..., role: _Optional[_Union[TokenRole, str]] = ..., special: _Optional[bool] = ...) -> None: ...
+
+class Row(_message.Message):
+    __slots__ = ("index", "token_offset", "tokens", "truncated")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_OFFSET_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    token_offset: int
+    tokens: _containers.RepeatedCompositeFieldContainer[RowToken]
+    truncated: bool
+    def __init__(self, index: _Optional[int] = ..., token_offset: _Optional[int] = ..., tokens: _Optional[_Iterable[_Union[RowToken, _Mapping]]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class GetRowsResponse(_message.Message):
+    __slots__ = ("rows", "total_rows", "packing")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ROWS_FIELD_NUMBER: _ClassVar[int]
+    PACKING_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedCompositeFieldContainer[Row]
+    total_rows: int
+    packing: str
+    def __init__(self, rows: _Optional[_Iterable[_Union[Row, _Mapping]]] = ..., total_rows: _Optional[int] = ..., packing: _Optional[str] = ...) -> None: ...

@@ -89,6 +89,11 @@ class DataServiceStub:
                 request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.PrepareDatasetRequest.SerializeToString,
                 response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.CheckDatasetResponse.FromString,
                 _registered_method=True)
+        self.GetRows = channel.unary_unary(
+                '/simtrain.data.v1.DataService/GetRows',
+                request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsRequest.SerializeToString,
+                response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsResponse.FromString,
+                _registered_method=True)
 
 
 class DataServiceServicer:
@@ -179,6 +184,15 @@ class DataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetRows(self, request, context):
+        """The rows of a split exactly as training sees them, to be read by a person: each token decoded, and
+        whether loss is taken on it. Optional: a server without it answers UNIMPLEMENTED (the gateway's
+        GET /v1/datasets/{id}/rows then answers 501, and `simtrain conformance` skips the check).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -236,6 +250,11 @@ def add_DataServiceServicer_to_server(servicer, server):
                     servicer.CheckDataset,
                     request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.PrepareDatasetRequest.FromString,
                     response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.CheckDatasetResponse.SerializeToString,
+            ),
+            'GetRows': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRows,
+                    request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsRequest.FromString,
+                    response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -535,6 +554,33 @@ class DataService:
             '/simtrain.data.v1.DataService/CheckDataset',
             simtrain_dot_data_dot_v1_dot_data__service__pb2.PrepareDatasetRequest.SerializeToString,
             simtrain_dot_data_dot_v1_dot_data__service__pb2.CheckDatasetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRows(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simtrain.data.v1.DataService/GetRows',
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsRequest.SerializeToString,
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsResponse.FromString,
             options,
             channel_credentials,
             insecure,
