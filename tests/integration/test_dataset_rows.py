@@ -317,3 +317,23 @@ def test_pair_rows_train_exactly_the_targets_streamed_batches_train(
         row = rows[example]
         assert x[i].tolist() == [t.id for t in row.tokens[:-1]]
         assert (y[i] != -1).tolist() == [t.role == pb.TOKEN_ROLE_TRAINED for t in row.tokens[1:]]
+
+
+@pytest.mark.parametrize("packing", ["stream", "pairs"])
+def test_a_chat_row_shows_user_text_masked_and_the_reply_trained(
+    stub: pb_grpc.DataServiceStub, data_service: DataService, packing: str
+) -> None:
+    talks = [
+        {"messages": [{"role": "user", "content": f"hi {i}"}, {"role": "assistant", "content": f"yo {i}"}]}
+        for i in range(30)
+    ]
+    path = data_service.settings.data_root / f"talks-{packing}.jsonl"
+    path.write_text("".join(json.dumps(t) + "\n" for t in talks), encoding="utf-8")
+    request = pb.PrepareDatasetRequest(module="chat", source=path.name, tokenizer="char", packing=packing)
+    dataset_id = stub.PrepareDataset(request).dataset_id
+    rows = stub.GetRows(pb.GetRowsRequest(dataset_id=dataset_id, split="train", count=4, block_size=32)).rows
+    trained = "".join(t.text for r in rows for t in r.tokens if t.role == pb.TOKEN_ROLE_TRAINED)
+    masked = "".join(t.text for r in rows for t in r.tokens if t.role == pb.TOKEN_ROLE_MASKED)
+    assert "yo " in trained and "<|end|>" in trained  # the reply and its end of turn take loss
+    assert "hi " not in trained and "<|user|>" not in trained  # the user's turn is input only
+    assert "hi " in masked
