@@ -29,6 +29,7 @@ from gateway.jobs import (
 from gateway.jobs import router as jobs_router
 from gateway.lineage import checkpoint_path, no_checkpoint
 from simtrain.jobs import JobSpec
+from simtrain.spec_merge import deep_merge
 
 router = APIRouter(prefix=jobs_router.prefix, tags=["jobs"])
 
@@ -56,17 +57,6 @@ class ForkRequest(BaseModel):
         description="Start from the source job's latest checkpoint weights (fresh optimizer, from step 0) "
         "instead of a fresh initialisation",
     )
-
-
-def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``changes`` laid over it: mappings merge key by key, any other value replaces."""
-    merged = dict(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def _invalid_changes(e: ValidationError) -> RequestValidationError:

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
 from simtrain.jobs import MAX_TAGS, JobSpec, JobStatus, Tag
+from simtrain.spec_merge import deep_merge
 
 VARIANT_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$"
 MAX_RUNS = 64  # variants × seeds
@@ -69,20 +70,6 @@ class ExperimentSpec(BaseModel):
 
     def seed_values(self) -> list[int]:
         return list(range(self.seeds)) if isinstance(self.seeds, int) else list(self.seeds)
-
-
-def deep_merge(base: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``change`` laid over it: mappings merge key by key, anything else replaces, ``None``
-    removes the key. Neither argument is modified."""
-    merged = dict(base)
-    for key, value in change.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from simtrain.experiments import ExperimentSpec, InvalidVariants, deep_merge, expand
+from simtrain.experiments import ExperimentSpec, InvalidVariants, expand
 from trainer_service.tracking import experiment_of
 
 BASE = {
@@ -14,13 +14,6 @@ BASE = {
     "model": {"n_layer": 2, "n_head": 2, "n_embd": 32},
     "training": {"max_iters": 20, "batch_size": 4, "block_size": 16},
 }
-
-
-def test_deep_merge_merges_mappings_replaces_values_and_null_removes() -> None:
-    base = {"a": {"b": 1, "c": {"d": 2}}, "e": [1, 2], "f": 3}
-    change = {"a": {"c": {"x": 9}}, "e": [3], "f": None, "g": {"h": 1}}
-    assert deep_merge(base, change) == {"a": {"b": 1, "c": {"d": 2, "x": 9}}, "e": [3], "g": {"h": 1}}
-    assert base == {"a": {"b": 1, "c": {"d": 2}}, "e": [1, 2], "f": 3}  # untouched
 
 
 def test_expand_gives_each_variant_every_seed_in_order() -> None:
