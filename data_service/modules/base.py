@@ -117,6 +117,11 @@ class DataModule(ABC):
         """Text the tokenizer must keep as single tokens (a chat template's markers) for this source."""
         return ()
 
+    def corpus(self, options: Mapping[str, str]) -> Iterable[str] | None:
+        """Passages of the module's own knowledge (a synthetic task's facts), retrieved from when the
+        dataset's ``retrieval_corpus`` is ``builtin``; None when the module has none."""
+        return None
+
     def fingerprint(self, path: Path | None) -> str:
         """What identifies the source's content: sha256 of its bytes, or of every file in a directory."""
         if path is None:
