@@ -15,7 +15,6 @@ from gateway.datasets import dataset_problems
 from gateway.errors import ApiError, error_doc
 from gateway.jobs import JOB_ID, NameQuery, Queue, TagQuery, checked_tags, no_such_job, refuse
 from simtrain.compare import LABELS, compare
-from simtrain.compare_plot import curves_png
 from simtrain.experiment_store import ExperimentStore, run_results
 from simtrain.experiments import ExperimentSpec, ExperimentView, InvalidVariants, expand, variant_spec
 from simtrain.limits import limit_errors
@@ -167,6 +166,8 @@ def get_curves(experiment_id: ExperimentId, store: Store) -> Response:
         raise _no_such_experiment(experiment_id)
     results = run_results(store.queue, [(r.variant, r.seed, r.job_id) for r in view.runs])
     unit = compare(results)["unit"]
+    from simtrain.compare_plot import curves_png  # matplotlib loads on the first plot, not at startup
+
     png = curves_png(results, f"experiment {view.name}", unit)
     return Response(png, media_type="image/png", headers={"Cache-Control": "no-cache"})
 

@@ -129,7 +129,12 @@ def test_three_variants_two_seeds_run_and_compare(
     assert variants["char"]["std"] is not None and variants["char"]["std"] > 0
     ranked = [r for r in comparison["ranking"] if r["place"] is not None]
     assert {r["variant"] for r in ranked} == {"char", "byte"}
-    assert ranked[1]["behind_best"]["significant"] in (True, False)
+    # The gap is judged against the seeds' spread, and the sentence says the same as the flag.
+    behind = ranked[1]["behind_best"]
+    assert behind["delta"] >= 0 and behind["stderr"] > 0
+    assert behind["significant"] is (behind["delta"] > 2 * behind["stderr"])
+    said = "beats" if behind["significant"] else "within noise"
+    assert said in behind["text"] and f"{behind['delta']:.3f}" in behind["text"]
     # The variant that cannot train stays, with its verdict and why.
     noval = variants["noval"]
     assert noval["n"] == 0 and noval["verdict"] == "not fit"

@@ -18,18 +18,6 @@ from simtrain.data.v1 import data_service_pb2 as pb
 TRAINED, MASKED, PADDING = pb.TOKEN_ROLE_TRAINED, pb.TOKEN_ROLE_MASKED, pb.TOKEN_ROLE_PADDING
 
 
-@pytest.fixture
-def root(tmp_path: Path) -> Path:
-    root = tmp_path / "data"
-    root.mkdir()
-    return root
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "prepared")
-
-
 def text_dataset(root: Path, store: Store, text: str, tokenizer: str = "char") -> Dataset:
     (root / "notes.txt").write_text(text, encoding="utf-8")
     return store.prepare(discover()["text"], root, "notes.txt", tokenizer, options={"val_fraction": "0"})
