@@ -101,7 +101,9 @@ def test_grade_and_overall_verdict() -> None:
     assert [c.name for c in ordered(checks)] == ["d", "c", "a", "b"]
     result = overall(checks)
     assert result["verdict"] == "not fit" and result["failing"] == ["d"] and result["warnings"] == ["c"]
-    assert "dee: broken" in result["summary"]
+    assert result["summary"] == "dee fails: broken"
+    second = Check("e", "data", "eee", Verdict.fail, "also broken")
+    assert overall([*checks, second])["summary"] == "dee fails (2 checks fail; this is the first): broken"
     assert overall(checks[:3])["verdict"] == "fit with warnings"
     assert overall(checks[:2])["verdict"] == "fit"
 

@@ -62,7 +62,8 @@ def overall(checks: list[Check]) -> dict[str, Any]:
     if failing:
         verdict = NOT_FIT
         first = next(c for c in checks if c.verdict is Verdict.fail)
-        summary = f"{len(failing)} check(s) fail, first {first.title}: {first.reason}"
+        said = "" if len(failing) == 1 else f" ({len(failing)} checks fail; this is the first)"
+        summary = f"{first.title} fails{said}: {first.reason}"
     elif warning:
         verdict = FIT_WITH_WARNINGS
         summary = f"every check passes but {len(warning)} warn: {', '.join(warning)}"
