@@ -101,6 +101,11 @@ def experiment_tag(name: str) -> str:
     return f"experiment:{word}"[:64]
 
 
+def is_filing_tag(tag: str) -> bool:
+    """One of the two tags every experiment run gets; its name already says what they say."""
+    return tag.startswith(("experiment:", "variant:"))
+
+
 def variant_spec(spec: ExperimentSpec, variant: str) -> dict[str, Any]:
     """The variant's merged job spec, before a seed is set."""
     return deep_merge(spec.base, spec.variants[variant])

@@ -16,6 +16,7 @@ from simtrain.cli.gateway_address import connect
 from simtrain.cli.job_ids import resolve, short
 from simtrain.cli.options import GatewayOpt, JobArg, JsonOpt, TokenOpt
 from simtrain.cli.output import EXIT_BY_STATUS, CliError, handles_errors, print_json, say
+from simtrain.experiments import is_filing_tag
 from simtrain.jobs import JobStatus
 
 
@@ -46,9 +47,11 @@ def _model(spec: dict[str, Any] | None) -> str:
 
 
 def _name(spec: dict[str, Any] | None) -> str:
-    """The job's name and its tags, as ``baseline #lr #v1``."""
+    """The job's name and its tags, as ``baseline #lr #v1`` (an experiment run's filing tags left out:
+    its name says the same, and ``--tag`` still finds them)."""
     spec = spec or {}
-    return " ".join([spec.get("name") or "", *(f"#{tag}" for tag in spec.get("tags") or [])]).strip()
+    tags = [f"#{tag}" for tag in spec.get("tags") or [] if not is_filing_tag(tag)]
+    return " ".join([spec.get("name") or "", *tags]).strip()
 
 
 def jobs_table(rows: list[dict[str, Any]]) -> Table:
