@@ -11,6 +11,8 @@ from collections.abc import Mapping
 
 from data_service.errors import DataError
 from data_service.modules.base import DataModule, Option
+from data_service.retrieval.options import OPTIONS as RETRIEVAL_OPTIONS
+from data_service.retrieval.options import canonical_retrieval
 from data_service.tokenizers import tokenizer_class
 
 PACKINGS = ("stream", "pairs")
@@ -27,6 +29,7 @@ OPTIONS = (
     Option("overlong", "Pairs longer than the block: 'truncate' (and count them) or 'reject'.", "truncate"),
     Option("token_dtype", "Stored token width: 'auto', 'uint16' or 'uint32'.", "auto"),
     Option("vocab_size", "Vocabulary size of the bpe tokenizer (bpe only).", "4096"),
+    *RETRIEVAL_OPTIONS,
 )
 TOKENIZER_ONLY = {"vocab_size": "bpe"}
 
@@ -67,6 +70,7 @@ def canonical_options(module: DataModule, tokenizer: str, given: Mapping[str, st
             opts["vocab_size"] = str(int(opts["vocab_size"]))
         except ValueError:
             raise DataError(f"option vocab_size must be an integer, got {opts['vocab_size']!r}") from None
+    canonical_retrieval(opts, given)
     return opts
 
 

@@ -27,6 +27,8 @@ from data_service.chat_template import END_OF_TEXT, without_markers
 from data_service.errors import DataError
 from data_service.modules.base import Chat, DataModule, Example, Pair, Report, Text
 from data_service.options import token_dtype
+from data_service.retrieval.context import Contexts, tokenizer_text
+from data_service.retrieval.corpus import Corpus
 from data_service.split import choose_val, key_hash
 from data_service.stats import BLOCK_SIZES, dataset_stats, dataset_warnings
 from data_service.tokenizers.base import Tokenizer
@@ -153,13 +155,16 @@ def build(
     packing: str,
     opts: Mapping[str, str],
     out: Path,
+    corpus: Corpus | None = None,
 ) -> dict[str, Any]:
-    """Write the dataset's files into ``out``; return what meta.json records about them."""
+    """Write the dataset's files into ``out``; return what meta.json records about them. With a retrieval
+    ``corpus``, each pairs row starts with passages retrieved for its prompt (``data_service.retrieval``)."""
     module_opts = {o.name: opts[o.name] for o in module.options}
     separator = opts["separator"]
     pairs = packing == "pairs"
     report, scan = Report(), Scan()
-    text = _scan(module.read(path, module_opts, report), scan, separator)
+    learned = _scan(module.read(path, module_opts, report), scan, separator)
+    text = itertools.chain(learned, tokenizer_text(corpus)) if corpus else learned
     specials = ([END] if pairs else []) + [
         s for s in module.special_tokens(path, module_opts) if s != END or not pairs
     ]
@@ -174,6 +179,11 @@ def build(
             f"packing 'pairs' needs prompt/completion examples, but {scan.texts} of the {examples} "
             f"examples from {path or module.name} are plain text; use packing 'stream'"
         )
+    if corpus and scan.chats:
+        raise DataError(
+            f"option retrieval_corpus needs prompt/completion pairs, but {scan.chats} of the {examples} "
+            f"examples from {path or module.name} are conversations"
+        )
     masked = scan.chats > 0
     dtype = token_dtype(opts["token_dtype"], tok.vocab_size)
     in_val = choose_val(
@@ -181,9 +191,13 @@ def build(
         np.array(scan.sizes, dtype=np.int64),
         float(opts["val_fraction"]),
     )
+    context = None
+    if corpus:
+        examples_again = module.read(path, module_opts, Report())
+        context = Contexts.build(corpus, examples_again, in_val, tok, opts, out / "retrieval")
     writers = {s: _Writer(out, s, dtype, pairs, masked) for s in SPLITS}
     try:
-        _encode(module.read(path, module_opts, Report()), tok, writers, in_val, separator, pairs)
+        _encode(module.read(path, module_opts, Report()), tok, writers, in_val, separator, pairs, context)
     finally:
         for w in writers.values():
             w.close()
@@ -193,6 +207,8 @@ def build(
     stats = dataset_stats(
         dtype, tok, writers, scan, contents, in_val, pairs, report, float(opts["val_fraction"])
     )
+    if context:
+        stats["retrieval"] = context.stats()
     return {
         "tokenizer": {"kind": tok.kind},
         "vocab_size": tok.vocab_size,
@@ -224,6 +240,7 @@ def _encode(
     in_val: np.ndarray,
     separator: str,
     pairs: bool,
+    context: Contexts | None = None,
 ) -> None:
     sep = tok.encode(separator)
     end = np.array([tok.special_id(END)] if pairs else [], dtype=np.int64)
@@ -234,9 +251,14 @@ def _encode(
             raise DataError("the module gave more examples on its second read than on its first")
         pieces = [_pieces(ex, pairs) for ex in batch]
         encoded = iter(tok.encode_batch([text for p in pieces for text, _ in p]))
-        for val, ex, parts in zip(in_val[index : index + len(batch)], batch, pieces, strict=True):
+        vals = in_val[index : index + len(batch)]
+        heads: list[np.ndarray | None] = [*context.heads(batch, vals)] if context else [None] * len(batch)
+        for val, ex, parts, head in zip(vals, batch, pieces, heads, strict=True):
             ids = [next(encoded) for _ in parts]
             trained = [np.full(len(i), t, dtype=bool) for i, (_, t) in zip(ids, parts, strict=True)]
+            if head is not None:  # retrieved passages before the prompt: read, never trained on
+                ids.insert(0, head)
+                trained.insert(0, np.zeros(len(head), dtype=bool))
             writer = writers["val" if val else "train"]
             writer.count_source(ex.source, sum(len(i) for i in ids) + (isinstance(ex, Pair) and pairs))
             if pairs:
@@ -244,7 +266,7 @@ def _encode(
                     ids.append(end)
                     trained.append(np.ones(1, dtype=bool))
                 tokens, mask = np.concatenate(ids), np.concatenate(trained)
-                writer.add_row(tokens, mask, len(ids[0]) if isinstance(ex, Pair) else _untrained_head(mask))
+                writer.add_row(tokens, mask, _untrained_head(mask))
             else:
                 new_doc = not isinstance(ex, Text) or ex.new_doc
                 separated = new_doc and not isinstance(ex, Chat)  # a chat ends in its own end token

@@ -29,6 +29,7 @@ from data_service.errors import DataError, NotFoundError, blame
 from data_service.modules.base import DataModule, resolve_source
 from data_service.options import PACKINGS, canonical_options
 from data_service.prepare import SPLITS, build
+from data_service.retrieval.corpus import Corpus, resolve_corpus
 from data_service.tokenizers.base import Tokenizer
 
 # Bump when the on-disk layout or the preparation changes, so old ids are not reused for new bytes.
@@ -121,9 +122,11 @@ class Store:
         options: Mapping[str, str] | None = None,
     ) -> Dataset:
         """The dataset for ``source`` read by ``module``: found if prepared before, else built and saved."""
-        opts, path = check_request(module, data_root, source, tokenizer, packing, options or {})
+        opts, path, corpus = check_request(module, data_root, source, tokenizer, packing, options or {})
         recipe = {"format": FORMAT, "module": module.name, "tokenizer": tokenizer, "packing": packing}
         key = json.dumps({**recipe, "options": opts}, sort_keys=True)
+        if corpus:  # a changed corpus is a new dataset; without one the id stays as it always was
+            key += f"\nretrieval_corpus:{corpus.fingerprint()}"
         dataset_id = hashlib.sha256(f"{module.fingerprint(path)}\n{key}".encode()).hexdigest()[:16]
         if (self.root / dataset_id / "meta.json").is_file():
             return self.get(dataset_id)
@@ -131,7 +134,7 @@ class Store:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dataset_id}-", dir=self.root))
         try:
-            built = build(module, path, tokenizer, packing, opts, tmp)
+            built = build(module, path, tokenizer, packing, opts, tmp, corpus)
             saved_tokenizer = built.pop("tokenizer_state")
             meta = {
                 **recipe,
@@ -143,9 +146,10 @@ class Store:
             }
             _write_json(tmp / "tokenizer.json", saved_tokenizer)
             _write_json(tmp / "meta.json", meta)
-            for name in os.listdir(tmp):
-                with (tmp / name).open("rb") as f:
-                    os.fsync(f.fileno())
+            for file in tmp.rglob("*"):
+                if file.is_file():
+                    with file.open("rb") as f:
+                        os.fsync(f.fileno())
             try:
                 tmp.rename(self.root / dataset_id)
             except OSError:
@@ -164,21 +168,23 @@ def check_request(
     tokenizer: str,
     packing: str,
     options: Mapping[str, str],
-) -> tuple[dict[str, str], Path | None]:
-    """What preparing needs of a request (canonical options, the source's path), checked before any work:
-    a DataError whose ``field`` names the request field at fault otherwise."""
+) -> tuple[dict[str, str], Path | None, Corpus | None]:
+    """What preparing needs of a request (canonical options, the source's path, the retrieval corpus),
+    checked before any work: a DataError whose ``field`` names the request field at fault otherwise."""
     with blame("tokenizer"):
         tokenizers.tokenizer_class(tokenizer)
     with blame("options"):
         opts = canonical_options(module, tokenizer, options)
     if packing not in PACKINGS:
         raise DataError(f"unknown packing {packing!r}; supported: {', '.join(PACKINGS)}", "packing")
+    with blame("options"):
+        corpus = resolve_corpus(module, data_root, opts, packing)
     with blame("source"):
         if module.needs_source:
-            return opts, resolve_source(data_root, source)
+            return opts, resolve_source(data_root, source), corpus
         if not source:
             raise DataError(f"source is empty: module {module.name!r} needs none, but give it a name")
-    return opts, None
+    return opts, None, corpus
 
 
 @functools.lru_cache(maxsize=64)
