@@ -22,7 +22,7 @@ OPTIONS = (
         "",
     ),
     Option("retrieve_k", "How many passages are retrieved per prompt (with retrieval_corpus).", "3"),
-    Option("context_tokens", "The retrieved passages, cut to this many tokens (with retrieval_corpus).", "256"),
+    Option("context_tokens", "Tokens the retrieved passages are cut to (with retrieval_corpus).", "256"),
     Option("retriever", f"How passages are ranked: {', '.join(RETRIEVERS)} (with retrieval_corpus).", "bm25"),
     Option(
         "exclude_val_passages",

@@ -17,9 +17,19 @@ from data_service.store import Store
 from tests.anki_decks import genanki_deck
 
 REPO = Path(__file__).resolve().parents[2]
+RETRIEVAL = {"retrieval_corpus": "t.txt"}
 HEADING = "### Dataset statistics (`stats_json`)"
 # Objects keyed by a split or a block size, not by names of their own.
-KEYED_BY_VALUE = {"num_examples", "num_tokens", "why_empty", "max_block_size", "at_block_size", "sources"}
+KEYED_BY_VALUE = {
+    "num_examples",
+    "num_tokens",
+    "why_empty",
+    "max_block_size",
+    "at_block_size",
+    "sources",
+    "examples",
+    "supported",
+}
 
 
 def documented() -> set[str]:
@@ -74,7 +84,7 @@ def trainer_reads() -> set[str]:
 @pytest.fixture(scope="module")
 def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """Real stats: text (BPE, and one whose val is emptied by duplicates), JSONL pairs, an Anki deck, sort,
-    chats in both packings, and a mix of a deck and chats."""
+    chats in both packings, a mix of a deck and chats, and pairs with a retrieval corpus."""
     base = tmp_path_factory.mktemp("stats")
     root = base / "data"
     root.mkdir()
@@ -102,6 +112,7 @@ def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         store.prepare(modules["chat"], root, "chat.jsonl"),
         store.prepare(modules["chat"], root, "chat.jsonl", packing="pairs"),
         store.prepare(modules["mix"], root, "mixed", packing="pairs"),
+        store.prepare(modules["jsonl"], root, "qa.jsonl", packing="pairs", options=RETRIEVAL),
     ]
     return [ds.meta["stats"] for ds in datasets]
 
@@ -110,6 +121,7 @@ def test_every_key_the_data_service_writes_is_documented(stats: list[dict[str, A
     written = {re.sub(r"^(format|module):.*", r"\1:<member>", n) for s in stats for n in key_names(s)}
     assert {"why_empty", "max_block_size", "prompt_tokens", "media_dropped_fields", "p95"} <= written
     assert {"trained_tokens", "conversations_without_reply", "sources", "files_skipped"} <= written
+    assert {"retrieval", "val_passages_excluded", "supported", "leak_example"} <= written
     assert written - documented() == set()
 
 
