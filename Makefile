@@ -50,6 +50,7 @@ bench: setup
 	$(BIN)/python bench/stream_batches.py
 	$(BIN)/python bench/data_stream.py
 	$(BIN)/python bench/data_prepare.py
+	$(BIN)/python bench/retrieval_index.py
 	$(BIN)/python bench/gateway_latency.py
 	$(BIN)/python bench/gateway_claim.py
 	$(BIN)/python bench/data_memory.py
