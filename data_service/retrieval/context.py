@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from data_service.errors import DataError
 from data_service.modules.base import Example, Pair, flag
 from data_service.retrieval.corpus import Corpus
 from data_service.retrieval.index import PassageIndex
@@ -61,7 +62,10 @@ class Contexts:
             if is_val and isinstance(ex, Pair)
         )
         exclude = flag(opts, "exclude_val_passages")
-        return cls(corpus, PassageIndex.build(corpus.passages(), val, exclude, folder), tok, opts)
+        index = PassageIndex.build(corpus.passages(), val, exclude, folder)
+        if not len(index) and not index.val_passages:
+            raise DataError(f"option retrieval_corpus: {corpus.name!r} holds no passages, only blank text")
+        return cls(corpus, index, tok, opts)
 
     def heads(self, batch: list[Example], in_val: np.ndarray) -> list[np.ndarray]:
         """The token ids that go before each pair's prompt: its kept context and the prompt marker."""

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from data_service.errors import DataError
 from data_service.modules import discover
 from data_service.retrieval.context import PASSAGE_SEPARATOR, PROMPT_MARKER
 from data_service.retrieval.leaks import words
@@ -71,6 +72,15 @@ def test_the_query_is_the_prompt_never_the_answer(root: Path, store: Store):
     ds = prepare(store, root, retrieval_corpus="lure.txt", retrieve_k="1")
     contexts = [c for split in ("train", "val") for c, p, _ in rows(ds, split) if p.endswith("isle 0?")]
     assert contexts == ["The lighthouse on isle 0 is tall."]
+
+
+def test_fewer_passages_than_retrieve_k_and_none_at_all(root: Path, store: Store):
+    (root / "one.txt").write_text("Every lighthouse has a keeper.\n", encoding="utf-8")
+    ds = prepare(store, root, retrieval_corpus="one.txt", retrieve_k="5")
+    assert {c for c, _, _ in rows(ds, "train")} == {"Every lighthouse has a keeper."}
+    (root / "blank.txt").write_text("\n  \n\n", encoding="utf-8")
+    with pytest.raises(DataError, match="retrieval_corpus: 'blank.txt' holds no passages"):
+        prepare(store, root, retrieval_corpus="blank.txt")
 
 
 def test_the_context_is_cut_to_context_tokens(root: Path, store: Store):
