@@ -6,9 +6,11 @@ source's text or tokens whole, so a source far bigger than memory prepares in bo
 
 On disk, per split: ``<split>.bin`` (the token ids); for ``pairs`` packing also ``<split>.rows.bin``,
 int64 rows of (start, prompt length, total length), each example's tokens being prompt, completion,
-then the end token (a chat's tokens end in the template's own end token). A dataset with chats in it
-(``meta["masked"]``) also has ``<split>.mask.bin``: one uint8 per token, 1 where loss is taken when
-that token is the target, 0 where it is not (a user turn, the template's markers).
+then the end token (a chat's tokens end in the template's own end token; with a retrieval corpus, the
+retrieved context comes first and counts in the prompt length; see ``data_service.retrieval``). A
+dataset with chats in it (``meta["masked"]``) also has ``<split>.mask.bin``: one uint8 per token, 1
+where loss is taken when that token is the target, 0 where it is not (a user turn, the template's
+markers).
 """
 
 from __future__ import annotations
@@ -252,7 +254,7 @@ def _encode(
         pieces = [_pieces(ex, pairs) for ex in batch]
         encoded = iter(tok.encode_batch([text for p in pieces for text, _ in p]))
         vals = in_val[index : index + len(batch)]
-        heads: list[np.ndarray | None] = [*context.heads(batch, vals)] if context else [None] * len(batch)
+        heads: list[np.ndarray | None] = list(context.heads(batch, vals)) if context else [None] * len(batch)
         for val, ex, parts, head in zip(vals, batch, pieces, heads, strict=True):
             ids = [next(encoded) for _ in parts]
             trained = [np.full(len(i), t, dtype=bool) for i, (_, t) in zip(ids, parts, strict=True)]
