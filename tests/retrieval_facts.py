@@ -1,11 +1,14 @@
 """Made-up facts for the retrieval tests: islands, each with a keeper whose name is a word found nowhere
-else, asked about as prompt/answer pairs and stated as passages."""
+else, asked about as prompt/answer pairs and stated as passages; and a module with a corpus of its own."""
 
 from __future__ import annotations
 
 import json
 import random
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
+
+from data_service.modules.base import DataModule, Pair, Report
 
 SYLLABLES = "ka lo mi ru ze to vi na pe su go ra".split()
 
@@ -43,3 +46,19 @@ def write_passages(path: Path, n: int) -> str:
     """The facts as a text file, a paragraph each."""
     path.write_text("\n\n".join(passage for _, _, passage in facts(n)) + "\n", encoding="utf-8")
     return path.name
+
+
+class Almanac(DataModule):
+    """A module with passages of its own, as a synthetic task has."""
+
+    name = "almanac"
+    description = "made-up facts and their questions"
+    needs_source = False
+    hours = 12
+
+    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Pair]:
+        for i in range(30):
+            yield Pair(f"When does the tide turn at cove {i}?", f" hour {i % self.hours}")
+
+    def corpus(self, options: Mapping[str, str]) -> Iterable[str]:
+        return [f"At cove {i} the tide turns at hour {i % self.hours}." for i in range(30)] + ["  "]

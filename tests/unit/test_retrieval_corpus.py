@@ -3,37 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
 
 from data_service.errors import DataError, NotFoundError
 from data_service.modules import discover
-from data_service.modules.base import DataModule, Pair, Report
+from data_service.modules.base import DataModule
 from data_service.modules.text import PIECE_CHARS
 from data_service.options import canonical_options
 from data_service.retrieval.corpus import Corpus, resolve_corpus
 from data_service.store import Store, check_request
 from tests.anki_decks import genanki_deck
-from tests.retrieval_facts import write_pairs, write_passages
+from tests.retrieval_facts import Almanac, write_pairs, write_passages
 
 JSONL = discover()["jsonl"]
-
-
-class Almanac(DataModule):
-    """A module with passages of its own, as a synthetic task has."""
-
-    name = "almanac"
-    description = "made-up facts and their questions"
-    needs_source = False
-
-    def read(self, path: Path | None, options: Mapping[str, str], report: Report) -> Iterator[Pair]:
-        for i in range(30):
-            yield Pair(f"When does the tide turn at cove {i}?", f" hour {i % 12}")
-
-    def corpus(self, options: Mapping[str, str]) -> Iterable[str]:
-        return [f"At cove {i} the tide turns at hour {i % 12}." for i in range(30)] + ["  "]
 
 
 def passages(root: Path, name: str, module: DataModule = JSONL) -> list[str]:

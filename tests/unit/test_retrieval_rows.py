@@ -15,7 +15,7 @@ from data_service.modules import discover
 from data_service.retrieval.context import PASSAGE_SEPARATOR, PROMPT_MARKER
 from data_service.retrieval.leaks import words
 from data_service.store import FORMAT, Dataset, Store
-from tests.retrieval_facts import facts, write_pairs, write_passages
+from tests.retrieval_facts import Almanac, facts, write_pairs, write_passages
 
 JSONL = discover()["jsonl"]
 N = 60
@@ -53,6 +53,21 @@ def test_rows_are_context_prompt_then_the_trained_answer(root: Path, store: Stor
             passages = context.split(PASSAGE_SEPARATOR)
             assert len(passages) == 2 and passages[0] == PASSAGES[prompt]  # its own fact ranks first
     stats = retrieval(ds)
+    assert set(stats) == {  # the fit report's retrieval checks read exactly these
+        "corpus",
+        "retriever",
+        "retrieve_k",
+        "context_tokens",
+        "passages",
+        "val_passages_excluded",
+        "examples",
+        "supported",
+        "context_tokens_retrieved",
+        "context_tokens_kept",
+        "val_leaks",
+        "leak_example",
+        "unsupported_example",
+    }
     assert stats["examples"] == ds.meta["stats"]["num_examples"]
     assert stats["supported"] == stats["examples"] and stats["unsupported_example"] is None
     assert stats["context_tokens_kept"] == stats["context_tokens_retrieved"]  # 2 short facts fit in 256
@@ -173,3 +188,17 @@ def test_other_tokenizers_cut_in_their_own_tokens(root: Path, store: Store, toke
     ds = store.prepare(JSONL, root, "qa.jsonl", tokenizer=tokenizer, packing="pairs", options=options)
     assert retrieval(ds)["context_tokens_kept"] == 16 * N
     assert all(t.endswith(ANSWERS[p] + "<|endoftext|>") for _, p, t in rows(ds, "train"))
+
+
+def test_a_builtin_corpus_prepares_and_is_part_of_the_id(root: Path, store: Store):
+    almanac = Almanac()
+    ds = store.prepare(almanac, root, "almanac", packing="pairs", options={"retrieval_corpus": "builtin"})
+    stats = retrieval(ds)
+    assert stats["corpus"] == "builtin" and stats["passages"] == 30 and stats["val_passages_excluded"] == 0
+    assert stats["supported"] == stats["examples"]
+    for context, prompt, _ in rows(ds, "train"):
+        cove = prompt.removeprefix("When does the tide turn at cove ").removesuffix("?")
+        assert context.split(PASSAGE_SEPARATOR)[0].startswith(f"At cove {cove} the tide")
+    almanac.hours = 7  # the same module and options with other facts: another dataset
+    again = store.prepare(almanac, root, "almanac", packing="pairs", options={"retrieval_corpus": "builtin"})
+    assert again.id != ds.id
