@@ -38,6 +38,33 @@ class Turn:
     content: str
 
 
+# What can be wrong with the order of a conversation's turns, each kind with what it costs the model.
+ROLE_ORDER_PROBLEMS = {
+    "reply_first": "an assistant turn comes before any user turn (a reply to nothing)",
+    "late_system": "a system turn comes after the first turn",
+    "repeated_role": "two user turns, or two assistant turns, follow each other",
+    "ends_unanswered": "the last turn is a user turn no reply follows (nothing to learn from it)",
+}
+
+
+def role_order_problem(turns: Sequence[Turn]) -> str | None:
+    """The first kind of ROLE_ORDER_PROBLEMS the conversation has, if any. A conversation with no reply
+    at all is counted on its own (``conversations_without_reply``), so it has no order problem here."""
+    roles = [t.role for t in turns]
+    if "assistant" not in roles:
+        return None
+    if "system" in roles[1:]:
+        return "late_system"
+    talk = [r for r in roles if r != "system"]
+    if talk[0] == "assistant":
+        return "reply_first"
+    if any(a == b for a, b in zip(talk, talk[1:], strict=False)):
+        return "repeated_role"
+    if talk[-1] == "user":
+        return "ends_unanswered"
+    return None
+
+
 def marker_in(text: str) -> str | None:
     """The first template marker spelled out in ``text``, if any: it would read as that special token."""
     found = _MARKER_RE.search(text)

@@ -194,6 +194,21 @@ class ChecksSpec(_Strict):
     overlap_warn: float = Field(default=0.75, ge=0.0, description="val n-grams seen in train, relative")
     overlap_fail: float = Field(default=0.9, ge=0.0)
     overlap_ngram: int = Field(default=32, ge=2, le=1024, description="tokens per n-gram (stream packing)")
+    # Chats: datasets in the chat template.
+    reply_trained_fail: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="chats: fail below this share of reply targets trained"
+    )
+    reply_end_fail: float = Field(
+        default=0.9, ge=0.0, le=1.0, description="chats: fail below this share of replies' <|end|> trained"
+    )
+    prompt_trained_warn: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="chats: share of system/user targets trained"
+    )
+    prompt_trained_fail: float = Field(default=0.5, ge=0.0, le=1.0)
+    role_order_warn: float = Field(
+        default=0.01, ge=0.0, le=1.0, description="chats: share of conversations out of role order"
+    )
+    role_order_fail: float = Field(default=0.5, ge=0.0, le=1.0)
     # The recipe.
     aligned_min: float = Field(default=0.99, ge=0.0, le=1.0, description="share of y equal to x shifted")
     leakage_warn: float = Field(default=0.2, ge=0.0, le=1.0, description="pairs: answer inside the prompt")
@@ -220,6 +235,7 @@ class ChecksSpec(_Strict):
     def _warn_before_fail(self) -> ChecksSpec:
         pairs = [("empty", "above"), ("top_token", "above"), ("overlap", "above"), ("leakage", "above")]
         pairs += [("truncated", "above"), ("pad_targets", "above"), ("answer_top", "above")]
+        pairs += [("prompt_trained", "above"), ("role_order", "above")]
         pairs += [
             ("init_loss", "above"),
             ("data_wait", "above"),

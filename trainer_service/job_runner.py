@@ -32,6 +32,7 @@ from trainer_service.outcome import JobCancelled, JobInterrupted
 from trainer_service.parallel import Ranks, on_main
 from trainer_service.probes import Codec, Probes
 from trainer_service.report.batch_checks import UnfitBatch
+from trainer_service.report.chat_turns import Markers
 from trainer_service.report.monitor import FitMonitor
 from trainer_service.report.preflight import overfit_one_batch
 from trainer_service.resume import Checkpoints
@@ -118,7 +119,8 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
             self.tracking.set_tag("simtrain.dataset_id", self.dataset_id)
             self._log_dataset()
             self.tokenizer = self._saved_tokenizer()
-        self.probes = Probes(self.spec.probes, self._codec()) if ranks.is_main and self.spec.probes else None
+        codec = self._codec() if ranks.is_main else None
+        self.probes = Probes(self.spec.probes, codec) if codec and self.spec.probes else None
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         n_layer, n_head, n_embd = self.spec.model.sizes()
@@ -139,7 +141,8 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
         self.trainer = Trainer(self._trainer_config(), self.model, iter(()))
         self.trainer.trace.add_seconds("encode", prepare_s)
         pairs = self.info.packing == "pairs"
-        self.monitor = FitMonitor(self.info.vocab_size, pairs, t.block_size, self.spec.checks)
+        markers = Markers.find(codec.encode) if codec else None
+        self.monitor = FitMonitor(self.info.vocab_size, pairs, t.block_size, self.spec.checks, markers)
         self.device = self.trainer.device
         self._resume()
         if ranks.is_main:  # rows an earlier attempt logged after its checkpoint are logged again below

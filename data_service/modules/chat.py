@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from data_service.chat_template import MARKERS, TRAIN_ON, Turn, marker_in, render
+from data_service.chat_template import MARKERS, TRAIN_ON, Turn, marker_in, render, role_order_problem
 from data_service.errors import DataError
 from data_service.modules.base import Chat, DataModule, Option, Report
 from data_service.modules.jsonl import json_object, parsed_lines
@@ -56,9 +56,15 @@ def train_on_option(options: Mapping[str, str]) -> str:
 
 
 def count_turns(turns: list[Turn], train_on: str, report: Report) -> None:
-    """Count the conversation and its turns; one with no reply has nothing to learn under 'assistant'."""
+    """Count the conversation, its turns and any problem with their order (the fit report judges the
+    shares); one with no reply has nothing to learn under 'assistant'."""
     report.count("conversations")
     report.count("turns", len(turns))
+    if train_on == "all":
+        report.count("conversations_trained_on_all")
+    if problem := role_order_problem(turns):
+        report.count("conversations_with_role_problems")
+        report.count(f"role_order_{problem}")
     replies = sum(t.role == "assistant" for t in turns)
     report.count("assistant_turns", replies)
     if not replies and train_on == "assistant":

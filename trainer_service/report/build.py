@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from simtrain.jobs import ChecksSpec
+from trainer_service.report.chat_checks import chat_checks
 from trainer_service.report.checks import Check, Verdict, ordered, overall
 from trainer_service.report.data_checks import Decode, at_block_size, batches_served, data_checks
 from trainer_service.report.monitor import FitMonitor
@@ -63,6 +64,7 @@ def data_section(stats: dict[str, Any], monitor: FitMonitor, shape: RunShape) ->
         "batches": monitor.batches.summary(),
         "overlap": monitor.overlap.summary(),
         "answers": monitor.answers.summary() if monitor.answers is not None else None,
+        "chat": monitor.chat.summary(),
     }
 
 
@@ -111,6 +113,7 @@ def fit_sections(
         refused=shape.refused,
         decode=decode,
     )
+    checks += chat_checks(data["chat"], stats.get("module") or {}, monitor.chat.sample, spec, decode)
     expected = expected_calls(shape.steps_done, shape.max_iters, shape.eval_interval, shape.evaluated_at_init)
     if shape.stopped_early:
         trace_result = Check(

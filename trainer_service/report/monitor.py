@@ -18,13 +18,17 @@ import torch
 from simtrain.jobs import ChecksSpec
 from trainer_service.report.answers import Answers
 from trainer_service.report.batch_checks import Batch, BatchChecks
+from trainer_service.report.chat_turns import ChatTurns, Markers
 from trainer_service.report.overlap import Overlap
 
 
 class FitMonitor:
-    def __init__(self, vocab_size: int, pairs: bool, block_size: int, spec: ChecksSpec) -> None:
+    def __init__(
+        self, vocab_size: int, pairs: bool, block_size: int, spec: ChecksSpec, markers: Markers | None = None
+    ) -> None:
         self.spec = spec
         self.batches = BatchChecks(vocab_size, pairs)
+        self.chat = ChatTurns(markers)
         self.overlap = Overlap(spec.overlap_ngram, pairs, block_size)
         self.answers = Answers(block_size) if pairs else None
         self.preflight: dict[str, Any] | None = None
@@ -40,6 +44,7 @@ class FitMonitor:
                 self.batches.check(x, y, f"{role} batch {step}", trained=role == "train")
                 if role == "train":
                     self.overlap.add_seen(x, y)
+                    self.chat.add(x, y)
                     if self.answers is not None:
                         self.answers.add(x, y)
                 elif role == "more train":
@@ -77,6 +82,7 @@ class FitMonitor:
                 },
                 "overlap": self.overlap.state_dict(),
                 "answers": self.answers.state_dict() if self.answers is not None else None,
+                "chat": self.chat.state_dict(),
                 "preflight": self.preflight,
             }
 
@@ -85,4 +91,6 @@ class FitMonitor:
         self.overlap.load_state_dict(state["overlap"])
         if self.answers is not None and state.get("answers"):
             self.answers.load_state_dict(state["answers"])
+        if state.get("chat"):
+            self.chat.load_state_dict(state["chat"])
         self.preflight = state.get("preflight")
