@@ -209,6 +209,18 @@ class ChecksSpec(_Strict):
         default=0.01, ge=0.0, le=1.0, description="chats: share of conversations out of role order"
     )
     role_order_fail: float = Field(default=0.5, ge=0.0, le=1.0)
+    # Retrieval-augmented pairs.
+    retrieval_support_warn: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="retrieval: warn below this share of answers in context"
+    )
+    retrieval_support_fail: float = Field(default=0.05, ge=0.0, le=1.0)
+    context_cut_warn: float = Field(
+        default=0.25, ge=0.0, le=1.0, description="retrieval: share of retrieved context cut off"
+    )
+    context_cut_fail: float = Field(default=0.9, ge=0.0, le=1.0)
+    retrieval_leak_fail: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="retrieval: share of val answers given away by val passages"
+    )
     # The recipe.
     aligned_min: float = Field(default=0.99, ge=0.0, le=1.0, description="share of y equal to x shifted")
     leakage_warn: float = Field(default=0.2, ge=0.0, le=1.0, description="pairs: answer inside the prompt")
@@ -235,7 +247,8 @@ class ChecksSpec(_Strict):
     def _warn_before_fail(self) -> ChecksSpec:
         pairs = [("empty", "above"), ("top_token", "above"), ("overlap", "above"), ("leakage", "above")]
         pairs += [("truncated", "above"), ("pad_targets", "above"), ("answer_top", "above")]
-        pairs += [("prompt_trained", "above"), ("role_order", "above")]
+        pairs += [("prompt_trained", "above"), ("role_order", "above"), ("context_cut", "above")]
+        pairs += [("retrieval_support", "below")]
         pairs += [
             ("init_loss", "above"),
             ("data_wait", "above"),

@@ -22,6 +22,7 @@ from trainer_service.report.recipe_checks import (
     recipe_checks,
     trace_check,
 )
+from trainer_service.report.retrieval_checks import retrieval_checks
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ def data_section(stats: dict[str, Any], monitor: FitMonitor, shape: RunShape) ->
         "module": stats.get("module"),
         "trained_tokens": stats.get("trained_tokens"),
         "sources": stats.get("sources"),
+        "retrieval": stats.get("retrieval"),
         "batches": monitor.batches.summary(),
         "overlap": monitor.overlap.summary(),
         "answers": monitor.answers.summary() if monitor.answers is not None else None,
@@ -114,6 +116,7 @@ def fit_sections(
         decode=decode,
     )
     checks += chat_checks(data["chat"], stats.get("module") or {}, monitor.chat.sample, spec, decode)
+    checks += retrieval_checks(stats, spec)
     expected = expected_calls(shape.steps_done, shape.max_iters, shape.eval_interval, shape.evaluated_at_init)
     if shape.stopped_early:
         trace_result = Check(
