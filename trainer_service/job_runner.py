@@ -32,7 +32,7 @@ from trainer_service.outcome import JobCancelled, JobInterrupted
 from trainer_service.parallel import Ranks, on_main
 from trainer_service.probes import Codec, Probes
 from trainer_service.report.batch_checks import UnfitBatch
-from trainer_service.report.chat_turns import Markers
+from trainer_service.report.chat_turns import single_tokens
 from trainer_service.report.monitor import FitMonitor
 from trainer_service.report.preflight import overfit_one_batch
 from trainer_service.resume import Checkpoints
@@ -141,7 +141,7 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
         self.trainer = Trainer(self._trainer_config(), self.model, iter(()))
         self.trainer.trace.add_seconds("encode", prepare_s)
         pairs = self.info.packing == "pairs"
-        markers = Markers.find(codec.encode) if codec else None
+        markers = single_tokens(codec.encode) if codec else None
         self.monitor = FitMonitor(self.info.vocab_size, pairs, t.block_size, self.spec.checks, markers)
         self.device = self.trainer.device
         self._resume()

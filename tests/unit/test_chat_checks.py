@@ -23,7 +23,7 @@ from data_service.sampling import EpochOrder, get_batch, pair_batch
 from data_service.store import Dataset, Store
 from simtrain.jobs import ChecksSpec
 from trainer_service.report.chat_checks import chat_checks
-from trainer_service.report.chat_turns import ChatTurns, Markers
+from trainer_service.report.chat_turns import ChatTurns, Markers, single_tokens
 from trainer_service.report.checks import Verdict
 
 SPEC = ChecksSpec()
@@ -78,7 +78,7 @@ def batches(ds: Dataset, steps: int = 20, block: int = 64) -> Iterator[tuple[tor
 
 def judged(ds: Dataset, **checks: float) -> dict[str, object]:
     tok = ds.tokenizer()
-    turns = ChatTurns(Markers.find(lambda text: tok.encode(text).tolist()))
+    turns = ChatTurns(single_tokens(lambda text: tok.encode(text).tolist()))
     for x, y in batches(ds):
         turns.add(x, y)
     spec = ChecksSpec(**checks)
@@ -206,7 +206,18 @@ def test_plain_text_skips_every_chat_check(root: Path, store: Store) -> None:
 
 
 def test_markers_split_into_several_tokens_are_no_chat_tokenizer() -> None:
-    by_char = {"<|user|>": [1, 2, 3]}
-    assert Markers.find(lambda text: by_char.get(text, [9])) is None
+    by_char = {"<|user|>": [1, 2, 3], END_OF_TEXT: [7]}
+    single = single_tokens(lambda text: by_char.get(text, [9, 9]))
+    assert single == {END_OF_TEXT: 7} and Markers.of(single) is None
     ids = {m: [i] for i, m in enumerate(("<|system|>", USER, ASSISTANT, END_OF_TURN, END_OF_TEXT))}
-    assert Markers.find(lambda text: ids[text]) == Markers(0, 1, 2, 3, 4)
+    assert Markers.of(single_tokens(lambda text: ids[text])) == Markers(0, 1, 2, 3, 4)
+
+
+def test_a_pairs_datasets_end_token_is_not_a_marker_spelled_out(root: Path, store: Store) -> None:
+    """Pairs rows end in <|endoftext|>, one token: no chat, nothing spelled out, nothing to warn of."""
+    (root / "qa.jsonl").write_text(
+        "".join(json.dumps({"prompt": f"{w}?", "completion": f" {w[::-1]}"}) + "\n" for w in WORDS * 20),
+        encoding="utf-8",
+    )
+    ds = store.prepare(discover()["jsonl"], root, "qa.jsonl", "char", "pairs")
+    assert set(verdicts(judged(ds)).values()) == {Verdict.skip}

@@ -10,6 +10,7 @@ from data_service.store import Store
 from simtrain.jobs import ChecksSpec
 from tests.retrieval_facts import write_pairs, write_passages
 from trainer_service.report.checks import Check, Verdict
+from trainer_service.report.recipe_checks import target_leakage
 from trainer_service.report.retrieval_checks import retrieval_checks
 
 N = 60
@@ -59,3 +60,11 @@ def test_without_retrieval_every_retrieval_check_skips(root: Path, store: Store)
     found = checks(root, store)
     assert {c.verdict for c in found.values()} == {Verdict.skip}
     assert all("no retrieval corpus" in c.reason for c in found.values())
+
+
+def test_answers_in_retrieved_context_are_not_called_leakage() -> None:
+    """With retrieval the prompt is meant to hold the answer; the retrieval checks judge that instead."""
+    copied = {"leaked_share": 0.95}
+    assert target_leakage(copied, ChecksSpec(), pairs=True).verdict is Verdict.fail
+    skipped = target_leakage(copied, ChecksSpec(), pairs=True, retrieval=True)
+    assert skipped.verdict is Verdict.skip and "retrieval_support" in skipped.reason

@@ -101,6 +101,7 @@ def fit_sections(
         preflight=monitor.preflight,
         accuracy=accuracy,
         init_from=shape.init_from,
+        retrieval=stats.get("retrieval") is not None,
     )
     checks: list[Check] = data_checks(
         stats,

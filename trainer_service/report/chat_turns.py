@@ -10,7 +10,7 @@ are kept whole, so the report can look for markers spelled out in ordinary chara
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, astuple, dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -33,18 +33,22 @@ class Markers:
     end_of_text: int
 
     @classmethod
-    def find(cls, encode: Callable[[str], list[int]]) -> Markers | None:
-        """The markers' ids if each encodes as one token (a chat tokenizer); None otherwise."""
-        ids = []
-        for marker in ORDER:
-            try:
-                encoded = encode(marker)
-            except Exception:  # a tokenizer that cannot even spell the marker has no such token
-                return None
-            if len(encoded) != 1:
-                return None
-            ids.append(encoded[0])
-        return cls(*ids)
+    def of(cls, single: dict[str, int]) -> Markers | None:
+        """The markers, if every one of them is a single token (a chat tokenizer); None otherwise."""
+        return cls(*(single[m] for m in ORDER)) if len(single) == len(ORDER) else None
+
+
+def single_tokens(encode: Callable[[str], list[int]]) -> dict[str, int]:
+    """The id of each marker the tokenizer keeps as one token (a pairs dataset's end token, say)."""
+    ids = {}
+    for marker in ORDER:
+        try:
+            encoded = encode(marker)
+        except Exception:  # a tokenizer that cannot even spell the marker has no such token
+            continue
+        if len(encoded) == 1:
+            ids[marker] = encoded[0]
+    return ids
 
 
 @dataclass
@@ -60,8 +64,9 @@ class TurnCounts:
 class ChatTurns:
     """Counts, per turn kind, the targets that take loss; ``markers`` None: not a chat tokenizer."""
 
-    def __init__(self, markers: Markers | None) -> None:
-        self.markers = markers
+    def __init__(self, single: dict[str, int] | None = None) -> None:
+        self.single = single or {}  # every marker that is one token, chat tokenizer or not
+        self.markers = Markers.of(self.single)
         self.counts = TurnCounts()
         self.sample: list[list[int]] = []
 
@@ -92,13 +97,7 @@ class ChatTurns:
         c.prompt_trained += int((prompt & trained).sum())
 
     def summary(self) -> dict[str, Any]:
-        m = self.markers
-        ids = (
-            dict(zip((SYSTEM, USER, ASSISTANT, END_OF_TURN, END_OF_TEXT), astuple(m), strict=True))
-            if m
-            else None
-        )
-        return {"chat_tokenizer": m is not None, "marker_ids": ids, **asdict(self.counts)}
+        return {"chat_tokenizer": self.markers is not None, "marker_ids": self.single, **asdict(self.counts)}
 
     def state_dict(self) -> dict[str, Any]:
         return {"counts": asdict(self.counts), "sample": self.sample}

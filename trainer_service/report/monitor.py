@@ -18,13 +18,18 @@ import torch
 from simtrain.jobs import ChecksSpec
 from trainer_service.report.answers import Answers
 from trainer_service.report.batch_checks import Batch, BatchChecks
-from trainer_service.report.chat_turns import ChatTurns, Markers
+from trainer_service.report.chat_turns import ChatTurns
 from trainer_service.report.overlap import Overlap
 
 
 class FitMonitor:
     def __init__(
-        self, vocab_size: int, pairs: bool, block_size: int, spec: ChecksSpec, markers: Markers | None = None
+        self,
+        vocab_size: int,
+        pairs: bool,
+        block_size: int,
+        spec: ChecksSpec,
+        markers: dict[str, int] | None = None,  # chat template marker → its id, where it is one token
     ) -> None:
         self.spec = spec
         self.batches = BatchChecks(vocab_size, pairs)

@@ -31,6 +31,7 @@ class RunFacts:
     preflight: dict[str, Any] | None
     accuracy: dict[str, Any] | None
     init_from: str | None = None  # the job whose checkpoint weights this run started from, if any
+    retrieval: bool = False  # prompts begin with retrieved passages, which are meant to hold the answer
 
 
 def _finite(*values: float | None) -> bool:
@@ -248,7 +249,7 @@ def targets_aligned(batches: dict[str, Any], spec: ChecksSpec) -> Check:
     )
 
 
-def target_leakage(batches: dict[str, Any], spec: ChecksSpec, pairs: bool) -> Check:
+def target_leakage(batches: dict[str, Any], spec: ChecksSpec, pairs: bool, retrieval: bool = False) -> Check:
     title = "no target leakage"
     threshold, setting = (
         f"warn > {spec.leakage_warn}, fail > {spec.leakage_fail}",
@@ -258,6 +259,12 @@ def target_leakage(batches: dict[str, Any], spec: ChecksSpec, pairs: bool) -> Ch
         return Check(
             "target_leakage", SECTION, title, Verdict.skip, "pairs packing only", None, threshold, setting
         )
+    if retrieval:
+        why = (
+            "each prompt begins with retrieved passages, which should hold the answer: the retrieval "
+            "checks judge them (retrieval_support, and retrieval_leak for val)"
+        )
+        return Check("target_leakage", SECTION, title, Verdict.skip, why, None, threshold, setting)
     share = batches["leaked_share"]
     if share is None:
         why = "no answer of two or more tokens to look for"
@@ -323,7 +330,7 @@ def trace_check(trace: dict[str, dict[str, Any]], expected: dict[str, str]) -> C
 def recipe_checks(f: RunFacts, batches: dict[str, Any], spec: ChecksSpec) -> list[Check]:
     return [
         targets_aligned(batches, spec),
-        target_leakage(batches, spec, f.pairs),
+        target_leakage(batches, spec, f.pairs, f.retrieval),
         loss_at_init(f, spec),
         one_batch_overfits(f, spec),
         finite(f),
