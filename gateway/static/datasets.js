@@ -23,7 +23,7 @@ async function datasetsPage(root) {
   const head = ["dataset", "module", "source", "tokenizer", "packing", "vocab", "train tokens", "val tokens", "warnings"];
   const rows = listed.map((d) => h("tr", { "data-dataset": d.id },
     h("td", {}, h("a", { class: "mono", href: datasetPath(d.id) }, d.id)),
-    h("td", {}, d.module), h("td", { class: "mono" }, d.source), h("td", {}, d.tokenizer), h("td", {}, d.packing),
+    h("td", {}, d.module), h("td", { class: "mono" }, sourceText(d)), h("td", {}, d.tokenizer), h("td", {}, d.packing),
     h("td", { class: "num" }, fmtInt(d.vocab_size)),
     h("td", { class: "num" }, fmtInt((d.splits.train || {}).tokens)),
     h("td", { class: "num" }, fmtInt((d.splits.val || {}).tokens)),
@@ -51,6 +51,12 @@ async function datasetPage(root, datasetId) {
   await rowBrowser(rowsBox, info);
 }
 
+// The source, and the corpus its prompts retrieve from, if any: two datasets of one source tell apart.
+const sourceText = (d) => {
+  const corpus = ((d.stats || {}).retrieval || {}).corpus;
+  return corpus ? `${d.source} + retrieval from ${corpus}` : d.source;
+};
+
 function datasetSummary(info) {
   const split = (name) => info.splits[name] || { tokens: 0, examples: 0 };
   const rows = [
@@ -63,6 +69,15 @@ function datasetSummary(info) {
   for (const [key, label] of [["duplicate_examples", "duplicate examples"], ["empty_examples", "empty examples"],
     ["train_val_overlap", "examples in both splits"], ["val_tokens_unseen_in_train", "val tokens unseen in train"]]) {
     if (typeof s[key] === "number") rows.push([label, fmtInt(s[key])]);
+  }
+  const r = s.retrieval;
+  if (r) {
+    rows.push(["retrieval", `${r.retriever} over ${r.corpus}: ${fmtInt(r.passages)} passages, top ${r.retrieve_k}, ` +
+      `up to ${r.context_tokens} tokens of context`]);
+    const examples = (r.examples.train || 0) + (r.examples.val || 0);
+    const supported = (r.supported.train || 0) + (r.supported.val || 0);
+    rows.push(["answers in the context", `${fmtInt(supported)} of ${fmtInt(examples)} examples`]);
+    rows.push(["val passages left out", fmtInt(r.val_passages_excluded)]);
   }
   const lengths = s.example_tokens;
   if (lengths && lengths.count) {

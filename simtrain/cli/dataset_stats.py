@@ -52,6 +52,18 @@ def _sources(sources: dict[str, dict[str, dict[str, int]]]) -> str:
     )
 
 
+def _retrieval(r: dict[str, Any]) -> str:
+    """Where the context comes from, how much of it is kept, and whether it holds the answers."""
+    examples, supported = sum(r["examples"].values()), sum(r["supported"].values())
+    retrieved, kept = r["context_tokens_retrieved"], r["context_tokens_kept"]
+    return (
+        f"{r['retriever']} over {r['corpus']} ({r['passages']:,} passages, {r['val_passages_excluded']:,} "
+        f"built from val left out), top {r['retrieve_k']}, up to {r['context_tokens']} tokens; answer in "
+        f"the context for {supported:,} of {examples:,} examples; {kept:,} of {retrieved:,} context tokens "
+        f"kept; {r['val_leaks']:,} val answers given away"
+    )
+
+
 # The statistics a data service of ours gives, in reading order, each with its words and its format.
 KNOWN_STATS = {
     "num_documents": ("documents", lambda s: f"{s['num_documents']:,}"),
@@ -71,6 +83,7 @@ KNOWN_STATS = {
     "max_block_size": ("largest block size", lambda s: _split_counts(s, "max_block_size")),
     "trained_tokens": ("tokens that take loss", lambda s: _split_counts(s, "trained_tokens")),
     "sources": ("per source", lambda s: _sources(s["sources"])),
+    "retrieval": ("retrieval", lambda s: _retrieval(s["retrieval"])),
     "module": ("module counts", lambda s: ", ".join(f"{k} {v}" for k, v in s["module"].items()) or "none"),
 }
 SHOWN_ELSEWHERE = {"tokenizer", "vocab_size", "histogram"}

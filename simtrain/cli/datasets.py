@@ -29,6 +29,12 @@ def shown_value(value: str) -> str:
     return value
 
 
+def source_text(dataset: dict[str, Any]) -> str:
+    """The source, and the corpus its prompts retrieve from, if any: two datasets of one source tell apart."""
+    corpus = (dataset.get("stats") or {}).get("retrieval", {}).get("corpus")
+    return f"{dataset['source']} + retrieval from {corpus}" if corpus else dataset["source"]
+
+
 def dataset_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(
         Column("id", no_wrap=True),
@@ -47,7 +53,7 @@ def dataset_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             d["id"],
             escape(d["module"]),
-            escape(d["source"]),
+            escape(source_text(d)),
             escape(d["tokenizer"]),
             escape(d.get("packing", "")),
             str(d["vocab_size"]),
