@@ -20,7 +20,7 @@ NUM_EXAMPLES = Option("num_examples", "How many examples to draw (duplicates inc
 SEED = Option("seed", "Seed of the example generator.", "0")
 
 
-def _seed(options: Mapping[str, str]) -> int:
+def seed_of(options: Mapping[str, str]) -> int:
     try:
         return int(options["seed"]) % 2**64
     except ValueError:
@@ -42,7 +42,7 @@ class SortModule(DataModule):
         length = positive_int(options, "length", 64)
         digits = positive_int(options, "num_digits", 10)
         n = positive_int(options, "num_examples", MAX_EXAMPLES)
-        rng = np.random.default_rng(_seed(options))
+        rng = np.random.default_rng(seed_of(options))
         for row in rng.integers(0, digits, size=(n, length)):
             yield Pair("".join(map(str, row)) + "=", "".join(map(str, np.sort(row))))
 
@@ -62,7 +62,7 @@ class AddModule(DataModule):
         digits = positive_int(options, "digits", 18)
         reverse = flag(options, "reverse")
         n = positive_int(options, "num_examples", MAX_EXAMPLES)
-        rng = np.random.default_rng(_seed(options))
+        rng = np.random.default_rng(seed_of(options))
         for a, b in rng.integers(0, 10**digits, size=(n, 2), dtype=np.int64):
             total = f"{a + b:0{digits + 1}d}"
             yield Pair(f"{a:0{digits}d}+{b:0{digits}d}=", total[::-1] if reverse else total)

@@ -1,4 +1,5 @@
-"""Shared by the gateway and CLI tests: serve an app on a real port, a fake data service, error checks."""
+"""Shared by the gateway and CLI tests: serve an app on a real port, a fake data service, error checks,
+waiting for an experiment."""
 
 from __future__ import annotations
 
@@ -139,3 +140,13 @@ class GrpcServer:
 
     def stop(self) -> None:
         self.server.stop(grace=None).wait()
+
+
+def wait_finished(gateway: httpx.Client, experiment_id: str, timeout_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        record = gateway.get(f"/v1/experiments/{experiment_id}").json()
+        if record["status"] == "finished":
+            return record
+        assert time.monotonic() < deadline, f"experiment not finished: {record['runs']}"
+        time.sleep(0.3)

@@ -6,9 +6,6 @@ Real Redis, a real data service, the gateway under uvicorn in a thread, a traine
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -16,11 +13,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from gateway.app import create_app
 from simtrain.cli import app
 from simtrain.queue import JobQueue
-from simtrain.settings import Settings
-from tests.integration.gateway_support import error_of, serve
+from tests.integration.gateway_support import error_of, wait_finished
 from tests.integration.trainer_support import DataService
 from trainer_service.worker import Worker
 
@@ -61,32 +56,6 @@ def experiment(address: str) -> dict[str, Any]:
         "seeds": 2,
         "tags": ["ablation"],
     }
-
-
-@pytest.fixture
-def gateway(settings: Settings) -> Iterator[httpx.Client]:
-    with serve(create_app(settings)) as client:
-        yield client
-
-
-@pytest.fixture
-def worker(settings: Settings, job_queue: JobQueue) -> Iterator[Worker]:
-    worker = Worker(settings.model_copy(update={"worker_name": "w-test"}), job_queue)
-    thread = threading.Thread(target=worker.run_forever, daemon=True)
-    thread.start()
-    yield worker
-    worker.stop()
-    thread.join(timeout=60)
-
-
-def wait_finished(gateway: httpx.Client, experiment_id: str, timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        record = gateway.get(f"/v1/experiments/{experiment_id}").json()
-        if record["status"] == "finished":
-            return record
-        assert time.monotonic() < deadline, f"experiment not finished: {record['runs']}"
-        time.sleep(0.3)
 
 
 def test_three_variants_two_seeds_run_and_compare(
