@@ -10,6 +10,8 @@ import math
 from collections.abc import Mapping
 
 from data_service.errors import DataError
+from data_service.memory import OPTION as MEMORY_OPTION
+from data_service.memory import canonical_memory
 from data_service.modules.base import DataModule, Option
 from data_service.retrieval.options import OPTIONS as RETRIEVAL_OPTIONS
 from data_service.retrieval.options import canonical_retrieval
@@ -30,6 +32,7 @@ OPTIONS = (
     Option("token_dtype", "Stored token width: 'auto', 'uint16' or 'uint32'.", "auto"),
     Option("vocab_size", "Vocabulary size of the bpe tokenizer (bpe only).", "4096"),
     *RETRIEVAL_OPTIONS,
+    MEMORY_OPTION,
 )
 TOKENIZER_ONLY = {"vocab_size": "bpe"}
 
@@ -71,6 +74,7 @@ def canonical_options(module: DataModule, tokenizer: str, given: Mapping[str, st
         except ValueError:
             raise DataError(f"option vocab_size must be an integer, got {opts['vocab_size']!r}") from None
     canonical_retrieval(opts, given)
+    canonical_memory(opts)
     return opts
 
 

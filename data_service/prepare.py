@@ -7,7 +7,8 @@ source's text or tokens whole, so a source far bigger than memory prepares in bo
 On disk, per split: ``<split>.bin`` (the token ids); for ``pairs`` packing also ``<split>.rows.bin``,
 int64 rows of (start, prompt length, total length), each example's tokens being prompt, completion,
 then the end token (a chat's tokens end in the template's own end token; with a retrieval corpus, the
-retrieved context comes first and counts in the prompt length; see ``data_service.retrieval``). A
+retrieved context comes first and counts in the prompt length; see ``data_service.retrieval``; with
+``memory_examples``, the document's examples before it come first of all: ``data_service.memory``). A
 dataset with chats in it (``meta["masked"]``) also has ``<split>.mask.bin``: one uint8 per token, 1
 where loss is taken when that token is the target, 0 where it is not (a user turn, the template's
 markers).
@@ -27,6 +28,7 @@ import numpy as np
 from data_service import tokenizers
 from data_service.chat_template import END_OF_TEXT, without_markers
 from data_service.errors import DataError
+from data_service.memory import Memory
 from data_service.modules.base import Chat, DataModule, Example, Pair, Report, Text
 from data_service.options import token_dtype
 from data_service.retrieval.context import Contexts, tokenizer_text
@@ -193,13 +195,23 @@ def build(
         np.array(scan.sizes, dtype=np.int64),
         float(opts["val_fraction"]),
     )
+    memory = None
+    if "memory_examples" in opts:
+        if scan.chats:
+            raise DataError(
+                f"option memory_examples needs prompt/completion pairs, but {scan.chats} of the {examples} "
+                f"examples from {path or module.name} are conversations"
+            )
+        memory = Memory(int(opts["memory_examples"]), np.array([tok.special_id(END)], dtype=np.int64))
     context = None
     if corpus:
         examples_again = module.read(path, module_opts, Report())
         context = Contexts.build(corpus, examples_again, in_val, tok, opts, out / "retrieval")
     writers = {s: _Writer(out, s, dtype, pairs, masked) for s in SPLITS}
     try:
-        _encode(module.read(path, module_opts, Report()), tok, writers, in_val, separator, pairs, context)
+        _encode(
+            module.read(path, module_opts, Report()), tok, writers, in_val, separator, pairs, context, memory
+        )
     finally:
         for w in writers.values():
             w.close()
@@ -243,6 +255,7 @@ def _encode(
     separator: str,
     pairs: bool,
     context: Contexts | None = None,
+    memory: Memory | None = None,
 ) -> None:
     sep = tok.encode(separator)
     end = np.array([tok.special_id(END)] if pairs else [], dtype=np.int64)
@@ -258,9 +271,13 @@ def _encode(
         for val, ex, parts, head in zip(vals, batch, pieces, heads, strict=True):
             ids = [next(encoded) for _ in parts]
             trained = [np.full(len(i), t, dtype=bool) for i, (_, t) in zip(ids, parts, strict=True)]
+            past = memory.before(ex, val, ids) if memory and isinstance(ex, Pair) else None
             if head is not None:  # retrieved passages before the prompt: read, never trained on
                 ids.insert(0, head)
                 trained.insert(0, np.zeros(len(head), dtype=bool))
+            if past is not None:  # the examples before it in its document and split: read, never trained on
+                ids.insert(0, past)
+                trained.insert(0, np.zeros(len(past), dtype=bool))
             writer = writers["val" if val else "train"]
             writer.count_source(ex.source, sum(len(i) for i in ids) + (isinstance(ex, Pair) and pairs))
             if pairs:

@@ -26,6 +26,7 @@ import numpy as np
 
 from data_service import tokenizers
 from data_service.errors import DataError, NotFoundError, blame
+from data_service.memory import check_packing
 from data_service.modules.base import DataModule, resolve_source
 from data_service.options import PACKINGS, canonical_options
 from data_service.prepare import SPLITS, build
@@ -179,6 +180,7 @@ def check_request(
         raise DataError(f"unknown packing {packing!r}; supported: {', '.join(PACKINGS)}", "packing")
     with blame("options"):
         corpus = resolve_corpus(module, data_root, opts, packing)
+        check_packing(opts, packing)
     with blame("source"):
         if module.needs_source:
             return opts, resolve_source(data_root, source), corpus

@@ -46,6 +46,9 @@ class Pair:
     prompt: str
     completion: str
     source: str = ""
+    # The document (an Anki deck) the pair belongs to: pairs of one source and doc are one sequence, in
+    # order, which ``memory_examples`` reads back from.
+    doc: str = ""
 
 
 @dataclass(frozen=True, slots=True)

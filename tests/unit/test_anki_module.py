@@ -193,3 +193,11 @@ def test_fields_mixing_text_and_images_are_counted_and_warned(tmp_path: Path):
         w.startswith("20 fields mixed text with images") and "images were dropped" in w
         for w in ds.meta["warnings"]
     )
+
+
+@pytest.mark.parametrize("fmt", ["anki2", "anki21b"])
+def test_pairs_know_their_deck(decks: dict[str, Path], fmt: str):
+    pairs = AnkiModule().read(decks[fmt], DEFAULTS, Report())
+    doc = {p.prompt: p.doc for p in pairs}
+    assert doc["Capital of Spain & its largest city?"] == "Geo::Europe"
+    assert all(doc.values())  # every pair belongs to a deck, which memory_examples reads back from

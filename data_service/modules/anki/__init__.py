@@ -117,7 +117,7 @@ class AnkiModule(DataModule):
             return None
         _count_dropped_media(report, prompt, answer)
         report.count("pairs")
-        return Pair(prompt.text, answer.text)
+        return Pair(prompt.text, answer.text, doc=_deck(note))
 
     def _cloze_pairs(
         self, note: Note, notetype: NoteType, options: Mapping[str, str], report: Report
@@ -138,7 +138,7 @@ class AnkiModule(DataModule):
             _count_dropped_media(report, prompt, answer)
             report.count("cloze_pairs")
             report.count("pairs")
-            yield Pair(prompt.text, answer.text)
+            yield Pair(prompt.text, answer.text, doc=_deck(note))
 
     @staticmethod
     def _why_none(types: dict[int, NoteType], report: Report) -> str:
@@ -151,3 +151,8 @@ def _count_dropped_media(report: Report, *sides: FieldText) -> None:
     """Count the fields of a kept pair whose media were dropped beside their text: the model trains on
     the words without what the pictures showed, and a person should hear of it."""
     report.count("media_dropped_fields", sum(side.media > 0 for side in sides))
+
+
+def _deck(note: Note) -> str:
+    """The deck a note's pairs are remembered in (``memory_examples``): the first by name of its cards'."""
+    return min(note.decks, default="")
