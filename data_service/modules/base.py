@@ -144,6 +144,22 @@ def fingerprint_path(path: Path) -> str:
     return digest.hexdigest()
 
 
+def files_under(directory: Path, suffixes: tuple[str, ...], what: str, hint: str = "") -> list[Path]:
+    """The files under ``directory`` with one of ``suffixes``, sorted; links that lead out are refused.
+    ``what`` names them in the error when there are none, and ``hint`` says what to do."""
+    inside = directory.resolve()
+    files = []
+    for file in sorted(directory.rglob("*")):
+        if file.suffix.lower() not in suffixes or not file.is_file():
+            continue
+        if not file.resolve().is_relative_to(inside):
+            raise DataError(f"{file} is a symbolic link that leads out of {directory}")
+        files.append(file)
+    if not files:
+        raise DataError(f"{directory} is a directory with no {what} in it" + (f"; {hint}" if hint else ""))
+    return files
+
+
 def resolve_source(data_root: Path, source: str) -> Path:
     """The real path of ``source``, refusing anything that is not inside the data root.
 

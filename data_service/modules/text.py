@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from data_service.errors import DataError, NotFoundError
-from data_service.modules.base import DataModule, Report, Text
+from data_service.modules.base import DataModule, Report, Text, files_under
 
 SUFFIXES = (".txt", ".md")
 # Files that are not prose: read as text they would train on their markup or their bytes. Each names
@@ -61,17 +61,7 @@ class TextModule(DataModule):
 
 def text_files(directory: Path) -> list[Path]:
     """The .txt/.md files under ``directory``, sorted; links that lead out of it are refused."""
-    inside = directory.resolve()
-    files = []
-    for file in sorted(directory.rglob("*")):
-        if file.suffix.lower() not in SUFFIXES or not file.is_file():
-            continue
-        if not file.resolve().is_relative_to(inside):
-            raise DataError(f"{file} is a symbolic link that leads out of {directory}")
-        files.append(file)
-    if not files:
-        raise DataError(f"{directory} is a directory with no {' or '.join(SUFFIXES)} files in it")
-    return files
+    return files_under(directory, SUFFIXES, f"{' or '.join(SUFFIXES)} files")
 
 
 def _empty_message(path: Path) -> str:

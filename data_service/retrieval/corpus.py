@@ -18,7 +18,7 @@ from data_service.modules.anki.apkg import open_collection
 from data_service.modules.anki.cloze import CLOZE
 from data_service.modules.anki.collection import notes, notetypes
 from data_service.modules.anki.html import field_text
-from data_service.modules.base import DataModule, Pair, Report, fingerprint_path, resolve_source
+from data_service.modules.base import DataModule, Pair, Report, files_under, fingerprint_path, resolve_source
 from data_service.modules.jsonl import parse_line, parsed_lines
 from data_service.modules.text import pieces
 from data_service.retrieval.options import BUILTIN
@@ -92,17 +92,7 @@ _KINDS = f"use {', '.join(SUFFIXES)} files or a directory of them"
 
 def corpus_files(directory: Path) -> list[Path]:
     """The corpus files under ``directory``, sorted; links that lead out of it are refused."""
-    inside = directory.resolve()
-    files = []
-    for file in sorted(directory.rglob("*")):
-        if file.suffix.lower() not in SUFFIXES or not file.is_file():
-            continue
-        if not file.resolve().is_relative_to(inside):
-            raise DataError(f"retrieval corpus file {file} is a symbolic link that leads out of {directory}")
-        files.append(file)
-    if not files:
-        raise DataError(f"retrieval corpus {directory} is a directory with no corpus files in it; {_KINDS}")
-    return files
+    return files_under(directory, SUFFIXES, "corpus files", _KINDS)
 
 
 def _file_passages(path: Path) -> Iterator[str]:
