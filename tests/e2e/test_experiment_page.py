@@ -13,8 +13,10 @@ import httpx
 import pytest
 
 from tests.e2e.chromium import Browser, why_unusable
-from tests.integration.test_experiments import experiment, gateway, wait_finished, worker
+from tests.integration.gateway_support import wait_finished
+from tests.integration.test_experiments import experiment
 from tests.integration.trainer_support import DataService
+from tests.integration.worker_fixtures import gateway, worker
 from trainer_service.worker import Worker
 
 UNUSABLE = why_unusable()
