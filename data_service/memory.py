@@ -56,11 +56,17 @@ class Memory:
         self.k = k
         self.end = end
         self.recent: dict[tuple[str, str, bool], deque[np.ndarray]] = {}
+        self.rows_with_memory = {"train": 0, "val": 0}
 
     def before(self, ex: Pair, val: bool, ids: list[np.ndarray]) -> np.ndarray:
         """The tokens of the examples before ``ex`` in its document and split; then ``ex`` (its prompt and
         completion ``ids``) is remembered for the ones after it."""
         recent = self.recent.setdefault((ex.source, ex.doc, bool(val)), deque(maxlen=self.k))
         past = np.concatenate(list(recent)) if recent else np.zeros(0, dtype=np.int64)
+        self.rows_with_memory["val" if val else "train"] += bool(recent)
         recent.append(np.concatenate([*ids, self.end]).astype(np.int64))
         return past
+
+    def stats(self) -> dict[str, object]:
+        """For the dataset's statistics: K, and how many rows of each split had examples before them."""
+        return {"examples_before": self.k, "rows_with_memory": dict(self.rows_with_memory)}

@@ -223,6 +223,8 @@ def build(
     )
     if context:
         stats["retrieval"] = context.stats()
+    if memory:
+        stats["memory"] = memory.stats()
     return {
         "tokenizer": {"kind": tok.kind},
         "vocab_size": tok.vocab_size,

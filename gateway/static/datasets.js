@@ -51,10 +51,13 @@ async function datasetPage(root, datasetId) {
   await rowBrowser(rowsBox, info);
 }
 
-// The source, and the corpus its prompts retrieve from, if any: two datasets of one source tell apart.
+// The source, with the corpus its prompts retrieve from and the examples each row remembers, if any:
+// two datasets of one source tell apart.
 const sourceText = (d) => {
-  const corpus = ((d.stats || {}).retrieval || {}).corpus;
-  return corpus ? `${d.source} + retrieval from ${corpus}` : d.source;
+  const s = d.stats || {};
+  const corpus = (s.retrieval || {}).corpus;
+  const remembered = (s.memory || {}).examples_before;
+  return d.source + (corpus ? ` + retrieval from ${corpus}` : "") + (remembered ? ` + memory of ${remembered} examples` : "");
 };
 
 function datasetSummary(info) {
@@ -78,6 +81,11 @@ function datasetSummary(info) {
     const supported = (r.supported.train || 0) + (r.supported.val || 0);
     rows.push(["answers in the context", `${fmtInt(supported)} of ${fmtInt(examples)} examples`]);
     rows.push(["val passages left out", fmtInt(r.val_passages_excluded)]);
+  }
+  const m = s.memory;
+  if (m) {
+    rows.push(["episodic memory", `the ${m.examples_before} examples before each row in its document and split, ` +
+      `untrained; rows with some: train ${fmtInt(m.rows_with_memory.train)}, val ${fmtInt(m.rows_with_memory.val)}`]);
   }
   const lengths = s.example_tokens;
   if (lengths && lengths.count) {

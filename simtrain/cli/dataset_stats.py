@@ -64,6 +64,15 @@ def _retrieval(r: dict[str, Any]) -> str:
     )
 
 
+def _memory(m: dict[str, Any]) -> str:
+    """How many examples each row remembers, and how many rows had any before them."""
+    rows = m["rows_with_memory"]
+    return (
+        f"the {m['examples_before']} examples before each row in its document and split, untrained; "
+        f"rows with some: train {rows['train']:,}, val {rows['val']:,}"
+    )
+
+
 # The statistics a data service of ours gives, in reading order, each with its words and its format.
 KNOWN_STATS = {
     "num_documents": ("documents", lambda s: f"{s['num_documents']:,}"),
@@ -84,6 +93,7 @@ KNOWN_STATS = {
     "trained_tokens": ("tokens that take loss", lambda s: _split_counts(s, "trained_tokens")),
     "sources": ("per source", lambda s: _sources(s["sources"])),
     "retrieval": ("retrieval", lambda s: _retrieval(s["retrieval"])),
+    "memory": ("episodic memory", lambda s: _memory(s["memory"])),
     "module": ("module counts", lambda s: ", ".join(f"{k} {v}" for k, v in s["module"].items()) or "none"),
 }
 SHOWN_ELSEWHERE = {"tokenizer", "vocab_size", "histogram"}

@@ -30,9 +30,15 @@ def shown_value(value: str) -> str:
 
 
 def source_text(dataset: dict[str, Any]) -> str:
-    """The source, and the corpus its prompts retrieve from, if any: two datasets of one source tell apart."""
-    corpus = (dataset.get("stats") or {}).get("retrieval", {}).get("corpus")
-    return f"{dataset['source']} + retrieval from {corpus}" if corpus else dataset["source"]
+    """The source, with the corpus its prompts retrieve from and the examples each row remembers, if any:
+    two datasets of one source tell apart."""
+    stats = dataset.get("stats") or {}
+    text = dataset["source"]
+    if corpus := stats.get("retrieval", {}).get("corpus"):
+        text += f" + retrieval from {corpus}"
+    if remembered := stats.get("memory", {}).get("examples_before"):
+        text += f" + memory of {remembered} examples"
+    return text
 
 
 def dataset_table(rows: list[dict[str, Any]]) -> Table:

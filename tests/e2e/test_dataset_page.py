@@ -33,7 +33,8 @@ TEXT = "".join(f"line {i}: the fox\n" for i in range(200))
 
 @pytest.fixture(scope="module")
 def data_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
-    """A real data service with a text dataset and a pairs dataset prepared: (address, their ids)."""
+    """A real data service with a text dataset and two pairs datasets prepared, one with retrieval and
+    memory: (address, their ids)."""
     root = tmp_path_factory.mktemp("dataset-page")
     (root / "data").mkdir()
     (root / "data" / "lines.txt").write_text(TEXT, encoding="utf-8")
@@ -48,6 +49,14 @@ def data_service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
             ).dataset_id,
             "pairs": stub.PrepareDataset(
                 pb.PrepareDatasetRequest(module="jsonl", source="sums.jsonl", packing="pairs")
+            ).dataset_id,
+            "remembered": stub.PrepareDataset(
+                pb.PrepareDatasetRequest(
+                    module="jsonl",
+                    source="sums.jsonl",
+                    packing="pairs",
+                    options={"memory_examples": "2", "retrieval_corpus": "lines.txt"},
+                )
             ).dataset_id,
         }
     try:
@@ -102,7 +111,7 @@ def spans(page: Page, role: str, row: int = 0) -> list[str]:
 def test_the_list_links_each_dataset(gateway: str, data_service, page: Page):
     ids = data_service[1]
     signed_in(page, f"{gateway}/datasets")
-    page.wait_for("document.querySelectorAll('#datasets tr[data-dataset]').length === 2")
+    page.wait_for("document.querySelectorAll('#datasets tr[data-dataset]').length === 3")
     links = page.eval("[...document.querySelectorAll('#datasets tr[data-dataset] a')].map(a => a.pathname)")
     assert sorted(links) == sorted(f"/datasets/{i}" for i in ids.values())
     assert page.eval("[...document.querySelectorAll('#nav a')].map(a => a.textContent)") == [
@@ -150,6 +159,24 @@ def test_a_pairs_dataset_shows_prompts_masked_answers_trained_and_padding(
     page.eval("document.getElementById('rows-prev').click()")
     page.wait_for("document.querySelector('#rows-list [data-row]').dataset.row === '0'")
     assert page.eval("document.getElementById('rows-prev').disabled") is True
+    assert page.js_errors() == []
+
+
+def test_retrieval_and_memory_are_named_in_the_list_and_the_statistics(
+    gateway: str, data_service, page: Page
+):
+    remembered = data_service[1]["remembered"]
+    signed_in(page, f"{gateway}/datasets")
+    page.wait_for(f"document.querySelector('#datasets tr[data-dataset=\"{remembered}\"]')")
+    listed = page.eval(f"document.querySelector('#datasets tr[data-dataset=\"{remembered}\"]').textContent")
+    assert "sums.jsonl + retrieval from lines.txt + memory of 2 examples" in listed
+    page.goto(f"{gateway}/datasets/{remembered}")
+    page.wait_for("document.querySelectorAll('#rows-list [data-row]').length === 8")
+    stats = page.eval("document.getElementById('dataset-stats').textContent")
+    assert "bm25 over lines.txt" in stats
+    assert (
+        "the 2 examples before each row in its document and split, untrained; rows with some: train " in stats
+    )
     assert page.js_errors() == []
 
 

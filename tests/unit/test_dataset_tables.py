@@ -1,4 +1,4 @@
-"""`simtrain datasets list` and `show` say when a dataset's prompts retrieve from a corpus."""
+"""`simtrain datasets list` and `show` say when prompts retrieve from a corpus or rows remember examples."""
 
 from __future__ import annotations
 
@@ -43,3 +43,17 @@ def test_a_retrieval_dataset_shows_its_corpus_and_what_the_context_holds(root: P
     assert "retrieval bm25 over facts.txt (40 passages, 0 built from val left out), top 3" in stats
     assert "answer in the context for 40 of 40 examples" in stats and "0 val answers given away" in stats
     assert "retrieval" not in shown(stats_table(plain.meta["stats"], "char"))
+
+
+def test_a_memory_dataset_shows_how_many_examples_each_row_remembers(root: Path, store: Store) -> None:
+    write_pairs(root / "qa.jsonl", 40)
+    ds = store.prepare(
+        discover()["jsonl"], root, "qa.jsonl", packing="pairs", options={"memory_examples": "2"}
+    )
+    splits = ds.meta["splits"]
+    assert f"{ds.id} jsonl qa.jsonl + memory of 2 examples char" in shown(dataset_table([listed(ds.meta)]))
+    stats = shown(stats_table(ds.meta["stats"], "char"))
+    # One document: every row but the first of its split has examples before it.
+    with_some = f"train {splits['train']['num_examples'] - 1}, val {splits['val']['num_examples'] - 1}"
+    assert "episodic memory the 2 examples before each row in its document and split, untrained; " in stats
+    assert f"rows with some: {with_some}" in stats

@@ -29,6 +29,7 @@ KEYED_BY_VALUE = {
     "sources",
     "examples",
     "supported",
+    "rows_with_memory",
 }
 
 
@@ -84,7 +85,7 @@ def trainer_reads() -> set[str]:
 @pytest.fixture(scope="module")
 def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """Real stats: text (BPE, and one whose val is emptied by duplicates), JSONL pairs, an Anki deck, sort,
-    chats in both packings, a mix of a deck and chats, and pairs with a retrieval corpus."""
+    chats in both packings, a mix of a deck and chats, and pairs with a retrieval corpus and with memory."""
     base = tmp_path_factory.mktemp("stats")
     root = base / "data"
     root.mkdir()
@@ -113,6 +114,7 @@ def stats(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
         store.prepare(modules["chat"], root, "chat.jsonl", packing="pairs"),
         store.prepare(modules["mix"], root, "mixed", packing="pairs"),
         store.prepare(modules["jsonl"], root, "qa.jsonl", packing="pairs", options=RETRIEVAL),
+        store.prepare(modules["jsonl"], root, "qa.jsonl", packing="pairs", options={"memory_examples": "2"}),
     ]
     return [ds.meta["stats"] for ds in datasets]
 
