@@ -288,7 +288,8 @@ def test_a_split_too_small_or_empty_is_refused_saying_what_to_change(
         (
             {"module": "csv", "source": "story.txt"},
             "INVALID_ARGUMENT",
-            "unknown module 'csv'; offered: add, alpaca, anki, chat, jsonl, lookup, mix, recall, sort, table, text",
+            "unknown module 'csv'; offered: add, alpaca, anki, chat, jsonl, lookup, mix, recall, sort, "
+            "table, text",
         ),
         (
             {"module": "text", "source": "story.txt", "tokenizer": "wordpiece"},
