@@ -49,6 +49,7 @@ REMAP_STEPS = 16
 REMAP_MIN_BYTES = 64 << 20
 # A client may ask for several batches per message (fewer, larger messages stream faster); at most this.
 MAX_BATCHES_PER_MESSAGE = 256
+MAX_RETRIEVE_PROMPTS = 256
 
 log = logging.getLogger(__name__)
 
@@ -441,6 +442,26 @@ class DataServiceServicer:
     @_rpc
     def GetRows(self, request, context):
         return get_rows(self._dataset(request.dataset_id), request)
+
+    @_rpc
+    def Retrieve(self, request, context):
+        if not 1 <= len(request.prompts) <= MAX_RETRIEVE_PROMPTS:
+            raise DataError(
+                f"prompts: give 1 to {MAX_RETRIEVE_PROMPTS}, got {len(request.prompts)}", "prompts"
+            )
+        ds = self._dataset(request.dataset_id)
+        retriever = ds.retriever()
+        tok = ds.tokenizer()
+        return pb.RetrieveResponse(
+            contexts=[
+                pb.RetrievedContext(
+                    tokens=retriever.head(found).tolist(),
+                    text=tok.decode(found.kept),
+                    passages=len(found.hits),
+                )
+                for found in retriever.find(list(request.prompts))
+            ]
+        )
 
 
 def _serialize(message: Any) -> bytes:

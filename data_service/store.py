@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 
 from data_service import tokenizers
-from data_service.errors import DataError, NotFoundError, blame
+from data_service.errors import DataError, NotFoundError, PreconditionError, blame
 from data_service.memory import check_packing
 from data_service.modules.base import DataModule, resolve_source
 from data_service.options import PACKINGS, canonical_options
 from data_service.prepare import SPLITS, build
+from data_service.retrieval.context import Retriever
 from data_service.retrieval.corpus import Corpus, resolve_corpus
+from data_service.retrieval.index import PassageIndex
 from data_service.tokenizers.base import Tokenizer
 
 # Bump when the on-disk layout or the preparation changes, so old ids are not reused for new bytes.
@@ -48,6 +50,7 @@ class Dataset:
         self.path = path
         self.meta = meta
         self._tokenizer: Tokenizer | None = None
+        self._retriever: Retriever | None = None
         self._lock = threading.Lock()
 
     @property
@@ -87,6 +90,21 @@ class Dataset:
                 saved = json.loads((self.path / "tokenizer.json").read_text(encoding="utf-8"))
                 self._tokenizer = tokenizers.load(saved)
             return self._tokenizer
+
+    def retriever(self) -> Retriever:
+        """What finds a prompt's context in the index prepared with the dataset, as its rows got theirs."""
+        retrieval = self.meta.get("stats", {}).get("retrieval")
+        if retrieval is None:
+            raise PreconditionError(
+                f"dataset {self.id} was prepared without a retrieval corpus: its rows have no context to "
+                "find (prepare it with the option retrieval_corpus)"
+            )
+        tok = self.tokenizer()
+        with self._lock:
+            if self._retriever is None:
+                index = PassageIndex.open(self.path / "retrieval")
+                self._retriever = Retriever(index, tok, retrieval["retrieve_k"], retrieval["context_tokens"])
+            return self._retriever
 
 
 class Store:

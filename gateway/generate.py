@@ -27,12 +27,21 @@ class Completion(BaseModel):
     stopped: bool = Field(description="The model ended the answer itself (with the end token of pairs data)")
 
 
+class RetrievedContext(BaseModel):
+    text: str = Field(description="The passages put before the prompt, as the dataset's rows had theirs")
+    passages: int = Field(description="How many passages were found for the prompt")
+
+
 class GenerateResult(BaseModel):
     job_id: str
     step: int | None = Field(description="The training step of the checkpoint that answered")
     prompt: str
     completions: list[Completion]
     seconds: float = Field(description="How long the generate server took")
+    context: RetrievedContext | None = Field(
+        None, description="A model trained on a retrieval dataset: what its index found for the prompt"
+    )
+    note: str | None = Field(None, description="Why the prompt was asked without the context it needs")
 
     model_config = {"json_schema_extra": {"example": examples.GENERATE}}
 
@@ -83,6 +92,8 @@ async def generate(
             prompt=body.prompt,
             completions=[Completion(**c) for c in reply["completions"]],
             seconds=reply.get("seconds", 0.0),
+            context=reply.get("context"),
+            note=reply.get("note"),
         )
     code, message = reply.get("code"), str(reply.get("message", "the generate server gave no reason"))
     if code == "bad_prompt":

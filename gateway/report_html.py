@@ -38,6 +38,8 @@ th { font-weight: 600; color: #555; }
 .grid { display: grid; grid-template-columns: 1fr 1fr; gap: 0 32px; }
 tr:target { background: #fff4c2; }
 .verdict-checks { margin: 10px 0 0; padding-left: 20px; }
+.warn { color: #9a6700; }
+pre.context { white-space: pre-wrap; background: #f6f7f9; padding: 6px 8px; margin: 0; }
 """
 
 
@@ -356,6 +358,8 @@ def _probes(report: dict[str, Any]) -> str:
             f"{fmt(final['prefix'])} by prefix, {pct(final.get('token_accuracy'))} of expected tokens right.",
             class_="muted",
         )
+    if p.get("note"):
+        lead += el("p", escape(f"Probes {p['note']}."), class_="warn")
     shown = set(p.get("shown_steps") or p.get("steps") or [])
     parts = []
     for n, item in enumerate(p["items"]):
@@ -365,6 +369,10 @@ def _probes(report: dict[str, Any]) -> str:
                 "span", escape(item["expected"]), class_="mono"
             )
         body = el("p", escape(item["error"]), class_="muted") if item.get("error") else ""
+        if "context" in item:  # a retrieval dataset: the passages the model read before the prompt
+            body += el("p", "asked after the retrieved context:", class_="muted") + el(
+                "pre", escape(item["context"]), class_="context"
+            )
         rows = [
             [fmt(r.get("step")), el("span", escape(r.get("text", "")), class_="mono"), probe_mark(r)]
             if "error" not in r

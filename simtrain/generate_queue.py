@@ -8,7 +8,9 @@ Keys (under the configured prefix):
 
 A request: ``{"id", "job_id", "prompt", "max_new_tokens", "temperature", "top_k", "n", "seed", "deadline"}``
 (``deadline``: epoch seconds after which no one waits for the answer, so a server skips it). A reply:
-``{"ok": true, "step", "completions": [{"text", "tokens", "stopped"}], "seconds"}``, or ``{"ok": false,
+``{"ok": true, "step", "completions": [{"text", "tokens", "stopped"}], "seconds"}`` (with ``"context":
+{"text", "passages"}``, the passages put before the prompt, for a model trained on a retrieval dataset, or
+``"note"`` saying why they are missing), or ``{"ok": false,
 "code", "message"}`` with ``code`` one of ``no_checkpoint``, ``bad_checkpoint``
 (unreadable, or without a tokenizer), ``bad_prompt``, ``failed``.
 The JSON and the key names are the contract, like the job queue's: any Redis client can serve requests.

@@ -151,16 +151,7 @@ class DataClient:
         """The dataset's tokenizer as data (``{"kind", "state"}``), for checkpoints; None from a data service
         that does not offer it (GetTokenizer is optional)."""
         request = pb.GetTokenizerRequest(dataset_id=dataset_id)
-
-        def call() -> pb.TokenizerDefinition | None:
-            try:
-                return self.stub.GetTokenizer(request)
-            except grpc.RpcError as e:
-                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
-                    return None
-                raise
-
-        definition = self._with_retries("get tokenizer", call)
+        definition = self._optional("get tokenizer", lambda: self.stub.GetTokenizer(request))
         if definition is None:
             return None
         try:
@@ -170,6 +161,26 @@ class DataClient:
                 f"get tokenizer: the data service sent a state that is not JSON: {e}"
             ) from None
         return {"kind": definition.kind, "state": state}
+
+    def retrieve(self, dataset_id: str, prompts: list[str]) -> list[pb.RetrievedContext] | None:
+        """The context a retrieval dataset's rows would put before each prompt; None from a data service
+        that does not offer Retrieve (it is optional)."""
+        request = pb.RetrieveRequest(dataset_id=dataset_id, prompts=prompts)
+        response = self._optional("retrieve", lambda: self.stub.Retrieve(request))
+        return None if response is None else list(response.contexts)
+
+    def _optional(self, what: str, call: Callable[[], T]) -> T | None:
+        """An optional RPC's answer, or None from a data service that answers it UNIMPLEMENTED."""
+
+        def answer() -> T | None:
+            try:
+                return call()
+            except grpc.RpcError as e:
+                if e.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    return None
+                raise
+
+        return self._with_retries(what, answer)
 
     def encode(self, dataset_id: str, text: str) -> list[int]:
         request = pb.EncodeRequest(dataset_id=dataset_id, text=text)

@@ -3,7 +3,9 @@
 The gateway has no torch; it puts each request on Redis (``simtrain.generate_queue``) and this process,
 beside the trainers and reading the same jobs folder, samples the job's latest checkpoint with the
 tokenizer saved in it. A running job's checkpoint is read again whenever the trainer replaces it, so the
-answers follow training. Nothing a request carries can stop the server: every failure is its reply.
+answers follow training. A model trained on a retrieval dataset gets each prompt's context first, from the
+data service that prepared it (Retrieve), as its rows had. Nothing a request carries can stop the server:
+every failure is its reply.
 """
 
 from __future__ import annotations
@@ -22,9 +24,11 @@ import redis
 import torch
 from pydantic import ValidationError
 
+from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.generate_queue import GenerateQueue, GenerateRequest
 from simtrain.settings import Settings
 from trainer_service.checkpoint import CheckpointError
+from trainer_service.data_client import DataClient, DataServiceError
 from trainer_service.sampler import PromptError, Sampler
 
 log = logging.getLogger(__name__)
@@ -42,6 +46,7 @@ class GenerateServer:
         self.device = settings.generate_device
         self.stopping = threading.Event()
         self._models: OrderedDict[str, tuple[tuple[int, int], Sampler]] = OrderedDict()
+        self._clients: dict[str, DataClient] = {}  # by address, for the retrieval datasets' context
 
     def run_forever(self) -> None:
         """Answer requests until :meth:`stop`; survive Redis outages by waiting and reconnecting."""
@@ -84,9 +89,22 @@ class GenerateServer:
                     "code": "no_checkpoint",
                     "message": f"job {job_id} has no checkpoint yet",
                 }
+            context, note = self._context(sampler, asked.prompt)
             completions = sampler.complete(
-                asked.prompt, asked.max_new_tokens, asked.temperature, asked.top_k, asked.n, asked.seed
+                asked.prompt,
+                asked.max_new_tokens,
+                asked.temperature,
+                asked.top_k,
+                asked.n,
+                asked.seed,
+                context=list(context.tokens) if context else None,
             )
+        except DataServiceError as e:
+            return {
+                "ok": False,
+                "code": "failed",
+                "message": f"this model was trained with retrieved context, which could not be found: {e}",
+            }
         except CheckpointError as e:
             return {"ok": False, "code": "bad_checkpoint", "message": str(e)}
         except PromptError as e:
@@ -98,12 +116,39 @@ class GenerateServer:
         log.info(
             "job %s: %d answer(s) of up to %d tokens in %.2fs", job_id, asked.n, asked.max_new_tokens, seconds
         )
-        return {
+        reply: dict[str, Any] = {
             "ok": True,
             "step": sampler.step,
             "completions": [c.as_dict() for c in completions],
             "seconds": seconds,
         }
+        if context is not None:
+            reply["context"] = {"text": context.text, "passages": context.passages}
+        if note is not None:
+            reply["note"] = note
+        return reply
+
+    def _context(self, sampler: Sampler, prompt: str) -> tuple[pb.RetrievedContext | None, str | None]:
+        """For a model trained on a retrieval dataset: the prompt's context, found as its rows' was (or why
+        it is asked without); (None, None) for other models."""
+        if sampler.retrieval is None:
+            return None, None
+        address, dataset_id = sampler.retrieval["data_service"], sampler.retrieval["dataset_id"]
+        client = self._clients.get(address)
+        if client is None:
+            client = self._clients[address] = DataClient(
+                address,
+                retries=self.settings.data_service_retries,
+                backoff_s=self.settings.data_service_backoff_s,
+                max_message_bytes=self.settings.grpc_max_message_bytes,
+            )
+        found = client.retrieve(dataset_id, [prompt])
+        if found is None:
+            return (
+                None,
+                f"asked without retrieved context: the data service at {address} does not offer Retrieve",
+            )
+        return found[0], None
 
     def _sampler(self, job_id: str) -> Sampler | None:
         """The job's latest checkpoint, loaded once per version of the file; None when it has none."""

@@ -12,6 +12,7 @@ MLflow tracking, when configured, beside them (``tracking``).
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from trainer_service.evaluation import Evaluation
 from trainer_service.model import GPT, GPTConfig
 from trainer_service.outcome import JobCancelled, JobInterrupted
 from trainer_service.parallel import Ranks, on_main
-from trainer_service.probes import Codec, Probes
+from trainer_service.probes import Codec, Context, Probes
 from trainer_service.report.batch_checks import UnfitBatch
 from trainer_service.report.chat_turns import single_tokens
 from trainer_service.report.monitor import FitMonitor
@@ -120,7 +121,8 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
             self._log_dataset()
             self.tokenizer = self._saved_tokenizer()
         codec = self._codec() if ranks.is_main else None
-        self.probes = Probes(self.spec.probes, codec) if codec and self.spec.probes else None
+        self.retrieval = self._retrieval()
+        self.probes = self._probes(codec) if codec and self.spec.probes else None
 
         torch.manual_seed(t.seed)  # the same initial weights on every rank
         n_layer, n_head, n_embd = self.spec.model.sizes()
@@ -180,6 +182,35 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
         if saved is None:
             log.info("the data service does not offer GetTokenizer: checkpoints will carry no tokenizer")
         return saved
+
+    def _retrieval(self) -> dict[str, str] | None:
+        """Where the context of a retrieval dataset's rows is found, for prompts of one's own (the probes,
+        and the checkpoint's askers); None for other datasets."""
+        try:
+            stats = json.loads(self.info.stats_json or "{}")
+        except ValueError:
+            return None
+        if not isinstance(stats, dict) or "retrieval" not in stats:
+            return None
+        return {"data_service": self.client.address, "dataset_id": self.dataset_id}
+
+    def _probes(self, codec: Codec) -> Probes:
+        """The spec's probes; on a retrieval dataset each asked after its prompt's context, as rows are."""
+        if self.retrieval is None:
+            return Probes(self.spec.probes, codec)
+        prompts = [p.prompt for p in self.spec.probes]
+        try:
+            found = self.client.retrieve(self.dataset_id, prompts)
+        except DataServiceError as e:
+            found, why = None, f"the data service could not retrieve their context ({e})"
+        else:
+            why = "the data service does not offer Retrieve"
+        if found is None:
+            note = f"asked without the retrieved context the dataset's rows have: {why}"
+            log.warning("probes are %s", note)
+            return Probes(self.spec.probes, codec, note=note)
+        contexts = [Context(list(c.tokens), c.text) for c in found]
+        return Probes(self.spec.probes, codec, contexts)
 
     def _codec(self) -> Codec:
         """How probes encode and decode: with the tokenizer itself where the data service gave it (so the

@@ -6,7 +6,8 @@ answer, scores it three ways: ``exact`` (the answer, up to the end token, is the
 ``token_accuracy`` (the share of the expected tokens the model gave at their place).
 
 A prompt the tokenizer cannot encode is no reason to stop training: that probe carries its error, the
-others are answered.
+others are answered. On a retrieval dataset each prompt is asked after the context its index finds for it
+(the data service's Retrieve), as its rows are trained; the report shows that context with the probe.
 """
 
 from __future__ import annotations
@@ -36,6 +37,15 @@ class Codec:
     ends: frozenset[int] = frozenset()
 
 
+@dataclass
+class Context:
+    """What goes before a prompt on a retrieval dataset: its token ids (passages, then the prompt marker),
+    and the passages' text for a person to read."""
+
+    tokens: list[int]
+    text: str
+
+
 def score(answer_ids: list[int], answer: str, expected_ids: list[int], expected: str) -> dict[str, Any]:
     """How close an answer is to the expected one, three ways."""
     matched = sum(a == e for a, e in zip(answer_ids, expected_ids, strict=False))
@@ -47,13 +57,23 @@ def score(answer_ids: list[int], answer: str, expected_ids: list[int], expected:
 
 
 class Probes:
-    def __init__(self, specs: list[ProbeSpec], codec: Codec):
+    def __init__(
+        self,
+        specs: list[ProbeSpec],
+        codec: Codec,
+        contexts: list[Context] | None = None,
+        note: str | None = None,
+    ):
+        """``contexts``: one per spec, put before its prompt; ``note``: why they are missing where the
+        dataset's rows have them."""
         self.specs = specs
         self.codec = codec
+        self.contexts = contexts
+        self.note = note
         self.prompts: list[list[int] | None] = []
         self.expected: list[list[int] | None] = []
         self.errors: list[str | None] = []
-        for spec in specs:
+        for i, spec in enumerate(specs):
             try:
                 prompt = codec.encode(spec.prompt)
                 expected = codec.encode(spec.expected) if spec.expected is not None else None
@@ -64,7 +84,7 @@ class Probes:
                 self.expected.append(None)
                 self.errors.append(f"cannot encode this probe: {e}")
                 continue
-            self.prompts.append(prompt)
+            self.prompts.append(contexts[i].tokens + prompt if contexts else prompt)
             self.expected.append(expected)
             self.errors.append(None)
         self.answers: list[list[dict[str, Any]]] = [[] for _ in specs]
@@ -139,13 +159,18 @@ class Probes:
         if not self.specs:
             return None
         items = []
-        for spec, error, history in zip(self.specs, self.errors, self.answers, strict=True):
+        for i, (spec, error, history) in enumerate(zip(self.specs, self.errors, self.answers, strict=True)):
             item: dict[str, Any] = {"prompt": spec.prompt, "expected": spec.expected, "answers": history}
+            if self.contexts:
+                item["context"] = self.contexts[i].text
             if error:
                 item["error"] = error
             items.append(item)
         steps = sorted({row["step"] for history in self.answers for row in history})
-        return {"steps": steps, "shown_steps": shown(steps), "items": items, "final": _final_scores(items)}
+        report = {"steps": steps, "shown_steps": shown(steps), "items": items, "final": _final_scores(items)}
+        if self.note:
+            report["note"] = self.note
+        return report
 
 
 def shown(steps: list[int], most: int = SHOWN_STEPS) -> list[int]:

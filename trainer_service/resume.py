@@ -52,6 +52,7 @@ class Checkpoints:
     curve: dict[str, list[list[float]]]
     latest: dict[str, float]
     tokenizer: dict[str, Any] | None
+    retrieval: dict[str, str] | None
     probes: Probes | None
 
     def _data_cursor(self, next_step: int) -> dict[str, Any]:
@@ -99,6 +100,8 @@ class Checkpoints:
         }
         if self.tokenizer is not None:  # so the checkpoint can be sampled alone (trainer_service.sampler)
             state["tokenizer"] = self.tokenizer
+        if self.retrieval is not None:  # so an asker puts the prompt's retrieved context first, as rows do
+            state["retrieval"] = self.retrieval
         if self.probes:
             state["probes"] = self.probes.state_dict()
         # Fenced: a worker whose job another attempt took over must not replace that attempt's checkpoint.

@@ -36,10 +36,19 @@ class Completion:
 
 
 class Sampler:
-    def __init__(self, model: GPT, tokenizer: Tokenizer, step: int | None = None):
+    def __init__(
+        self,
+        model: GPT,
+        tokenizer: Tokenizer,
+        step: int | None = None,
+        retrieval: dict[str, str] | None = None,
+    ):
+        """``retrieval``: the data service and dataset whose index gave each trained row its context, for
+        a checkpoint of a retrieval dataset (the prompt then needs that context first)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.step = step
+        self.retrieval = retrieval
         self.device = next(model.parameters()).device
 
     @classmethod
@@ -76,7 +85,13 @@ class Sampler:
                 f"{name}: its tokenizer has {tokenizer.vocab_size} tokens but its model {config.vocab_size}"
             )
         step = state.get("step")
-        return cls(model.to(device), tokenizer, step if isinstance(step, int) else None)
+        retrieval = state.get("retrieval")
+        if retrieval is not None and not (
+            isinstance(retrieval, dict)
+            and all(isinstance(retrieval.get(k), str) for k in ("data_service", "dataset_id"))
+        ):
+            raise CheckpointError(f"{name} names its retrieval index badly: {retrieval!r}")
+        return cls(model.to(device), tokenizer, step if isinstance(step, int) else None, retrieval)
 
     def encode(self, prompt: str) -> list[int]:
         if not prompt:
@@ -99,9 +114,11 @@ class Sampler:
         n: int = 1,
         seed: int | None = None,
         greedy: bool = False,
+        context: list[int] | None = None,
     ) -> list[Completion]:
-        """``n`` continuations of ``prompt``, sampled (or ``greedy``); each is cut at the end token."""
-        ids = self.encode(prompt)
+        """``n`` continuations of ``prompt``, sampled (or ``greedy``); each is cut at the end token.
+        ``context``: token ids put before the prompt's (a retrieval dataset's passages and marker)."""
+        ids = (context or []) + self.encode(prompt)
         idx = torch.tensor([ids] * n, dtype=torch.long, device=self.device)
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext():

@@ -9,6 +9,7 @@ The query is the prompt alone, never the answer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,39 @@ PROMPT_MARKER = "\n===\n"
 MARKERS = (PASSAGE_SEPARATOR, PROMPT_MARKER)
 
 
+@dataclass
+class Found:
+    """The context retrieved for one prompt: the passages (by number), all their tokens, and those kept."""
+
+    hits: list[int]
+    retrieved: int
+    kept: np.ndarray
+
+
+class Retriever:
+    """The context that goes before a prompt: the passages found for it, best first, cut to
+    ``context_tokens`` tokens, then the prompt marker. Prepare and the Retrieve RPC both ask it."""
+
+    def __init__(self, index: PassageIndex, tok: Tokenizer, k: int, context_tokens: int) -> None:
+        self.index = index
+        self.tok = tok
+        self.k = k
+        self.context_tokens = context_tokens
+        self.marker = tok.encode(PROMPT_MARKER)
+
+    def find(self, prompts: list[str]) -> list[Found]:
+        found = self.index.search(prompts, self.k)
+        texts = [PASSAGE_SEPARATOR.join(self.index.passage(n) for n in hits) for hits in found]
+        return [
+            Found(hits, len(ids), ids[: self.context_tokens])
+            for hits, ids in zip(found, self.tok.encode_batch(texts), strict=True)
+        ]
+
+    def head(self, found: Found) -> np.ndarray:
+        """The token ids a row holds before its prompt."""
+        return np.concatenate([found.kept, self.marker]).astype(np.int64)
+
+
 class Contexts:
     """Makes the context of each batch of rows, counting what the stats report on the way."""
 
@@ -33,9 +67,7 @@ class Contexts:
         self.corpus = corpus
         self.index = index
         self.tok = tok
-        self.k = int(opts["retrieve_k"])
-        self.context_tokens = int(opts["context_tokens"])
-        self.marker = tok.encode(PROMPT_MARKER)
+        self.retriever = Retriever(index, tok, int(opts["retrieve_k"]), int(opts["context_tokens"]))
         self.excluded = index.val_passages if flag(opts, "exclude_val_passages") else 0
         self.examples = {"train": 0, "val": 0}
         self.supported = {"train": 0, "val": 0}
@@ -71,26 +103,30 @@ class Contexts:
         """The token ids that go before each pair's prompt: its kept context and the prompt marker."""
         pairs = [ex for ex in batch if isinstance(ex, Pair)]
         assert len(pairs) == len(batch)  # build refused other examples
-        found = self.index.search([ex.prompt for ex in pairs], self.k)
-        texts = [PASSAGE_SEPARATOR.join(self.index.passage(n) for n in hits) for hits in found]
         heads = []
-        for ex, is_val, hits, ids in zip(pairs, in_val, found, self.tok.encode_batch(texts), strict=True):
-            kept = ids[: self.context_tokens]
-            self._count(ex, "val" if is_val else "train", hits, len(ids), kept)
-            heads.append(np.concatenate([kept, self.marker]).astype(np.int64))
+        for ex, is_val, found in zip(
+            pairs, in_val, self.retriever.find([ex.prompt for ex in pairs]), strict=True
+        ):
+            self._count(ex, "val" if is_val else "train", found)
+            heads.append(self.retriever.head(found))
         return heads
 
-    def _count(self, ex: Pair, split: str, hits: list[int], retrieved: int, kept: np.ndarray) -> None:
+    def _count(self, ex: Pair, split: str, found: Found) -> None:
         self.examples[split] += 1
-        self.tokens_retrieved += retrieved
-        self.tokens_kept += len(kept)
-        context = words(self.tok.decode(kept)) if len(kept) else []
+        self.tokens_retrieved += found.retrieved
+        self.tokens_kept += len(found.kept)
+        context = words(self.tok.decode(found.kept)) if len(found.kept) else []
         answer = words(ex.completion)
         if set(answer) <= set(context):
             self.supported[split] += 1
         else:
             self.unsupported_example.setdefault(split, ex.prompt)
-        if split == "val" and answer and holds(context, answer) and self._from_val_holding(hits, answer):
+        if (
+            split == "val"
+            and answer
+            and holds(context, answer)
+            and self._from_val_holding(found.hits, answer)
+        ):
             self.val_leaks += 1
             self.leak_example = self.leak_example or ex.prompt
 
@@ -103,8 +139,8 @@ class Contexts:
         return {
             "corpus": self.corpus.name,
             "retriever": "bm25",
-            "retrieve_k": self.k,
-            "context_tokens": self.context_tokens,
+            "retrieve_k": self.retriever.k,
+            "context_tokens": self.retriever.context_tokens,
             "passages": len(self.index),
             "val_passages_excluded": self.excluded,
             "examples": dict(self.examples),

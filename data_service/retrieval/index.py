@@ -23,10 +23,11 @@ class PassageIndex:
     """Search the indexed passages by BM25 and read them back from the folder."""
 
     def __init__(
-        self, folder: Path, retriever: bm25s.BM25 | None, vocab: dict[str, int], val_passages: int
+        self, folder: Path, retriever: bm25s.BM25 | None, vocab: dict[str, int], val_passages: int | None
     ) -> None:
         self.folder = folder
-        # Passages found built from val data, whether left out of the index or not.
+        # Passages found built from val data, whether left out of the index or not (None: opened from the
+        # folder, which keeps only those left in).
         self.val_passages = val_passages
         self._retriever = retriever
         self._vocab = vocab
@@ -67,6 +68,14 @@ class PassageIndex:
             retriever.index((docs, vocab), create_empty_token=False, show_progress=False)
             retriever.save(folder / "bm25", show_progress=False)
         return cls(folder, retriever, vocab, val_passages)
+
+    @classmethod
+    def open(cls, folder: Path) -> PassageIndex:
+        """The index ``build`` left in ``folder``, memory-mapped, to search for prompts after prepare."""
+        if not (folder / "bm25").is_dir():
+            return cls(folder, None, {}, None)
+        retriever = bm25s.BM25.load(folder / "bm25", mmap=True)
+        return cls(folder, retriever, retriever.vocab_dict, None)
 
     def search(self, queries: list[str], k: int) -> list[list[int]]:
         """The passages (by number) that score best for each query, best first: at most ``k``, none that

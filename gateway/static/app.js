@@ -30,6 +30,7 @@ function svg(tag, attrs, ...children) {
 }
 
 const fmt = (x, digits = 4) => (typeof x === "number" && isFinite(x) ? x.toFixed(digits) : "—");
+const shortened = (text, most) => (text.length <= most ? text : `${text.slice(0, most - 1)}…`);
 const fmtInt = (x) => (typeof x === "number" && isFinite(x) ? Math.round(x).toLocaleString("en") : "—");
 
 function ago(seconds) {
@@ -549,7 +550,11 @@ function askCard(jobId) {
     try {
       const result = await api("POST", `/v1/jobs/${jobId}/generate`, body);
       status.textContent = `answered by the checkpoint at step ${result.step} in ${fmt(result.seconds, 2)} s`;
-      answers.replaceChildren(...result.completions.map((c) => h("div", { class: "sample answer" },
+      const context = result.context == null ? [] : [h("div", { class: "muted", id: "ask-context" },
+        h("strong", {}, `retrieved context (${result.context.passages} passage${result.context.passages === 1 ? "" : "s"}, before the prompt): `),
+        h("span", { class: "mono" }, result.context.text || "(nothing found)"))];
+      const note = result.note ? [h("p", { class: "warn", id: "ask-note" }, result.note)] : [];
+      answers.replaceChildren(...context, ...note,...result.completions.map((c) => h("div", { class: "sample answer" },
         h("span", { class: "prompt" }, result.prompt), c.text,
         c.stopped ? h("span", { class: "muted" }, " ⏎ (the model ended here)") : null)));
     } catch (err) {
@@ -647,7 +652,9 @@ function probesCard(probes) {
   };
   const rows = probes.items.map((item) => {
     const probe = h("td", {}, h("span", { class: "mono" }, JSON.stringify(item.prompt)),
-      item.expected == null ? null : h("div", { class: "muted mono" }, `→ ${JSON.stringify(item.expected)}`));
+      item.expected == null ? null : h("div", { class: "muted mono" }, `→ ${JSON.stringify(item.expected)}`),
+      item.context == null ? null : h("div", { class: "muted mono probe-context", title: item.context },
+        `after context ${JSON.stringify(shortened(item.context, 80))}`));
     if (item.error) return h("tr", {}, probe, h("td", { class: "muted", colspan: steps.length }, item.error));
     const byStep = new Map((item.answers || []).map((r) => [r.step, r]));
     return h("tr", {}, probe, ...steps.map((s) => cell(byStep.get(s))));
@@ -656,8 +663,9 @@ function probesCard(probes) {
   const lead = f ? h("p", { class: "muted", id: "probes-final" },
     `At the last evaluation: ${f.exact} of ${f.scored} exact, ${f.prefix} by prefix` +
     (f.token_accuracy == null ? "." : `, ${Math.round(f.token_accuracy * 100)}% of expected tokens right.`)) : null;
+  const note = probes.note ? h("p", { class: "warn", id: "probes-note" }, `Probes ${probes.note}.`) : null;
   return [h("section", { class: "card", id: "probes" }, h("h2", {}, "Probes ", h("span", { class: "muted" }, "(greedy answers over training)")),
-    lead, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "probe"), ...steps.map((s) => h("th", {}, `step ${s}`)))),
+    lead, note, h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, "probe"), ...steps.map((s) => h("th", {}, `step ${s}`)))),
       h("tbody", {}, rows)))];
 }
 

@@ -16,6 +16,7 @@ from simtrain.cli.output import EXIT_NOT_FIT, handles_errors, print_json, say
 
 VERDICT_COLOUR = {"fit": "green", "fit with warnings": "yellow", "not fit": "red"}
 CHECK_COLOUR = {"pass": "green", "warn": "yellow", "fail": "red", "skip": "dim"}
+CONTEXT_SHOWN = 80  # characters of a probe's retrieved context the table shows
 
 
 def _loss(value: float | None) -> str:
@@ -77,6 +78,10 @@ def _probe_cell(row: dict[str, Any]) -> Text:
     return cell
 
 
+def shortened(text: str, most: int = CONTEXT_SHOWN) -> str:
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
 def probes_table(probes: dict[str, Any]) -> Table:
     """One row per probe, one column per shown evaluation step: how each answer changed."""
     steps = probes.get("shown_steps") or probes.get("steps") or []
@@ -85,6 +90,8 @@ def probes_table(probes: dict[str, Any]) -> Table:
         probe = Text(repr(item.get("prompt", "")))
         if item.get("expected") is not None:
             probe.append(f"\n→ {item['expected']!r}", style="dim")
+        if "context" in item:  # a retrieval dataset: asked after the passages its index found
+            probe.append(f"\nafter context {shortened(item['context'])!r}", style="dim")
         if item.get("error"):
             table.add_row(probe, Text(item["error"], style="dim"))
             continue
@@ -129,6 +136,8 @@ def print_report(report: dict[str, Any], gateway_url: str, links: bool = True) -
             )
         else:
             say("probes:")
+        if probes.get("note"):
+            say(f"[yellow]probes {escape(probes['note'])}[/]")
         say(probes_table(probes))
     if not links:
         return

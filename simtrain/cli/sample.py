@@ -32,8 +32,19 @@ def check_temperature(temperature: float) -> None:
         )
 
 
-def print_completions(prompt: str, completions: list[dict], step: int | None) -> None:
-    """Each answer after the prompt, dimmed, with why it ended."""
+def print_completions(
+    prompt: str,
+    completions: list[dict],
+    step: int | None,
+    context: dict | None = None,
+    note: str | None = None,
+) -> None:
+    """Each answer after the prompt, dimmed, with why it ended; first the retrieved context, if any."""
+    if context is not None:
+        say(f"[bold]retrieved context[/] ({context['passages']} passage(s), before the prompt):")
+        say(f"[dim]{escape(context['text'])}[/]" if context["text"] else "[dim](nothing found)[/]")
+    if note is not None:
+        say(f"[yellow]{escape(note)}[/]")
     where = f" (model at step {step})" if step is not None else ""
     for i, c in enumerate(completions, 1):
         ending = "ended by the model" if c["stopped"] else f"{c['tokens']} tokens (the limit)"
@@ -70,10 +81,21 @@ def sample(
     except (CheckpointError, PromptError) as e:
         raise CliError(str(e)) from None
     answers = [c.as_dict() for c in completions]
+    note = None
+    if sampler.retrieval is not None:
+        note = (
+            f"this model was trained with passages from dataset {sampler.retrieval['dataset_id']}'s "
+            "retrieval index before each prompt, and a checkpoint alone has no index: ask the job "
+            "through the gateway (`simtrain ask`) for that context, or write the passages at the start "
+            "of the prompt yourself, then a line '===', then the question"
+        )
     if json_out:
-        print_json({"prompt": prompt, "step": sampler.step, "completions": answers})
+        print_json(
+            {"prompt": prompt, "step": sampler.step, "completions": answers}
+            | ({"note": note} if note else {})
+        )
     else:
-        print_completions(prompt, answers, sampler.step)
+        print_completions(prompt, answers, sampler.step, note=note)
 
 
 @handles_errors
@@ -104,4 +126,6 @@ def ask(
     if json_out:
         print_json(result)
     else:
-        print_completions(prompt, result["completions"], result["step"])
+        print_completions(
+            prompt, result["completions"], result["step"], result.get("context"), result.get("note")
+        )

@@ -621,3 +621,30 @@ def test_the_job_page_forks_from_the_checkpoint_and_shows_where_a_fork_came_from
     page.wait_for("document.querySelector('#fork-msg.error')")
     assert "has no checkpoint to start from" in page.eval("document.getElementById('fork-msg').textContent")
     assert page.js_errors() == []
+
+
+def test_a_retrieval_jobs_probes_show_the_context_they_were_asked_after(
+    gateway: str, page: Page, job_queue: JobQueue
+) -> None:
+    passage = "bafigo has the code 4821. " * 5  # longer than the 80 characters a cell shows
+    answer = {"step": 50, "text": "4821", "exact": True, "prefix": True, "token_accuracy": 1.0}
+    item = {"prompt": "code of bafigo? ", "expected": "4821", "answers": [answer], "context": passage}
+    note = "asked without the retrieved context the dataset's rows have: no Retrieve at the data service"
+    probes = {"steps": [50], "shown_steps": [50], "items": [item], "final": None}
+    with_context = stored_job(gateway, job_queue, JobStatus.succeeded, {"verdict": "fit", "probes": probes})
+    open_job(page, gateway, with_context)
+    page.wait_for("document.querySelector('#probes .probe-context')")
+    shown = page.eval("document.querySelector('#probes .probe-context').textContent")
+    assert shown.startswith('after context "bafigo has the code 4821.') and shown.endswith('…"')
+    assert page.eval("document.querySelector('#probes .probe-context').title") == passage
+    assert page.eval("document.getElementById('probes-note')") is None
+
+    item.pop("context")
+    without = stored_job(
+        gateway, job_queue, JobStatus.succeeded, {"verdict": "fit", "probes": probes | {"note": note}}
+    )
+    open_job(page, gateway, without)
+    page.wait_for("document.getElementById('probes-note')")
+    assert page.eval("document.getElementById('probes-note').textContent") == f"Probes {note}."
+    assert page.eval("document.querySelector('#probes .probe-context')") is None
+    assert page.js_errors() == []

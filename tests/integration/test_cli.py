@@ -765,6 +765,14 @@ def test_report_shows_how_the_probes_answers_changed(gateway: str, job_queue: Jo
     assert "✗ 0%" in out and "✗ 50%" in out and "exact 100%" in out and "' upon'" in out
     assert "cannot encode this probe: 'ë'" in out
 
+    # A retrieval dataset's probe shows the passages it was asked after; probes asked without, why.
+    probes["items"][0]["context"] = "bafigo has the code 4821. " * 6
+    probes["note"] = "asked without the retrieved context the dataset's rows have: no Retrieve"
+    job_queue.set_report(job_id, {"job_id": job_id, "verdict": "fit", "checks": [], "probes": probes})
+    out = cli(gateway, "report", job_id, COLUMNS="200").output
+    assert "probes asked without the retrieved context the dataset's rows have: no Retrieve" in out
+    assert "after context 'bafigo has the code 4821. bafigo" in out and "…'" in out
+
 
 def test_submit_takes_probes_from_flags_after_the_specs(
     gateway: str, job_queue: JobQueue, tmp_path: Path

@@ -228,3 +228,20 @@ def test_the_probes_show_each_answer_over_training_with_its_score() -> None:
     assert "<td>200</td>" not in first and "<td>700</td>" in first
     assert " a time" in shown and "cannot encode this probe: &#x27;ë&#x27;" in shown
     assert "id='probes'" not in render(FULL)  # a job without probes has no such section
+
+
+def test_a_retrieval_jobs_probes_show_the_context_they_were_asked_after() -> None:
+    item = {
+        "prompt": "code of bafigo? ",
+        "expected": "4821",
+        "answers": [],
+        "context": "bafigo has the code 4821.",
+    }
+    probes = {"steps": [], "shown_steps": [], "items": [item], "final": None}
+    shown = render(FULL | {"probes": probes})
+    assert "asked after the retrieved context:" in shown
+    assert "<pre class='context'>bafigo has the code 4821.</pre>" in shown
+    note = "asked without the retrieved context the dataset's rows have: no Retrieve at the data service"
+    item.pop("context")
+    shown = render(FULL | {"probes": probes | {"note": note}})
+    assert f"Probes {note}.".replace("'", "&#x27;") in shown and "retrieved context:" not in shown

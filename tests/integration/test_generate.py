@@ -20,11 +20,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from data_service.modules.memory_tasks import LookupModule
 from gateway.app import create_app
 from gateway.config import GatewaySettings
 from simtrain.cli import app
 from simtrain.generate_queue import GenerateQueue
-from simtrain.jobs import JobRecord, ProbeSpec
+from simtrain.jobs import DatasetSpec, JobRecord, ProbeSpec
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from tests.integration.gateway_support import error_of, serve
@@ -232,3 +233,53 @@ def test_probes_are_answered_at_every_evaluation_and_survive_a_resume(
     local = Sampler.from_checkpoint(settings.jobs_dir / job.id / "checkpoint.pt")
     [again] = local.complete("Hugo counted", max_new_tokens=32, greedy=True)
     assert free["answers"][-1]["text"] == again.text
+
+
+def test_a_retrieval_job_is_probed_and_asked_after_each_prompts_context(
+    settings: Settings,
+    data_service: DataService,
+    job_queue: JobQueue,
+    gateway: httpx.Client,
+    generate_server: subprocess.Popen,
+    tmp_path: Path,
+):
+    options = {"num_facts": "64", "retrieval_corpus": "builtin", "retrieve_k": "1", "context_tokens": "32"}
+    module = LookupModule()
+    passage = next(iter(module.corpus({o.name: o.default for o in module.options} | options)))
+    key, *_, value = passage.removesuffix(".").split()  # "<key> has the code <value>."
+    prompt = f"code of {key}? "
+    spec = job_spec(data_service.address, block_size=64).model_copy(
+        update={
+            "dataset": DatasetSpec(module="lookup", source="lookup", packing="pairs", options=options),
+            "probes": [ProbeSpec(prompt=prompt, expected=value)],
+        }
+    )
+    job = job_queue.submit(spec)
+    report = JobRun(job, settings, job_queue, lambda: False).run()
+    [item] = report["probes"]["items"]
+    assert item["context"] == passage and "note" not in report["probes"]
+
+    # The probe's last answer is the final model's greedy answer after the passage and the marker.
+    checkpoint = settings.jobs_dir / job.id / "checkpoint.pt"
+    local = Sampler.from_checkpoint(checkpoint)
+    assert local.retrieval == {"data_service": data_service.address, "dataset_id": report["dataset"]["id"]}
+    context = local.encode(passage + "\n===\n")
+    [greedy] = local.complete(prompt, max_new_tokens=len(value) + 4, greedy=True, context=context)
+    assert item["answers"][-1]["text"] == greedy.text
+    [bare] = local.complete(prompt, max_new_tokens=len(value) + 4, greedy=True)
+    assert bare.text != greedy.text  # even this little training reads the context, so the check tells
+
+    # Asked through the gateway, the generate server finds the same context at the data service.
+    body = {"prompt": prompt, "max_new_tokens": 8, "temperature": 0.8, "seed": 5}
+    result = gateway.post(f"/v1/jobs/{job.id}/generate", json=body).json()
+    assert result["context"] == {"text": passage, "passages": 1} and result["note"] is None
+    [sampled] = local.complete(prompt, 8, 0.8, None, 1, seed=5, context=context)
+    assert result["completions"][0]["text"] == sampled.text
+    env = {"SIMTRAIN_GATEWAY_URL": str(gateway.base_url), "COLUMNS": "200"}
+    shown = CliRunner().invoke(app, ["ask", job.id[:8], prompt, "--seed", "5"], env=env)
+    assert shown.exit_code == 0 and "retrieved context (1 passage(s), before the prompt):" in shown.output
+    assert passage in shown.output
+
+    # Sampled alone, the checkpoint has no index, and says what to do instead.
+    alone = CliRunner().invoke(app, ["sample", str(checkpoint), prompt], env=env)
+    assert alone.exit_code == 0 and "a checkpoint alone has no index" in alone.output

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from data_service.modules.memory_tasks import LookupModule
 from tests.integration.gateway_support import wait_finished
 from tests.integration.trainer_support import DataService
 from trainer_service.worker import Worker
@@ -18,11 +19,20 @@ pytestmark = pytest.mark.timeout(600)
 MODEL = {"n_layer": 2, "n_head": 4, "n_embd": 64, "embd_pdrop": 0, "resid_pdrop": 0, "attn_pdrop": 0}
 
 
-def run(gateway: httpx.Client, address: str, name: str, dataset: dict[str, Any], variants: dict, steps: int):
+def run(
+    gateway: httpx.Client,
+    address: str,
+    name: str,
+    dataset: dict[str, Any],
+    variants: dict,
+    steps: int,
+    probes: list[dict[str, str]] | None = None,
+):
     body = {
         "name": name,
         "base": {
             "dataset": {"packing": "pairs", **dataset},
+            "probes": probes or [],
             "data_service": address,
             "model": MODEL,
             "training": {
@@ -43,20 +53,24 @@ def run(gateway: httpx.Client, address: str, name: str, dataset: dict[str, Any],
     record = wait_finished(gateway, accepted.json()["id"], 540)
     assert {r["status"] for r in record["runs"]} == {"succeeded"}, record["runs"]
     comparison = record["comparison"]
-    return comparison, {v["name"]: v for v in comparison["variants"]}
+    return comparison, {v["name"]: v for v in comparison["variants"]}, record["runs"]
 
 
 def test_retrieval_wins_the_lookup_task_by_a_wide_margin(
     gateway: httpx.Client, worker: Worker, data_service: DataService
 ) -> None:
     retrieval = {"retrieval_corpus": "builtin", "retrieve_k": "1", "context_tokens": "32"}
-    comparison, variants = run(
+    module = LookupModule()
+    facts = list(module.corpus({o.name: o.default for o in module.options}))[:4]
+    probes = [{"prompt": f"code of {f.split()[0]}? ", "expected": f.split()[-1].rstrip(".")} for f in facts]
+    comparison, variants, runs = run(
         gateway,
         data_service.address,
         "lookup ablation",
         {"module": "lookup", "source": "lookup"},
         {"without": {}, "with": {"dataset": {"options": retrieval}}},
         steps=300,
+        probes=probes,
     )
     assert [r["variant"] for r in comparison["ranking"]] == ["with", "without"]
     behind = comparison["ranking"][1]["behind_best"]
@@ -69,12 +83,20 @@ def test_retrieval_wins_the_lookup_task_by_a_wide_margin(
     with_checks = {row["name"]: row["variants"]["with"]["worst"] for row in comparison["checks"]}
     for check in ("retrieval_support", "retrieval_context_cut", "retrieval_leak", "target_leakage"):
         assert with_checks[check] == ("skip" if check == "target_leakage" else "pass"), comparison["checks"]
+    # The probes are asked as rows are: after the fact's passage with retrieval, which answers them.
+    for r in runs:
+        probed = gateway.get(f"/v1/jobs/{r['job_id']}/report").json()["probes"]
+        contexts = [item.get("context") for item in probed["items"]]
+        if r["variant"] == "with":
+            assert contexts == facts and probed["final"]["token_accuracy"] > 0.8, probed
+        else:
+            assert contexts == [None] * len(facts)
 
 
 def test_recall_is_learnt_at_a_near_gap_before_a_far_one(
     gateway: httpx.Client, worker: Worker, data_service: DataService
 ) -> None:
-    comparison, variants = run(
+    comparison, variants, _ = run(
         gateway,
         data_service.address,
         "recall gaps",

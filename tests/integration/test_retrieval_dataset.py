@@ -85,3 +85,39 @@ def test_the_index_is_kept_in_the_dataset_folder(stub: pb_grpc.DataServiceStub, 
     assert (folder / "bm25" / "vocab.index.json").is_file()
     assert (folder / "passages.txt").read_text(encoding="utf-8").count("lighthouse") == N
     assert not [p.name for p in settings.prepared_dir.iterdir() if p.name.startswith(".")], "temp left"
+
+
+def test_retrieve_gives_a_prompt_of_ones_own_the_context_its_row_has(stub: pb_grpc.DataServiceStub):
+    info = prepare(stub, retrieval_corpus="library", retrieve_k="1")
+    rows = stub.GetRows(
+        pb.GetRowsRequest(dataset_id=info.dataset_id, split="train", start=0, count=4, block_size=256)
+    ).rows
+    prompts, heads = [], []
+    for row in rows:
+        text = "".join(t.text for t in row.tokens)
+        head_chars = text.index("\n===\n") + len("\n===\n")  # char tokenizer: one token per character
+        heads.append([t.id for t in row.tokens[:head_chars]])
+        prompts.append(text[head_chars:].split("?")[0] + "?")
+    found = stub.Retrieve(pb.RetrieveRequest(dataset_id=info.dataset_id, prompts=[*prompts, "Nothing here"]))
+    assert [list(c.tokens) for c in found.contexts[:-1]] == heads
+    assert [c.text for c in found.contexts[:-1]] == [PASSAGES[p] for p in prompts]
+    assert [c.passages for c in found.contexts] == [1, 1, 1, 1, 0]
+    nothing = found.contexts[-1]
+    assert nothing.text == "" and len(nothing.tokens) == len("\n===\n")  # the marker alone
+
+
+def test_retrieve_refuses_what_it_cannot_answer(stub: pb_grpc.DataServiceStub):
+    def refused(dataset_id: str, prompts: list[str]) -> grpc.RpcError:
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Retrieve(pb.RetrieveRequest(dataset_id=dataset_id, prompts=prompts))
+        return info.value
+
+    with_corpus = prepare(stub, retrieval_corpus="library").dataset_id
+    e = refused(with_corpus, [])
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "prompts: give 1 to 256, got 0" in e.details()
+    e = refused(with_corpus, ["q"] * 257)
+    assert e.code() == grpc.StatusCode.INVALID_ARGUMENT and "got 257" in e.details()
+    e = refused(prepare(stub).dataset_id, ["Who keeps the lighthouse on isle 1?"])
+    assert e.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "prepared without a retrieval corpus" in e.details()
+    assert refused("0123456789abcdef", ["q"]).code() == grpc.StatusCode.NOT_FOUND

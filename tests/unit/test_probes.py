@@ -9,7 +9,7 @@ from data_service.errors import DataError
 from data_service.tokenizers.char import CharTokenizer
 from simtrain.jobs import JobSpec, ProbeSpec
 from trainer_service.model import GPT, GPTConfig
-from trainer_service.probes import Codec, Probes, score, shown
+from trainer_service.probes import Codec, Context, Probes, score, shown
 
 TOK = CharTokenizer.train(["abcxyz "], specials=["<|endoftext|>"])
 END = TOK.special_id("<|endoftext|>")
@@ -101,6 +101,23 @@ def test_answers_are_kept_by_step_and_a_step_again_replaces_its_answer():
         (5, "x", True),
         (10, "x", True),
     ]
+
+
+def test_a_retrieved_context_goes_before_its_prompt_and_is_shown_with_it():
+    probes = Probes([ProbeSpec(prompt="abc", expected="xyz")], codec(), [Context(ids("ab"), "ab")])
+    [row] = probes.answer(saying(*ids("xyz"), END), step=0)
+    assert row["text"] == "z"  # answered two positions further on: the context took the first two
+    report = probes.report()
+    assert report["items"][0]["context"] == "ab" and "note" not in report
+
+
+def test_probes_asked_without_the_context_their_rows_have_say_why():
+    note = "asked without the retrieved context the dataset's rows have: the data service does not offer it"
+    probes = Probes([ProbeSpec(prompt="abc", expected="xyz")], codec(), note=note)
+    [row] = probes.answer(saying(*ids("xyz"), END), step=0)
+    assert row["exact"]
+    report = probes.report()
+    assert report["note"] == note and "context" not in report["items"][0]
 
 
 def test_a_prompt_the_tokenizer_cannot_encode_is_an_error_of_that_probe_only():

@@ -114,3 +114,20 @@ def test_prompts_the_tokenizer_cannot_encode_are_refused(tmp_path: Path):
         sampler.complete("Zebra")
     with pytest.raises(PromptError, match="empty"):
         sampler.complete("")
+
+
+def test_a_context_goes_before_the_prompt(tmp_path: Path):
+    tok = CharTokenizer.train([TEXT])
+    sampler = Sampler.from_checkpoint(saved(tmp_path, tok))
+    assert sampler.retrieval is None
+    [whole] = sampler.complete("the cat", max_new_tokens=12, greedy=True)
+    [after] = sampler.complete("cat", max_new_tokens=12, greedy=True, context=tok.encode("the ").tolist())
+    assert after.text == whole.text
+
+
+def test_a_retrieval_checkpoint_names_its_index_or_is_refused(tmp_path: Path):
+    tok = CharTokenizer.train([TEXT])
+    retrieval = {"data_service": "127.0.0.1:50051", "dataset_id": "0123456789abcdef"}
+    assert Sampler.from_checkpoint(saved(tmp_path, tok, retrieval=retrieval)).retrieval == retrieval
+    with pytest.raises(CheckpointError, match="names its retrieval index badly"):
+        Sampler.from_checkpoint(saved(tmp_path, tok, retrieval={"dataset_id": 5}))

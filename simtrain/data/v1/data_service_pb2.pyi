@@ -315,3 +315,27 @@ class GetRowsResponse(_message.Message):
     total_rows: int
     packing: str
     def __init__(self, rows: _Optional[_Iterable[_Union[Row, _Mapping]]] = ..., total_rows: _Optional[int] = ..., packing: _Optional[str] = ...) -> None: ...
+
+class RetrieveRequest(_message.Message):
+    __slots__ = ("dataset_id", "prompts")
+    DATASET_ID_FIELD_NUMBER: _ClassVar[int]
+    PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    dataset_id: str
+    prompts: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, dataset_id: _Optional[str] = ..., prompts: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RetrievedContext(_message.Message):
+    __slots__ = ("tokens", "text", "passages")
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    PASSAGES_FIELD_NUMBER: _ClassVar[int]
+    tokens: _containers.RepeatedScalarFieldContainer[int]
+    text: str
+    passages: int
+    def __init__(self, tokens: _Optional[_Iterable[int]] = ..., text: _Optional[str] = ..., passages: _Optional[int] = ...) -> None: ...
+
+class RetrieveResponse(_message.Message):
+    __slots__ = ("contexts",)
+    CONTEXTS_FIELD_NUMBER: _ClassVar[int]
+    contexts: _containers.RepeatedCompositeFieldContainer[RetrievedContext]
+    def __init__(self, contexts: _Optional[_Iterable[_Union[RetrievedContext, _Mapping]]] = ...) -> None: ...

@@ -94,6 +94,11 @@ class DataServiceStub:
                 request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsRequest.SerializeToString,
                 response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsResponse.FromString,
                 _registered_method=True)
+        self.Retrieve = channel.unary_unary(
+                '/simtrain.data.v1.DataService/Retrieve',
+                request_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.RetrieveRequest.SerializeToString,
+                response_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.RetrieveResponse.FromString,
+                _registered_method=True)
 
 
 class DataServiceServicer:
@@ -193,6 +198,16 @@ class DataServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Retrieve(self, request, context):
+        """For a dataset prepared with a retrieval corpus: the context its rows put before a prompt, for
+        prompts of one's own (a job's probes, asking its model), found and cut exactly as at prepare time.
+        FAILED_PRECONDITION for a dataset prepared without one. Optional: a server without it answers
+        UNIMPLEMENTED (probes and answers then get no context, and say so).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +270,11 @@ def add_DataServiceServicer_to_server(servicer, server):
                     servicer.GetRows,
                     request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsRequest.FromString,
                     response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsResponse.SerializeToString,
+            ),
+            'Retrieve': grpc.unary_unary_rpc_method_handler(
+                    servicer.Retrieve,
+                    request_deserializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.RetrieveRequest.FromString,
+                    response_serializer=simtrain_dot_data_dot_v1_dot_data__service__pb2.RetrieveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -581,6 +601,33 @@ class DataService:
             '/simtrain.data.v1.DataService/GetRows',
             simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsRequest.SerializeToString,
             simtrain_dot_data_dot_v1_dot_data__service__pb2.GetRowsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Retrieve(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/simtrain.data.v1.DataService/Retrieve',
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.RetrieveRequest.SerializeToString,
+            simtrain_dot_data_dot_v1_dot_data__service__pb2.RetrieveResponse.FromString,
             options,
             channel_credentials,
             insecure,
