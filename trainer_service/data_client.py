@@ -29,7 +29,7 @@ from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.data.v1 import data_service_pb2_grpc as pb_grpc
 from simtrain.jobs import DatasetSpec
 from simtrain.prepare_request import prepare_request
-from simtrain.settings import get_settings
+from simtrain.settings import Settings, get_settings
 from trainer_service.job_log import SERVER_ONLY
 
 log = logging.getLogger(__name__)
@@ -106,6 +106,16 @@ class DataClient:
         # Batches come as raw bytes (no deserializer): batch_wire views the tensors in place.
         self._stream = self.channel.unary_stream(
             STREAM_BATCHES, request_serializer=pb.StreamBatchesRequest.SerializeToString
+        )
+
+    @classmethod
+    def configured(cls, address: str, settings: Settings) -> DataClient:
+        """A client to ``address`` that retries and sizes messages as ``settings`` say."""
+        return cls(
+            address,
+            retries=settings.data_service_retries,
+            backoff_s=settings.data_service_backoff_s,
+            max_message_bytes=settings.grpc_max_message_bytes,
         )
 
     def close(self) -> None:

@@ -136,12 +136,7 @@ class GenerateServer:
         address, dataset_id = sampler.retrieval["data_service"], sampler.retrieval["dataset_id"]
         client = self._clients.get(address)
         if client is None:
-            client = self._clients[address] = DataClient(
-                address,
-                retries=self.settings.data_service_retries,
-                backoff_s=self.settings.data_service_backoff_s,
-                max_message_bytes=self.settings.grpc_max_message_bytes,
-            )
+            client = self._clients[address] = DataClient.configured(address, self.settings)
         found = client.retrieve(dataset_id, [prompt])
         if found is None:
             return (

@@ -65,12 +65,7 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
         self.ranks = ranks or Ranks()
         self.job_dir = settings.jobs_dir / job.id
         self.checkpoint_path = self.job_dir / "checkpoint.pt"
-        self.client = DataClient(
-            job.spec.data_service or settings.data_service_addr,
-            retries=settings.data_service_retries,
-            backoff_s=settings.data_service_backoff_s,
-            max_message_bytes=settings.grpc_max_message_bytes,
-        )
+        self.client = DataClient.configured(job.spec.data_service or settings.data_service_addr, settings)
         self.curve: dict[str, list[list[float]]] = {"train": [], "val": [], "train_eval": []}
         self.latest: dict[str, float] = {}
         self.interrupted = False
