@@ -8,7 +8,7 @@ batch shape/dtype/vocab bound, determinism, resume equivalence, rank disjointnes
 per message and the same-host shared-memory fast path (both optional for a server, but what it sends
 must be the same batches), Encode/Decode, the tokenizer definition (optional: it must encode and decode
 as Encode and Decode do), the rows GetRows shows (optional: see ``conformance_rows``), and the status
-codes of bad requests.
+codes of bad requests (Retrieve's among them: optional, so UNIMPLEMENTED passes).
 
 A module whose source is only a label (``ModuleInfo.source_is_label``, e.g. a synthetic task) reads
 no path and makes its own text, so the path-error checks and the round trip of the uploaded corpus
@@ -391,6 +391,11 @@ class Conformance:
                 "Decode of an unknown id",
                 lambda: self.stub.Decode(pb.DecodeRequest(dataset_id=missing, tokens=[0])),
                 MISSING,
+            ),
+            (
+                "Retrieve for a dataset prepared without a retrieval corpus",
+                lambda: self.stub.Retrieve(pb.RetrieveRequest(dataset_id=dataset_id, prompts=["a"])),
+                {grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.UNIMPLEMENTED},  # Retrieve is optional
             ),
         ]
 
