@@ -77,6 +77,16 @@ def batches_per_message(batch_size: int, block_size: int) -> int:
     return max(1, min(MAX_BATCHES_PER_MESSAGE, MESSAGE_BYTES // (2 * 8 * batch_size * block_size)))
 
 
+def dataset_stats(info: pb.DatasetInfo) -> dict[str, Any]:
+    """The dataset's statistics; {} from a data service whose statistics cannot be read (the checks that
+    need them are then skipped)."""
+    try:
+        stats = json.loads(info.stats_json or "{}")
+    except ValueError:
+        return {}
+    return stats if isinstance(stats, dict) else {}
+
+
 def check_ids(x: torch.Tensor, y: torch.Tensor, vocab_size: int, step: int) -> None:
     if x.shape != y.shape:
         raise DataServiceError(f"data service sent x of shape {tuple(x.shape)} but y of {tuple(y.shape)}")

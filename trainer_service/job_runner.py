@@ -12,7 +12,6 @@ MLflow tracking, when configured, beside them (``tracking``).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from simtrain.jobs import JobRecord
 from simtrain.queue import JobQueue
 from simtrain.settings import Settings
 from trainer_service.cancel_watch import CancelWatch
-from trainer_service.data_client import DataClient, DataRefused, DataServiceError
+from trainer_service.data_client import DataClient, DataRefused, DataServiceError, dataset_stats
 from trainer_service.evaluation import Evaluation
 from trainer_service.model import GPT, GPTConfig
 from trainer_service.outcome import JobCancelled, JobInterrupted
@@ -181,11 +180,7 @@ class JobRun(RunLoop, Checkpoints, Evaluation, RunReport):
     def _retrieval(self) -> dict[str, str] | None:
         """Where the context of a retrieval dataset's rows is found, for prompts of one's own (the probes,
         and the checkpoint's askers); None for other datasets."""
-        try:
-            stats = json.loads(self.info.stats_json or "{}")
-        except ValueError:
-            return None
-        if not isinstance(stats, dict) or "retrieval" not in stats:
+        if "retrieval" not in dataset_stats(self.info):
             return None
         return {"data_service": self.client.address, "dataset_id": self.dataset_id}
 

@@ -16,7 +16,7 @@ from simtrain.data.v1 import data_service_pb2 as pb
 from simtrain.jobs import JobRecord, JobSpec, TrainingSpec
 from simtrain.queue import JobQueue
 from trainer_service import metrics
-from trainer_service.data_client import DataClient, DataRefused, DataServiceError
+from trainer_service.data_client import DataClient, DataRefused, DataServiceError, dataset_stats
 from trainer_service.model import GPT
 from trainer_service.parallel import Ranks
 from trainer_service.probes import Probes
@@ -89,10 +89,7 @@ class RunReport:
         t = self.train_spec
         if not self.unfit:
             self._probe_overlap()
-        try:
-            stats = json.loads(self.info.stats_json or "{}")
-        except ValueError:
-            stats = {}  # another data service's statistics we cannot read: those checks are skipped
+        stats = dataset_stats(self.info)
         shape = RunShape(
             vocab_size=self.info.vocab_size,
             tokenizer=self.info.tokenizer,
